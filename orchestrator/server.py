@@ -63,6 +63,25 @@ class TritonServerConfig:
     log_path: str | Path | None = None
 
 
+def admin_headers(restricted_key: str | None, protocol: str = "grpc") -> dict[str, str]:
+    """Request headers that unlock the restricted protocols for ``restricted_key`` ("header:value").
+
+    Triton 2.51 checks gRPC metadata under the key ``triton-grpc-protocol-<header>`` (verified:
+    its refusal says "expecting header 'triton-grpc-protocol-<header>'") and plain ``<header>``
+    over HTTP. Returns ``{}`` when ``restricted_key`` is empty (an unrestricted server).
+    """
+    if not restricted_key:
+        return {}
+    header, _, value = restricted_key.partition(":")
+    if not header or not value:
+        raise ValueError(f"restricted_key must look like 'header:value', got {restricted_key!r}")
+    if protocol == "grpc":
+        return {f"triton-grpc-protocol-{header.lower()}": value}
+    if protocol == "http":
+        return {header: value}
+    raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port that is free on ``host`` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -153,8 +172,11 @@ class TritonServer:
             header, _, value = c.restricted_key.partition(":")
             if not header or not value:
                 raise ValueError(f"restricted_key must look like 'header:value', got {c.restricted_key!r}")
-            for proto in ("grpc", "http"):
-                cmd.append(f"--{proto}-restricted-api=model-repository,statistics,trace,logging:{header}={value}")
+            # Triton 2.51 spells the two flags differently (verified against `tritonserver --help`:
+            # `--grpc-restricted-api` is rejected at start-up); both take `<apis>:<header>=<value>`.
+            apis = "model-repository,statistics,trace,logging"
+            cmd.append(f"--grpc-restricted-protocol={apis}:{header}={value}")
+            cmd.append(f"--http-restricted-api={apis}:{header}={value}")
         return cmd + list(c.extra_args)
 
     # -- lifecycle ---------------------------------------------------------------------
