@@ -43,3 +43,52 @@ def smoke_client(smoke_server):
     client = smoke_server.grpc_client()
     yield client
     client.close()
+
+
+# --- the cascade over stand-in stages (tests/assets/cascade_repository) -----------------------
+CASCADE_MODELS = ("light", "heavy", "discriminator", "cascade")
+
+
+def build_cascade_repository(dest: Path, control_file: Path, chunks_file: Path | None = None) -> Path:
+    """A model repository under ``dest``: the stand-in stages plus the REAL cascade model.
+
+    The ``control_file`` (and stand-ins' ``chunks_file``) parameters are pointed at the given
+    paths so that tests control threshold, routing and batch sizes at runtime.
+    """
+    import re  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parent.parent
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ASSETS / "cascade_repository" / "standin.py", dest / "standin.py")
+    for stage in ("light", "heavy", "discriminator"):
+        shutil.copytree(ASSETS / "cascade_repository" / stage, dest / stage, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "model_repository" / "cascade", dest / "cascade", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "artifacts"))
+    for model in CASCADE_MODELS:
+        cfg = dest / model / "config.pbtxt"
+        text = re.sub(r'(key: "control_file" value: \{ string_value: )"[^"]*"', rf'\1"{control_file}"', cfg.read_text())
+        if chunks_file is not None:
+            text = re.sub(r'(key: "chunks_file" value: \{ string_value: )"[^"]*"', rf'\1"{chunks_file}"', text)
+        cfg.write_text(text)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def cascade_stack(tmp_path_factory):
+    """One real tritonserver for the session: stand-in stages + the cascade, all loaded.
+
+    Yields ``(server, control_file, chunks_file)``. Tests that write the control file must
+    restore it (``control_file.unlink()`` = defaults) before they return.
+    """
+    tmp = tmp_path_factory.mktemp("cascade")
+    control, chunks = tmp / "control.json", tmp / "chunks.jsonl"
+    repo = build_cascade_repository(tmp / "repo", control, chunks)
+    server = TritonServer(TritonServerConfig(model_repository=repo, load_models=CASCADE_MODELS,
+                                             log_path=tmp / "tritonserver.log"))
+    server.start()
+    try:
+        yield server, control, chunks
+    finally:
+        server.stop()
