@@ -1,0 +1,167 @@
+"""Event-loop correctness on tiny traces whose outcome can be checked by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.sim.engine import DROPPED, SERVED_HEAVY, SERVED_LIGHT, SimConfig, SimResult, WindowRecord, simulate
+from benchmarks.sim.metrics import summarize
+from benchmarks.sim.trace import Trace
+from orchestrator.control import ControlConfig, ControlLoop, DemandEstimator
+from planner.types import DeferralCurve, ModelProfile, Plan, QualityCurve
+
+LIGHT = ModelProfile("light", {1: 100.0, 2: 150.0, 4: 220.0})
+HEAVY = ModelProfile("heavy", {1: 1000.0, 2: 1500.0}, quality_rank=1)
+CURVE = DeferralCurve((0.0, 1.0), (0.0, 1.0))
+QUALITY = QualityCurve((0.0, 0.5, 1.0), (18.0, 16.0, 22.0))
+
+
+def plan(light=1, heavy=0, bl=1, bh=1, t=0.0, routing="cascade", heavy_share=0.0):
+    return Plan(policy="fixed", workers={"light": light, "heavy": heavy}, batch_size={"light": bl, "heavy": bh},
+                threshold=t, capacity_qps={}, expected_fid=0.0, light_fraction=1.0 - heavy_share, slack_ms=0.0,
+                status="STATIC", routing=routing, heavy_share=heavy_share)
+
+
+class Schedule:
+    """Plan k for the k-th planner call (the initial plan is call 0); the last one repeats."""
+
+    def __init__(self, *plans):
+        self.plans, self.calls = plans, 0
+
+    def plan(self, instance):
+        p = self.plans[min(self.calls, len(self.plans) - 1)]
+        self.calls += 1
+        return p
+
+
+class ObservingLoop(ControlLoop):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.observations = []
+
+    def step(self, observation):
+        self.observations.append(observation)
+        return super().step(observation)
+
+
+def run(arrivals, *plans, conf=None, workers=1, slo_ms=5000.0, window_s=5.0, load_s=0.0, seed=0, loop_cls=ControlLoop):
+    arrivals = np.asarray(arrivals, dtype=float)
+    trace = Trace(arrivals, np.arange(len(arrivals)))
+    conf = np.ones(len(arrivals)) if conf is None else np.asarray(conf, dtype=float)
+    cc = ControlConfig(models=(LIGHT, HEAVY), slo_ms=slo_ms, num_workers=workers, deferral=CURVE, quality=QUALITY,
+                       window_s=window_s)
+    loop = loop_cls(cc, Schedule(*plans), DemandEstimator())
+    return simulate(trace, conf, loop, SimConfig(model_load_s=load_s, seed=seed)), loop
+
+
+def test_idle_worker_takes_one_query_then_the_queue_is_batched_up_to_the_batch_size():
+    res, _ = run([0, 1, 2, 3, 4], plan(light=1, bl=4))
+    # q0 alone at t=0 (100 ms); q1..q4 wait and go as one batch of 4 at t=100 (220 ms).
+    assert res.finish_ms.tolist() == [100.0, 320.0, 320.0, 320.0, 320.0]
+    assert (res.outcome == SERVED_LIGHT).all()
+
+
+def test_batches_are_capped_at_the_planned_size():
+    res, _ = run([0, 1, 2, 3, 4], plan(light=1, bl=2))
+    assert res.finish_ms.tolist() == [100.0, 250.0, 250.0, 400.0, 400.0]
+
+
+def test_unprofiled_batch_size_latency_is_interpolated_between_profiled_sizes():
+    res, _ = run([0, 1, 2, 3], plan(light=1, bl=4))
+    assert res.finish_ms.tolist() == [100.0, 285.0, 285.0, 285.0]  # batch 3: halfway 150..220 ms
+
+
+def test_cascade_defers_low_confidence_queries_to_the_heavy_model():
+    res, _ = run([0, 50], plan(light=1, heavy=1, t=0.5), conf=[0.9, 0.1], workers=2)
+    # q0: light 0..100, confident -> served. q1: light 100..200, deferred, heavy 200..1200.
+    assert res.outcome.tolist() == [SERVED_LIGHT, SERVED_HEAVY]
+    assert res.finish_ms.tolist() == [100.0, 1200.0]
+
+
+def test_query_is_dropped_when_its_predicted_finish_exceeds_1_5_x_slo_and_kept_at_exactly_the_deadline():
+    # Heavy only, SLO 1000 ms -> drop deadline = arrival + 1500 ms; heavy batch of 1 = 1000 ms.
+    res, _ = run([0, 0, 500], plan(light=0, heavy=1, bh=1), slo_ms=1000.0)
+    # q0: 0..1000 (latency == SLO: on time). q1 at t=1000 would finish 2000 > 1500: dropped.
+    # q2 at t=1000 would finish 2000 == its deadline 2000: served, but late (a timeout).
+    assert res.outcome.tolist() == [SERVED_HEAVY, DROPPED, SERVED_HEAVY]
+    assert res.finish_ms.tolist() == [1000.0, 1000.0, 2000.0]
+    s = summarize(res, QUALITY)
+    assert (s.drops, s.timeouts) == (1, 1)
+    assert s.violation_ratio == pytest.approx(2 / 3)
+
+
+def test_moved_gpu_finishes_its_batch_then_loads_the_new_model_for_the_configured_delay():
+    # Window 1 s; at t=1000 the plan moves the only worker from light to heavy (load 0.5 s).
+    res, _ = run([950, 1100], plan(light=1), plan(light=0, heavy=1), window_s=1.0, load_s=0.5)
+    # q0 runs on light 950..1050; the worker then loads heavy 1050..1550; q1 runs 1550..2550.
+    assert res.outcome.tolist() == [SERVED_LIGHT, SERVED_HEAVY]
+    assert res.finish_ms.tolist() == [1050.0, 2550.0]
+
+
+def test_without_load_delay_the_move_is_immediate_after_the_running_batch():
+    res, _ = run([950, 1100], plan(light=1), plan(light=0, heavy=1), window_s=1.0, load_s=0.0)
+    assert res.finish_ms.tolist() == [1050.0, 2100.0]
+
+
+def test_queries_stuck_without_workers_are_shed_at_the_next_tick_and_reported_to_the_control_loop():
+    res, loop = run([0, 10, 20], plan(light=0, heavy=0), slo_ms=100.0, window_s=1.0, loop_cls=ObservingLoop)
+    assert (res.outcome == DROPPED).all()
+    assert res.finish_ms.tolist() == [1000.0, 1000.0, 1000.0]
+    assert loop.observations[0].drops == 3 and loop.observations[0].arrivals == 3
+
+
+def test_observation_reports_arrivals_queue_delay_and_allocation_of_the_window():
+    res, loop = run([0, 1, 2, 3, 4], plan(light=1, bl=4), window_s=1.0, loop_cls=ObservingLoop)
+    obs = loop.observations[0]
+    assert obs.arrivals == 5 and obs.window_s == 1.0
+    assert obs.queue_delay_ms["light"] == pytest.approx((0 + 99 + 98 + 97 + 96) / 5)
+    assert obs.model_arrival_qps == {"light": 5.0, "heavy": 0.0}
+    assert dict(obs.current.workers) == {"light": 1, "heavy": 0}
+
+
+def test_plan_asking_for_more_workers_than_the_cluster_has_is_rejected():
+    with pytest.raises(ValueError, match=r"workers \{'light': 3, 'heavy': 0\}.*<= 2 in all"):
+        run([0], plan(light=3), workers=2)
+
+
+def test_plan_with_a_batch_size_beyond_the_profile_is_rejected():
+    with pytest.raises(ValueError, match="batch size 8 for 'light'; expected 1..4"):
+        run([0], plan(light=1, bl=8))
+
+
+def _random_trace_run(seed):
+    rng = np.random.default_rng(7)
+    arrivals = np.sort(rng.uniform(0, 20_000, 400))
+    return run(arrivals, plan(light=2, heavy=6, bl=4, bh=2, routing="random", heavy_share=0.4),
+               workers=8, seed=seed)[0]
+
+
+def test_same_seed_gives_identical_runs_and_another_seed_changes_random_routing():
+    a, b, c = _random_trace_run(1), _random_trace_run(1), _random_trace_run(2)
+    assert np.array_equal(a.outcome, b.outcome) and np.array_equal(a.finish_ms, b.finish_ms, equal_nan=True)
+    assert not np.array_equal(a.outcome, c.outcome)
+    share = np.mean(a.outcome == SERVED_HEAVY)
+    assert 0.3 < share < 0.5  # heavy with probability 0.4
+
+
+def _result(arrival_ms, finish_ms, outcome, routing):
+    rec = WindowRecord(time_ms=0.0, threshold=0.0, routing=routing, light_fraction=0.5, workers={}, batch_size={},
+                       demand_qps=0.0, measured_rate_qps=None, status="", reason="", planner_wall_ms=0.0)
+    return SimResult(arrival_ms=np.array(arrival_ms, float), finish_ms=np.array(finish_ms, float),
+                     outcome=np.array(outcome, np.int8), windows=(rec,), slo_ms=1000.0, window_s=1.0, events=0,
+                     loop_wall_s=0.0, planner_wall_s=0.0)
+
+
+def test_fid_is_read_from_the_quality_curve_at_each_windows_light_share_weighted_by_responses():
+    L, H = SERVED_LIGHT, SERVED_HEAVY
+    # window 0: 2 light (share 1 -> FID 22); window 1: 1 light + 1 heavy (share .5 -> 16) + 1 drop.
+    res = _result([0, 10, 1000, 1010, 1020], [100, 110, 1100, 1110, 1020], [L, L, L, H, DROPPED], "cascade")
+    s = summarize(res, QUALITY)
+    assert s.mean_fid == pytest.approx((2 * 22.0 + 2 * 16.0) / 4)
+    assert s.violation_ratio == pytest.approx(1 / 5)
+    assert s.light_share == pytest.approx(3 / 4)
+
+
+def test_query_agnostic_routing_uses_the_linear_blend_of_the_curve_end_points():
+    res = _result([0, 10], [100, 1010], [SERVED_LIGHT, SERVED_HEAVY], "random")
+    assert summarize(res, QUALITY).mean_fid == pytest.approx((18.0 + 22.0) / 2)
