@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import math
+import numbers
 from typing import Mapping, Sequence
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -38,9 +44,14 @@ class ModelProfile:
     def __post_init__(self) -> None:
         if not self.batch_latency_ms:
             raise ValueError(f"profile {self.name!r}: batch_latency_ms is empty")
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"profile name {self.name!r}; expected a non-empty string")
         for b, ms in self.batch_latency_ms.items():
-            if int(b) < 1 or not ms > 0:
-                raise ValueError(f"profile {self.name!r}: batch {b} latency {ms} ms; expected batch >= 1, latency > 0")
+            if not isinstance(b, numbers.Integral) or isinstance(b, bool) or b < 1 or not _finite(ms) or not ms > 0:
+                raise ValueError(
+                    f"profile {self.name!r}: batch {b!r} latency {ms!r} ms; expected an int batch >= 1 "
+                    "and a finite latency > 0 ms"
+                )
 
     @property
     def batch_sizes(self) -> tuple[int, ...]:
@@ -68,8 +79,15 @@ class DeferralCurve:
     def __post_init__(self) -> None:
         if len(self.thresholds) != len(self.deferral_fraction) or len(self.thresholds) < 2:
             raise ValueError("deferral curve needs >= 2 points and equal-length columns")
-        if list(self.thresholds) != sorted(self.thresholds):
-            raise ValueError("deferral curve thresholds must be increasing")
+        if any(not _finite(t) for t in self.thresholds) or any(
+            b <= a for a, b in zip(self.thresholds, self.thresholds[1:])
+        ):
+            raise ValueError(f"deferral curve thresholds {self.thresholds}; expected finite, strictly increasing")
+        for t, f in zip(self.thresholds, self.deferral_fraction):
+            if not _finite(f) or not 0.0 <= f <= 1.0:
+                raise ValueError(f"deferral fraction f({t}) = {f!r}; expected a fraction in [0, 1]")
+        if any(b < a - 1e-12 for a, b in zip(self.deferral_fraction, self.deferral_fraction[1:])):
+            raise ValueError(f"deferral fractions {self.deferral_fraction}; expected non-decreasing in t")
 
     def f(self, t: float) -> float:
         """Fraction of queries deferred at threshold ``t``."""
@@ -96,6 +114,18 @@ class QualityCurve:
     fid: tuple[float, ...]
     metric: str = "FID"
 
+    def __post_init__(self) -> None:
+        if len(self.light_fraction) != len(self.fid) or len(self.fid) < 2:
+            raise ValueError(
+                f"quality curve has {len(self.light_fraction)} light fractions and {len(self.fid)} FIDs; "
+                "expected >= 2 points and equal-length columns"
+            )
+        xs = self.light_fraction
+        if any(not _finite(x) or not 0.0 <= x <= 1.0 for x in xs) or any(b <= a for a, b in zip(xs, xs[1:])):
+            raise ValueError(f"quality curve light fractions {xs}; expected strictly increasing values in [0, 1]")
+        if any(not _finite(v) or v < 0 for v in self.fid):
+            raise ValueError(f"quality curve FIDs {self.fid}; expected finite values >= 0")
+
     def fid_at(self, light_fraction: float) -> float:
         """Expected FID at a light share in [0, 1]."""
         return _interp(light_fraction, self.light_fraction, self.fid)
@@ -109,6 +139,14 @@ class Allocation:
     batch_size: Mapping[str, int]
     threshold: float = 0.0
 
+    def __post_init__(self) -> None:
+        for name, n in self.workers.items():
+            if not isinstance(n, numbers.Integral) or n < 0:
+                raise ValueError(f"Allocation.workers[{name!r}] = {n!r}; expected an int >= 0")
+        for name, b in self.batch_size.items():
+            if not isinstance(b, numbers.Integral) or b < 1:
+                raise ValueError(f"Allocation.batch_size[{name!r}] = {b!r}; expected an int >= 1")
+
 
 @dataclasses.dataclass(frozen=True)
 class Instance:
@@ -117,7 +155,15 @@ class Instance:
     ``models`` are the variants ordered light -> heavy (the cascade uses a pair; policies that
     choose among more variants pick the pair). ``demand_qps`` is the (already over-provisioned)
     arrival-rate estimate. ``queue_delay_ms`` is the observed mean queueing delay per model
-    during the last window (0 when unknown).
+    during the last window (0 when unknown). ``queue_length`` (mean queries waiting) with
+    ``model_arrival_qps`` (arrivals per second at that model) gives the paper's Little's-law
+    queueing estimate ``queue_length / arrival rate``; it takes precedence over
+    ``queue_delay_ms`` for a model that has both. Keys that name no model (e.g. the
+    discriminator) are ignored.
+
+    ``pair_curves`` optionally gives the deferral and quality curves of other (light, heavy)
+    pairs, keyed by model names; the pair (models[0], models[-1]) uses ``deferral``/``quality``
+    unless listed. A pair without curves is never chosen (the planner does not invent curves).
     """
 
     models: tuple[ModelProfile, ...]
@@ -128,16 +174,50 @@ class Instance:
     quality: QualityCurve
     current: Allocation | None = None
     queue_delay_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    queue_length: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    model_arrival_qps: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    pair_curves: Mapping[tuple[str, str], tuple[DeferralCurve, QualityCurve]] = dataclasses.field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         if len(self.models) < 2:
             raise ValueError(f"need >= 2 model variants (light, heavy), got {len(self.models)}")
-        if self.num_workers < 1:
-            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
-        if self.slo_ms <= 0:
-            raise ValueError(f"slo_ms must be > 0, got {self.slo_ms}")
-        if self.demand_qps < 0:
-            raise ValueError(f"demand_qps must be >= 0, got {self.demand_qps}")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names {names}; expected unique names")
+        if not isinstance(self.num_workers, numbers.Integral) or self.num_workers < 1:
+            raise ValueError(f"num_workers must be an int >= 1, got {self.num_workers!r}")
+        if not _finite(self.slo_ms) or self.slo_ms <= 0:
+            raise ValueError(f"slo_ms must be a finite number > 0, got {self.slo_ms!r}")
+        if not _finite(self.demand_qps) or self.demand_qps < 0:
+            raise ValueError(f"demand_qps must be a finite number >= 0, got {self.demand_qps!r}")
+        for field in ("queue_delay_ms", "queue_length", "model_arrival_qps"):
+            for name, v in getattr(self, field).items():
+                if not _finite(v) or v < 0:
+                    raise ValueError(f"{field}[{name!r}] = {v!r}; expected a finite value >= 0")
+        for pair, curves in self.pair_curves.items():
+            if len(pair) != 2 or pair[0] not in names or pair[1] not in names:
+                raise ValueError(f"pair_curves key {pair!r}; expected (light, heavy) model names from {names}")
+            if names.index(pair[0]) >= names.index(pair[1]):
+                raise ValueError(f"pair_curves key {pair!r}; expected the light model before the heavy one")
+            if len(curves) != 2 or not isinstance(curves[0], DeferralCurve) or not isinstance(curves[1], QualityCurve):
+                raise ValueError(f"pair_curves[{pair!r}]; expected (DeferralCurve, QualityCurve)")
+
+    def model(self, name: str) -> ModelProfile:
+        """The profile named ``name`` (KeyError naming the known models otherwise)."""
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(f"no model {name!r}; models are {[m.name for m in self.models]}")
+
+    def curves_for(self, light: str, heavy: str) -> tuple[DeferralCurve, QualityCurve] | None:
+        """Deferral and quality curves of the pair (light, heavy), or None when unknown."""
+        if (light, heavy) in self.pair_curves:
+            return self.pair_curves[(light, heavy)]
+        if (light, heavy) == (self.models[0].name, self.models[-1].name):
+            return self.deferral, self.quality
+        return None
 
     @property
     def light(self) -> ModelProfile:
@@ -158,6 +238,12 @@ class Plan:
     ``expected_fid`` is the quality curve at the planned light share.
     ``slack_ms`` is SLO minus the planned worst-case latency. ``status`` is the solver status
     ("OPTIMAL", "FEASIBLE", "FALLBACK", "STATIC"); ``reason`` says why for fallbacks.
+    ``routing`` is "cascade" (discriminator decides), "random" (query-agnostic: heavy with
+    probability ``heavy_share``), "light" or "heavy" (everything to one model).
+    ``heavy_share`` is the planned fraction of queries the heavy model serves (f(t) for a
+    cascade). ``light_model``/``heavy_model`` name the chosen pair ("" when unused).
+    ``stage_latency_ms`` is the planned latency per model: batch execution plus the policy's
+    queueing estimate, in ms. ``solve_time_ms`` is the wall time of the solve.
     """
 
     policy: str
@@ -171,7 +257,11 @@ class Plan:
     status: str
     reason: str = ""
     solve_time_ms: float = 0.0
-    routing: str = "cascade"  # "cascade" (discriminator) or "random" (query-agnostic share)
+    routing: str = "cascade"  # "cascade" (discriminator), "random" (query-agnostic share), "light", "heavy"
+    heavy_share: float = 0.0
+    light_model: str = ""
+    heavy_model: str = ""
+    stage_latency_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def as_allocation(self) -> Allocation:
         return Allocation(workers=dict(self.workers), batch_size=dict(self.batch_size), threshold=self.threshold)

@@ -1,0 +1,140 @@
+"""Queueing estimates for batched diffusion workers (pure functions, no solver).
+
+Two families:
+
+- The paper's (DiffServe): Little's law on what was observed in the last window,
+  ``W = L / lambda`` (:func:`littles_law_delay_ms`).
+- Ours (policy ``quality``), a model of batched service so that the plan's own allocation sets
+  the queueing delay instead of the past window's queues:
+
+  * batch fill: a worker that waits for a full batch of ``b`` queries, fed ``lambda / x``
+    queries/s, keeps the first query of a batch waiting ``(b - 1) x / lambda`` seconds
+    (:func:`batch_fill_ms`, worst case in a batch; 0 for ``b = 1``);
+  * congestion: batches arrive at rate ``lambda / b`` and are served in a deterministic
+    ``s_b`` by ``c`` workers sharing one queue (Triton's dynamic batcher): an M/D/c queue of
+    batches, approximated by Allen-Cunneen, ``W ~= C(c, a) s_b / (c - a) * (ca2 + cs2) / 2``
+    with offered load ``a = lambda s_b / b`` Erlangs, Erlang-C probability of waiting
+    ``C(c, a)``, service SCV ``cs2 = 0`` (profiled deterministic latency) and arrival SCV
+    ``ca2`` (1 = Poisson batches, the conservative default; ``1/b`` when batches form from
+    Poisson queries) (:func:`mdc_wait_ms`).
+
+All times are milliseconds, rates queries per second.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def littles_law_delay_ms(queue_length: float, arrival_qps: float) -> float:
+    """Mean queueing delay ``L / lambda`` in ms (0 when nothing arrives)."""
+    if queue_length < 0 or arrival_qps < 0:
+        raise ValueError(f"queue_length {queue_length} and arrival_qps {arrival_qps}; expected both >= 0")
+    return 0.0 if arrival_qps == 0 else 1000.0 * queue_length / arrival_qps
+
+
+def erlang_c(servers: int, offered_erlangs: float) -> float:
+    """Erlang-C probability that an arrival waits, for ``servers`` servers and load ``a`` Erlangs.
+
+    Returns 1.0 when the queue is unstable (``a >= servers``). Computed with the numerically
+    stable Erlang-B recursion, so it works for thousands of servers.
+    """
+    if servers < 1:
+        raise ValueError(f"servers = {servers}; expected an int >= 1")
+    a = float(offered_erlangs)
+    if a < 0:
+        raise ValueError(f"offered load {a} Erlangs; expected >= 0")
+    if a == 0:
+        return 0.0
+    if a >= servers:
+        return 1.0
+    inv_b = 1.0  # 1 / Erlang-B(0, a)
+    for k in range(1, servers + 1):
+        inv_b = 1.0 + inv_b * k / a
+    erlang_b = 1.0 / inv_b
+    rho = a / servers
+    return erlang_b / (1.0 - rho * (1.0 - erlang_b))
+
+
+def erlang_c_many(servers: np.ndarray, offered_erlangs: np.ndarray) -> np.ndarray:
+    """Vectorized :func:`erlang_c` (one Erlang-B recursion pass up to the largest server count).
+
+    Used by the planner to price hundreds of (batch, utilization, rate) options in one pass.
+    """
+    c = np.asarray(servers, dtype=np.int64)
+    a = np.asarray(offered_erlangs, dtype=np.float64)
+    if c.shape != a.shape or (c < 1).any() or (a < 0).any():
+        raise ValueError("servers and offered loads must have the same shape, servers >= 1, loads >= 0")
+    out = np.where(a == 0, 0.0, 1.0)
+    ok = (a > 0) & (a < c)
+    if not ok.any():
+        return out
+    av, cv = a[ok], c[ok]
+    inv_b = np.ones_like(av)
+    erlang_b = np.empty_like(av)
+    with np.errstate(over="ignore"):  # rows past their own server count may overflow; unused
+        for k in range(1, int(cv.max()) + 1):
+            inv_b = 1.0 + inv_b * k / av
+            hit = cv == k
+            if hit.any():
+                erlang_b[hit] = 1.0 / inv_b[hit]
+    rho = av / cv
+    out[ok] = erlang_b / (1.0 - rho * (1.0 - erlang_b))
+    return out
+
+
+def mdc_wait_ms_many(arrival_qps, batch, batch_latency_ms, workers, arrival_scv: float = 1.0) -> np.ndarray:
+    """Vectorized :func:`mdc_wait_ms` over equal-shape arrays (``inf`` where unstable)."""
+    lam = np.asarray(arrival_qps, dtype=np.float64)
+    b = np.asarray(batch, dtype=np.float64)
+    s = np.asarray(batch_latency_ms, dtype=np.float64)
+    c = np.asarray(workers, dtype=np.int64)
+    a = lam * (s / 1000.0) / b
+    pw = erlang_c_many(c, np.minimum(a, c))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(a < c, pw * s / np.maximum(c - a, 1e-300) * arrival_scv / 2.0, np.inf)
+    return np.where(lam == 0, 0.0, w)
+
+
+def mdc_wait_ms(arrival_qps: float, batch: int, batch_latency_ms: float, workers: int, arrival_scv: float = 1.0) -> float:
+    """Mean wait of a batch in an M/D/c-style queue (Allen-Cunneen), in ms.
+
+    ``arrival_qps`` queries/s grouped in batches of ``batch`` served in ``batch_latency_ms`` by
+    ``workers`` parallel workers sharing one queue. Returns ``inf`` when utilization >= 1.
+    """
+    if arrival_qps < 0 or batch < 1 or batch_latency_ms <= 0 or workers < 1 or arrival_scv < 0:
+        raise ValueError(
+            f"arrival_qps={arrival_qps}, batch={batch}, batch_latency_ms={batch_latency_ms}, "
+            f"workers={workers}, arrival_scv={arrival_scv}; expected >= 0, >= 1, > 0, >= 1, >= 0"
+        )
+    if arrival_qps == 0:
+        return 0.0
+    s = batch_latency_ms
+    a = arrival_qps * (s / 1000.0) / batch  # offered load in Erlangs (busy workers on average)
+    if a >= workers:
+        return math.inf
+    return erlang_c(workers, a) * s / (workers - a) * (arrival_scv + 0.0) / 2.0
+
+
+def batch_fill_ms(arrival_qps: float, batch: int, workers: int) -> float:
+    """Worst-case wait for a full batch at one of ``workers`` workers fed ``arrival_qps`` in all, ms.
+
+    ``(batch - 1) * workers / arrival_qps`` seconds; 0 for ``batch == 1``; ``inf`` when nothing
+    arrives but a batch > 1 is awaited.
+    """
+    if arrival_qps < 0 or batch < 1 or workers < 0:
+        raise ValueError(f"arrival_qps={arrival_qps}, batch={batch}, workers={workers}; expected >= 0, >= 1, >= 0")
+    if batch == 1 or workers == 0:
+        return 0.0
+    if arrival_qps == 0:
+        return math.inf
+    return 1000.0 * (batch - 1) * workers / arrival_qps
+
+
+def min_workers(arrival_qps: float, batch: int, batch_latency_ms: float, utilization: float) -> int:
+    """Fewest workers that keep utilization <= ``utilization`` (at least 1)."""
+    if not 0 < utilization <= 1:
+        raise ValueError(f"utilization {utilization}; expected in (0, 1]")
+    a = arrival_qps * (batch_latency_ms / 1000.0) / batch
+    return max(1, math.ceil(a / utilization - 1e-9))
