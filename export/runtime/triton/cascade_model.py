@@ -271,33 +271,54 @@ class TritonPythonModel:
         conf = np.full(len(items), np.nan, dtype=np.float32)
         error: list[StageError | None] = [None] * len(items)
 
-        async def run(stage: str, idx: list[int]) -> None:
+        async def isolated(call, idx: list[int]) -> dict[int, np.ndarray]:
+            """``call(idx)`` as {query index: output row}. If the call fails for queries of
+            several requests, each request's queries are retried alone, so that only the
+            request that caused the failure gets the error (recorded in ``error``)."""
             try:
-                imgs = await self._generate(stage, [items[i][0].prompts[items[i][1]] for i in idx],
-                                            [items[i][0].seeds[items[i][1]] for i in idx])
+                return dict(zip(idx, await call(idx)))
             except StageError as exc:
+                groups: dict[int, list[int]] = {}
                 for i in idx:
-                    error[i] = exc
-                return
-            for i, img in zip(idx, imgs):
+                    groups.setdefault(id(items[i][0]), []).append(i)
+                if len(groups) == 1:
+                    for i in idx:
+                        error[i] = exc
+                    return {}
+            rows: dict[int, np.ndarray] = {}
+            for part in await asyncio.gather(*(isolated(call, g) for g in groups.values())):
+                rows.update(part)
+            return rows
+
+        async def run(stage: str, idx: list[int]) -> list[int]:
+            """Generate queries ``idx`` on ``stage``; returns the indices that succeeded."""
+            async def call(ix: list[int]) -> np.ndarray:
+                return await self._generate(stage, [items[i][0].prompts[items[i][1]] for i in ix],
+                                            [items[i][0].seeds[items[i][1]] for i in ix])
+
+            rows = await isolated(call, idx)
+            for i, img in rows.items():
                 image[i], served[i] = img, stage
+            return [i for i in idx if i in rows]
 
         async def light_branch() -> None:
             idx = [i for i, (j, _) in enumerate(items) if j.route in ("cascade", "light")]
             if not idx:
                 return
-            await run("light", idx)
-            casc = [i for i in idx if items[i][0].route == "cascade" and error[i] is None]
+            ok = await run("light", idx)
+            casc = [i for i in ok if items[i][0].route == "cascade"]
             if not casc:
                 return
-            try:
-                c = await self._call("discriminator", [self.pb.Tensor("IMAGE", np.stack([image[i] for i in casc]))],
-                                     "CONFIDENCE")
-            except StageError as exc:
-                for i in casc:
-                    error[i] = exc
+
+            async def disc_call(ix: list[int]) -> np.ndarray:
+                images = np.stack([image[i] for i in ix])
+                return await self._call("discriminator", [self.pb.Tensor("IMAGE", images)], "CONFIDENCE")
+
+            rows = await isolated(disc_call, casc)
+            casc = [i for i in casc if i in rows]
+            if not casc:
                 return
-            c = c.reshape(-1).astype(np.float32)
+            c = np.array([float(np.asarray(rows[i]).reshape(-1)[0]) for i in casc], dtype=np.float32)
             conf[casc] = c
             self.metrics.observe_confidences(c)
             deferred = [i for i, d in zip(casc, R.defer_mask(c, threshold)) if d]

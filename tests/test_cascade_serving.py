@@ -1,0 +1,196 @@
+"""The real cascade BLS model on a real tritonserver, over stand-in stages (tests/assets).
+
+Both branches (light-served, heavy-served), batching, runtime control without reload, stage
+errors, load shedding and metrics.
+"""
+from __future__ import annotations
+
+import json
+import math
+import queue
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from benchmarks.client import CascadeClient
+from export.runtime.control import write_control
+from orchestrator.errors import DROP_MARKER, InferenceFailed, RequestDropped
+
+pytestmark = pytest.mark.triton
+
+EASY, HARD = "an easy red circle", "a hard scene with four objects"
+
+
+@pytest.fixture
+def stack(cascade_stack):
+    server, control, chunks = cascade_stack
+    yield server, control, chunks
+    control.unlink(missing_ok=True)  # back to the defaults (threshold 0.5, routing cascade)
+    time.sleep(0.15)
+
+
+@pytest.fixture
+def client(stack):
+    with CascadeClient(stack[0].grpc_url, timeout_s=60) as c:
+        yield c
+
+
+def stage_image(server, stage: str, prompt: str, seed: int) -> np.ndarray:
+    """What the stage model alone returns for (prompt, seed)."""
+    c = server.grpc_client()
+    inputs = [grpcclient.InferInput("PROMPT", [1, 1], "BYTES"), grpcclient.InferInput("SEED", [1, 1], "INT64")]
+    inputs[0].set_data_from_numpy(np.array([[prompt.encode()]], dtype=object))
+    inputs[1].set_data_from_numpy(np.array([[seed]], dtype=np.int64))
+    return c.infer(stage, inputs).as_numpy("IMAGE")[0]
+
+
+def set_control(path, **state) -> None:
+    """Write the control file and wait past the models' 100 ms re-check interval."""
+    write_control(path, state)
+    time.sleep(0.25)
+
+
+def concurrent(server, prompts: list[str], params: dict | None = None) -> list:
+    """Send one request per prompt at once (async); returns results or exceptions, in order."""
+    c = server.grpc_client()
+    done: queue.Queue = queue.Queue()
+    for k, p in enumerate(prompts):
+        inp = grpcclient.InferInput("PROMPT", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[p.encode()]], dtype=object))
+        c.async_infer("cascade", [inp], callback=lambda result, error, k=k: done.put((k, result, error)), parameters=params)
+    out = [None] * len(prompts)
+    for _ in prompts:
+        k, r, e = done.get(timeout=60)
+        out[k] = e if e is not None else r
+    return out
+
+
+def test_easy_prompt_is_served_by_light_with_the_light_image(stack, client):
+    res = client.generate(EASY, seed=7)
+    assert res.served_by == "light"
+    assert res.confidence >= res.threshold == pytest.approx(0.5)
+    np.testing.assert_array_equal(res.image, stage_image(stack[0], "light", EASY, 7))
+
+
+def test_hard_prompt_is_deferred_and_served_by_heavy_with_the_heavy_image(stack, client):
+    res = client.generate(HARD, seed=7)
+    assert res.served_by == "heavy"
+    assert res.confidence < res.threshold
+    np.testing.assert_array_equal(res.image, stage_image(stack[0], "heavy", HARD, 7))
+
+
+def test_one_request_with_mixed_prompts_splits_and_reassembles_in_order(client):
+    res = client.generate_batch([HARD, EASY, HARD + " two"], seeds=[1, 2, 3])
+    assert [r.served_by for r in res] == ["heavy", "light", "heavy"]
+    assert all(r.image.shape == (16, 16, 3) and r.image.dtype == np.uint8 for r in res)
+
+
+def test_missing_seed_defaults_to_zero(stack, client):
+    np.testing.assert_array_equal(client.generate(EASY).image, stage_image(stack[0], "light", EASY, 0))
+
+
+@pytest.mark.parametrize("route, prompt", [("light", HARD), ("heavy", EASY)])
+def test_routing_parameter_forces_a_model_and_skips_the_discriminator(client, route, prompt):
+    res = client.generate(prompt, routing=route)
+    assert res.served_by == route
+    assert math.isnan(res.confidence)
+
+
+def test_threshold_change_in_control_file_applies_without_reload(stack, client):
+    server, control, _ = stack
+    set_control(control, threshold=0.95, version=1)
+    res = client.generate(EASY)
+    assert (res.served_by, res.threshold) == ("heavy", pytest.approx(0.95))
+    set_control(control, threshold=0.0, version=2)
+    res = client.generate(HARD)
+    assert (res.served_by, res.threshold) == ("light", 0.0)
+    log = server.log_path.read_text()
+    assert log.count("successfully loaded 'cascade'") == 1  # loaded once at start, never again
+
+
+def test_routing_policy_change_applies_without_reload(stack, client):
+    set_control(stack[1], routing="random", heavy_share=1.0)
+    assert client.generate(EASY).served_by == "heavy"
+    set_control(stack[1], routing="light")
+    assert client.generate(HARD).served_by == "light"
+    assert client.generate(HARD, routing="cascade").served_by == "heavy"  # the request overrides the policy
+
+
+def test_concurrent_requests_are_batched_and_each_stage_gets_one_request_per_batch(stack):
+    server = stack[0]
+    c = server.grpc_client()
+    before = {m: c.get_inference_statistics(m, as_json=True)["model_stats"][0] for m in ("cascade", "light")}
+    results = concurrent(server, [f"{EASY} {k}" for k in range(16)])
+    assert all(not isinstance(r, Exception) for r in results), results
+    after = {m: c.get_inference_statistics(m, as_json=True)["model_stats"][0] for m in ("cascade", "light")}
+
+    def delta(m, key):
+        return int(after[m].get(key, 0)) - int(before[m].get(key, 0))
+
+    assert delta("cascade", "inference_count") == 16
+    assert delta("cascade", "execution_count") < 16  # the dynamic batcher gathered requests
+    # light sees one request per cascade batch, never more executions than cascade batches
+    assert delta("light", "inference_count") == 16
+    assert delta("light", "execution_count") <= delta("cascade", "execution_count")
+
+
+def test_stage_batch_size_from_control_file_changes_without_reload(stack, client):
+    _, control, chunks = stack
+
+    def last_light_chunks():
+        rows = [json.loads(x) for x in chunks.read_text().splitlines()]
+        return [r["chunks"] for r in rows if r["stage"] == "light"][-1]
+
+    set_control(control, batch_size={"light": 2})
+    client.generate_batch([f"{EASY} {k}" for k in range(5)], routing="light")
+    assert last_light_chunks() == [2, 2, 1]
+    set_control(control, batch_size={"light": 4})
+    client.generate_batch([f"{EASY} {k}" for k in range(5)], routing="light")
+    assert last_light_chunks() == [4, 1]
+
+
+def test_a_stage_error_fails_only_the_request_that_caused_it(stack):
+    prompts = [f"{EASY} {k}" for k in range(5)] + [f"{EASY} [fail:light]", f"{HARD} [fail:heavy]"]
+    results = concurrent(stack[0], prompts)
+    for r in results[:5]:
+        assert not isinstance(r, Exception), r
+        assert r.as_numpy("SERVED_BY")[0, 0] == b"light"
+    assert "stage light" in results[5].message() and "injected failure" in results[5].message()
+    assert "stage heavy" in results[6].message()
+    with pytest.raises(InferenceFailed, match="stage light"):
+        with CascadeClient(stack[0].grpc_url) as c:
+            c.generate(f"{EASY} [fail:light]")
+
+
+def test_request_predicted_past_its_deadline_is_dropped_at_once(client):
+    client.generate(EASY)  # the stages' latencies are now observed (tens of ms)
+    t0 = time.perf_counter()
+    with pytest.raises(RequestDropped) as err:
+        client.generate(EASY, slo_ms=1.0)
+    assert time.perf_counter() - t0 < 1.0
+    assert DROP_MARKER in str(err.value) and "1.5 x SLO" in str(err.value)
+    assert client.generate(EASY, slo_ms=60_000).served_by == "light"  # a generous SLO is admitted
+
+
+def test_metrics_endpoint_has_cascade_and_triton_metrics(stack, client):
+    client.generate(EASY)
+    client.generate(HARD)
+    text = urllib.request.urlopen(stack[0].metrics_url, timeout=10).read().decode()
+
+    def value(prefix: str) -> float:
+        lines = [x for x in text.splitlines() if x.startswith(prefix)]
+        assert lines, f"{prefix} not on the metrics endpoint"
+        return float(lines[0].rsplit(" ", 1)[1])
+
+    assert value('diffserve_cascade_requests_total{model="cascade",served_by="light"}') >= 1
+    assert value('diffserve_cascade_requests_total{model="cascade",served_by="heavy"}') >= 1
+    assert value('diffserve_cascade_deferrals_total{model="cascade"}') >= 1
+    assert value('diffserve_cascade_confidence_count{model="cascade"}') >= 2
+    assert value('diffserve_cascade_stage_latency_ms_count{model="cascade",stage="discriminator"}') >= 2
+    assert value('diffserve_cascade_threshold{model="cascade"}') == pytest.approx(0.5)
+    assert 'diffserve_cascade_drops_total{model="cascade"}' in text
+    assert value('nv_inference_request_success{model="cascade",version="1"}') >= 2
+    assert value('nv_inference_request_success{model="heavy",version="1"}') >= 1
