@@ -1,0 +1,159 @@
+"""Pure parts of the cascade: validation, routing, deferral, latency prediction, shedding, config."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from export.runtime.control import ControlState
+from export.runtime.triton import routing as R
+from export.runtime.triton.cascade_model import SharedState, parse_config
+from export.runtime.triton.metrics import CascadeMetrics
+
+
+def test_prompt_is_decoded_and_validated():
+    assert R.decode_prompt("ünï".encode()) == "ünï"
+    with pytest.raises(R.BadRequest, match=r"PROMPT\[2\] is empty"):
+        R.decode_prompt(b" \n", 2)
+    with pytest.raises(R.BadRequest, match="0xc3 at offset 1"):
+        R.decode_prompt(b"a\xc3(")
+    R.decode_prompt(b"x" * R.PROMPT_MAX_BYTES)
+    with pytest.raises(R.BadRequest, match=f"{R.PROMPT_MAX_BYTES + 1} bytes"):
+        R.decode_prompt(b"x" * (R.PROMPT_MAX_BYTES + 1))
+    with pytest.raises(R.BadRequest, match="expected UTF-8 bytes"):
+        R.decode_prompt(3)
+
+
+def test_seed_range():
+    assert R.check_seed(np.int64(0)) == 0 and R.check_seed(R.SEED_MAX) == R.SEED_MAX
+    for bad in (-1, R.SEED_MAX + 1):
+        with pytest.raises(R.BadRequest, match="SEED"):
+            R.check_seed(bad)
+
+
+def test_parameters_parse_from_json_and_reject_unknowns():
+    assert R.parse_options(None) == R.RequestOptions()
+    assert R.parse_options('{"routing": "heavy", "slo_ms": "250"}') == R.RequestOptions("heavy", 250.0)
+    with pytest.raises(R.BadRequest, match="unknown request parameters"):
+        R.parse_options({"x": 1})
+    for bad in ({"slo_ms": 0}, {"slo_ms": True}, {"slo_ms": "nan"}, {"routing": "random"}):
+        with pytest.raises(R.BadRequest):
+            R.parse_options(bad)
+
+
+def test_request_routing_overrides_the_policy_and_random_uses_heavy_share():
+    policy = ControlState(routing="random", heavy_share=0.3)
+    assert R.choose_route(R.RequestOptions(routing="light"), policy, 0.0) == "light"
+    assert R.choose_route(R.RequestOptions(), policy, 0.29) == "heavy"
+    assert R.choose_route(R.RequestOptions(), policy, 0.31) == "light"
+    assert R.choose_route(R.RequestOptions(), ControlState(routing="cascade"), 0.0) == "cascade"
+
+
+def test_deferral_is_strictly_below_the_threshold():
+    assert R.defer_mask([0.1, 0.5, 0.9], 0.5).tolist() == [True, False, False]
+    assert not R.defer_mask([0.0], 0.0).any()
+
+
+def test_ewma_starts_at_the_first_sample():
+    assert R.ewma(None, 10.0, 0.2) == 10.0
+    assert R.ewma(10.0, 20.0, 0.2) == pytest.approx(12.0)
+
+
+def test_predicted_latency_adds_backlog_and_own_batch_per_stage():
+    est = R.StageEstimates(batch_ms={"light": 100.0, "discriminator": 10.0, "heavy": 400.0},
+                           batch_items={"light": 4.0, "discriminator": 4.0, "heavy": 2.0}, defer_rate=0.5)
+    # light: 8 queries ahead at 25 ms each + 100; disc: 10; heavy (p=0.5): (2 x 200 + 400)
+    assert R.predict_latency_ms("cascade", {"light": 8, "heavy": 2}, est) == pytest.approx(300 + 10 + 0.5 * 800)
+    assert R.predict_latency_ms("light", {"light": 0}, est) == pytest.approx(100.0)
+    assert R.predict_latency_ms("heavy", {}, est) == pytest.approx(400.0)
+    assert R.predict_latency_ms("cascade", {"light": 50}, R.StageEstimates()) == 0.0  # cold: admit
+
+
+def test_drop_only_past_the_factor_times_slo():
+    assert not R.should_drop(1499.0, 1000.0, 1.5)
+    assert R.should_drop(1501.0, 1000.0, 1.5)
+    assert not R.should_drop(1e9, None, 1.5)
+    msg = R.drop_message("[m]", 1501.0, 1000.0, 1.5)
+    assert msg.startswith("[m]") and "1501 ms" in msg and "1500 ms" in msg
+
+
+def _config(**params):
+    return {"name": "cascade", "max_batch_size": 32, "output": [{"name": n} for n in ("IMAGE", "SERVED_BY", "CONFIDENCE", "THRESHOLD")],
+            "parameters": {k: {"string_value": v} for k, v in params.items()}}
+
+
+def test_config_parameters_are_validated(tmp_path):
+    cfg = parse_config(_config(control_file="runs/control/x.json", slo_ms="2000", drop_factor="1.5"), tmp_path)
+    assert cfg.control_file == tmp_path / "runs/control/x.json" and cfg.slo_ms == 2000.0
+    assert parse_config(_config(slo_ms=""), tmp_path).slo_ms is None
+    with pytest.raises(ValueError, match="drop_factor='-1'"):
+        parse_config(_config(drop_factor="-1"), tmp_path)
+    with pytest.raises(ValueError, match="unknown config parameters"):
+        parse_config(_config(treshold="0.5"), tmp_path)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        parse_config({**_config(), "max_batch_size": 0}, tmp_path)
+    with pytest.raises(ValueError, match="outputs"):
+        parse_config({**_config(), "output": [{"name": "IMAGE"}]}, tmp_path)
+
+
+def test_shared_state_sums_backlog_and_shares_estimates_across_instances(tmp_path):
+    path = tmp_path / "state.bin"
+    a = SharedState(path, SharedState.slot_for("cascade_0_0"))
+    b = SharedState(path, SharedState.slot_for("cascade_0_1"))
+    assert a.slot != b.slot
+    a.add("light", 4)
+    b.add("light", 3)
+    b.add("heavy", 1)
+    assert a.totals() == {"light": 7, "discriminator": 0, "heavy": 1}
+    a.add("light", -4)
+    assert b.totals()["light"] == 3
+    assert a.estimates().batch_ms == {}
+    a.observe_call("light", 100.0, 4, 0.5)
+    b.observe_call("light", 200.0, 2, 0.5)
+    est = b.estimates()
+    assert est.batch_ms == {"light": 150.0} and est.batch_items == {"light": 3.0}
+    SharedState(path, SharedState.slot_for("cascade_0_1"))  # a restarted instance clears its own row
+    assert a.totals()["light"] == 0
+
+
+class _FakeMetric:
+    def __init__(self, labels, buckets=None):
+        self.labels, self.buckets, self.values = labels, buckets, []
+
+    def increment(self, v):
+        self.values.append(v)
+
+    def set(self, v):
+        self.values.append(v)
+
+    def observe(self, v):
+        self.values.append(v)
+
+
+class _FakeFamily:
+    COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
+    made: list = []
+
+    def __init__(self, name, description, kind):
+        self.name, self.kind = name, kind
+        _FakeFamily.made.append(self)
+
+    def Metric(self, labels, buckets=None):  # noqa: N802 - pb_utils API
+        assert (buckets is not None) == (self.kind == "histogram")
+        return _FakeMetric(labels, buckets)
+
+
+class _FakePb:
+    MetricFamily = _FakeFamily
+
+
+def test_metrics_register_families_with_model_labels():
+    m = CascadeMetrics(_FakePb, "cascade")
+    names = {f.name: f.kind for f in _FakeFamily.made}
+    assert names["diffserve_cascade_confidence"] == "histogram"
+    assert names["diffserve_cascade_requests_total"] == "counter"
+    assert m.served["heavy"].labels == {"model": "cascade", "served_by": "heavy"}
+    m.observe_confidences(np.array([0.2, 0.9], np.float32))
+    assert m.confidence.values == [pytest.approx(0.2), pytest.approx(0.9)]
+    json.dumps(m.stage_latency["light"].labels)
