@@ -8,8 +8,9 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 CASCADE ?= configs/tiny.yaml
 PYTEST_ARGS ?=
+EXPORT_ARGS ?=
 
-.PHONY: setup test serve stop export zoo profile demo perf bench-sim bench-planner clean help
+.PHONY: setup test serve stop export zoo profile calibrate demo perf bench-sim bench-planner clean help
 
 help:
 	@grep -E '^## ' Makefile | sed 's/## //'
@@ -29,6 +30,18 @@ serve: setup
 ## stop       stop the server started by `make serve`
 stop:
 	@$(PY) -m orchestrator.server stop
+
+## export     export $(CASCADE) (light, heavy, discriminator) into model_repository/, verify, render configs
+export: setup
+	$(PY) -m export export --cascade $(CASCADE) $(EXPORT_ARGS)
+
+## profile    latency per batch size of each exported stage on this device -> profiles/<cascade>/<device>.json
+profile: export
+	$(PY) -m export profile --cascade $(CASCADE)
+
+## calibrate  deferral curve f(t) and quality curve from held-apart prompts -> profiles/<cascade>/
+calibrate: export
+	$(PY) -m export calibrate --cascade $(CASCADE)
 
 clean:
 	rm -rf runs .pytest_cache
