@@ -1,0 +1,1 @@
+"""perf_analyzer runs against the cascade model (``make perf``)."""
