@@ -43,5 +43,9 @@ profile: export
 calibrate: export
 	$(PY) -m export calibrate --cascade $(CASCADE)
 
+## bench-sim  simulator: the paper's comparison, all MAF traces, the 1,024-GPU scale run -> benchmarks/results/sim/
+bench-sim: setup
+	$(PY) -m benchmarks.sim.experiment --out benchmarks/results/sim
+
 clean:
 	rm -rf runs .pytest_cache

@@ -31,8 +31,8 @@ class Observation:
 
     ``arrivals`` counts queries that arrived in the window; ``drops`` / ``timeouts`` count load
     sheds and late responses that happened in it; ``queue_delay_ms`` is the mean queueing delay
-    per model name (absent when the model served nothing); ``queue_length`` the number of queries
-    waiting per model at the end of the window; ``model_arrival_qps`` the rate at which queries
+    per model name (absent when the model served nothing); ``queue_length`` the time-averaged
+    number of queries waiting per model over the window; ``model_arrival_qps`` the rate at which queries
     entered each model's queue (deferred ones included); ``current`` is the allocation in force
     at the end of the window (None before the first plan).
     """

@@ -116,7 +116,13 @@ def test_observation_reports_arrivals_queue_delay_and_allocation_of_the_window()
     assert obs.arrivals == 5 and obs.window_s == 1.0
     assert obs.queue_delay_ms["light"] == pytest.approx((0 + 99 + 98 + 97 + 96) / 5)
     assert obs.model_arrival_qps == {"light": 5.0, "heavy": 0.0}
+    assert obs.queue_length["light"] == pytest.approx((99 + 98 + 97 + 96) / 1000)  # time average
     assert dict(obs.current.workers) == {"light": 1, "heavy": 0}
+
+
+def test_queue_length_counts_the_waiting_of_queries_still_queued_at_the_tick():
+    res, loop = run([0, 10, 20], plan(light=0, heavy=0), window_s=1.0, loop_cls=ObservingLoop)
+    assert loop.observations[0].queue_length["light"] == pytest.approx((1000 + 990 + 980) / 1000)
 
 
 def test_plan_asking_for_more_workers_than_the_cluster_has_is_rejected():

@@ -175,8 +175,7 @@ class Simulator:
         # Per-window counters for the Observation (reset at each control tick).
         self.w_drops = 0
         self.w_timeouts = 0
-        self.w_qd_sum = [0.0, 0.0]
-        self.w_qd_cnt = [0, 0]
+        self.w_batches: tuple[list, list] = ([], [])  # (dispatch time, chunk) per model this window
         self.w_in = [0, 0]  # queries that entered each model's queue
         self.windows: list[WindowRecord] = []
         self.planner_wall_s = 0.0
@@ -209,10 +208,15 @@ class Simulator:
                     continue
                 return i, finish
             chunk = q.buf[q.head:q.head + n]
-            late = self.deadline[chunk] < finish
-            if not late.any():
+            if n <= 8:  # small batches: scalar min over a list beats three numpy calls
+                dl = self.deadline_l
+                earliest = min([dl[i] for i in chunk.tolist()])
+            else:
+                earliest = self.deadline[chunk].min()
+            if earliest >= finish:
                 q.head += n
                 return chunk.copy(), finish
+            late = self.deadline[chunk] < finish
             keep = chunk[~late]
             self._drop(chunk[late], now)
             new_head = q.head + n - len(keep)
@@ -231,12 +235,7 @@ class Simulator:
             self.state[w] = BUSY
             self.busy_until[w] = finish
             self.batch_of[w] = chunk
-            if type(chunk) is int:
-                self.w_qd_sum[m] += now - float(self.enq[m][chunk])
-                self.w_qd_cnt[m] += 1
-            else:
-                self.w_qd_sum[m] += len(chunk) * now - float(self.enq[m][chunk].sum())
-                self.w_qd_cnt[m] += len(chunk)
+            self.w_batches[m].append((now, chunk))  # queueing stats are computed per window
             self._push(finish, _DONE, w)
 
     def _on_done(self, w: int, now: float) -> None:
@@ -392,19 +391,36 @@ class Simulator:
             demand_qps=d.demand_qps, measured_rate_qps=d.measured_rate_qps, status=p.status, reason=p.reason,
             planner_wall_ms=d.planner_wall_ms))
 
+    def _queue_stats(self, m: int, start: float, now: float) -> tuple[float | None, float]:
+        """(mean queueing delay in ms of the queries dispatched this window or None, time-averaged
+        queue length over the window) of model m. The queue-length integral counts each query's
+        waiting inside [start, now): dispatched ones until dispatch, queued ones until now."""
+        parts = self.w_batches[m]
+        ts = np.array([t for t, _ in parts])
+        sizes = [1 if type(c) is int else len(c) for _, c in parts]
+        ids = np.concatenate([np.atleast_1d(c) for _, c in parts]) if parts else np.zeros(0, np.int64)
+        t_disp = np.repeat(ts, sizes)
+        e = self.enq[m][ids]
+        mean_delay = float(np.mean(t_disp - e)) if len(ids) else None
+        q = self.fifo[m]
+        queued = self.enq[m][q.buf[q.head:q.tail]]
+        area = float(np.sum(t_disp - np.maximum(e, start))) + float(np.sum(now - np.maximum(queued, start)))
+        return mean_delay, area / (now - start)
+
     def _on_control(self, now: float) -> None:
         self._purge(now)
         start = now - self.window_ms
         arrivals = int(np.searchsorted(self.arr, now, "left") - np.searchsorted(self.arr, start, "left"))
-        qd = {self.names[m]: self.w_qd_sum[m] / self.w_qd_cnt[m] for m in (LIGHT, HEAVY) if self.w_qd_cnt[m]}
+        stats = [self._queue_stats(m, start, now) for m in (LIGHT, HEAVY)]
+        qd = {self.names[m]: stats[m][0] for m in (LIGHT, HEAVY) if stats[m][0] is not None}
         win_s = self.window_ms / 1000.0
         obs = Observation(window_start_ms=start, window_s=win_s, arrivals=arrivals,
                           drops=self.w_drops, timeouts=self.w_timeouts, queue_delay_ms=qd,
-                          queue_length={self.names[m]: float(len(self.fifo[m])) for m in (LIGHT, HEAVY)},
+                          queue_length={self.names[m]: stats[m][1] for m in (LIGHT, HEAVY)},
                           model_arrival_qps={self.names[m]: self.w_in[m] / win_s for m in (LIGHT, HEAVY)},
                           current=self._allocation())
         self.w_drops = self.w_timeouts = 0
-        self.w_qd_sum, self.w_qd_cnt, self.w_in = [0.0, 0.0], [0, 0], [0, 0]
+        self.w_batches, self.w_in = ([], []), [0, 0]
         decision = self.loop.step(obs)
         self._record(now, decision)
         self._apply(decision.plan, now)
