@@ -105,10 +105,16 @@ class ClipperPolicy:
         prof = inst.models[0] if self.which == "light" else inst.models[-1]
         q = observed_queue_ms(inst, prof.name)
         ok = _feasible_batches(prof, q, inst.slo_ms)
-        if not ok:
-            return fallback_plan(inst, self.name, f"no batch of {prof.name} fits the SLO")
+        backlogged = not ok
+        if backlogged:
+            # The observed queueing alone exceeds the SLO (overload). Clipper still serves every
+            # query with its one model, at its highest-throughput batch that executes within the
+            # SLO; the all-light fallback plan would make Clipper-Heavy a different system.
+            ok = _feasible_batches(prof, 0.0, inst.slo_ms)
+            if not ok:
+                return fallback_plan(inst, self.name, f"no batch of {prof.name} fits the SLO")
         n = inst.num_workers
-        meets = [b for b in ok if n * prof.throughput_qps(b) >= inst.demand_qps]
+        meets = [] if backlogged else [b for b in ok if n * prof.throughput_qps(b) >= inst.demand_qps]
         b = min(meets) if meets else max(ok, key=prof.throughput_qps)
         share_light = 1.0 if self.which == "light" else 0.0
         lat = prof.latency_ms(b) + q
@@ -122,7 +128,9 @@ class ClipperPolicy:
             light_fraction=share_light,
             slack_ms=inst.slo_ms - lat,
             status="OPTIMAL" if meets else "FALLBACK",
-            reason="" if meets else f"demand {inst.demand_qps:.3f} qps above {prof.name} capacity; max-throughput batch",
+            reason="" if meets else (f"queueing {q:.0f} ms leaves no batch of {prof.name} within the SLO; "
+                                     "max-throughput batch" if backlogged else
+                                     f"demand {inst.demand_qps:.3f} qps above {prof.name} capacity; max-throughput batch"),
             routing=self.which,
             heavy_share=1.0 - share_light,
             light_model=prof.name if self.which == "light" else "",
