@@ -49,29 +49,42 @@ def smoke_client(smoke_server):
 CASCADE_MODELS = ("light", "heavy", "discriminator", "cascade")
 
 
+def point_control_files(repo: Path, control_file: Path, chunks_file: Path | None = None) -> None:
+    """Set the ``control_file`` (and stand-ins' ``chunks_file``) parameter of every model in ``repo``."""
+    import re  # noqa: PLC0415
+
+    for cfg in repo.glob("*/config.pbtxt"):
+        text = re.sub(r'(key: "control_file" value: \{ string_value: )"[^"]*"', rf'\1"{control_file}"', cfg.read_text())
+        if chunks_file is not None:
+            text = re.sub(r'(key: "chunks_file" value: \{ string_value: )"[^"]*"', rf'\1"{chunks_file}"', text)
+        cfg.write_text(text)
+
+
+def add_cascade_model(repo: Path) -> Path:
+    """Copy the real ``model_repository/cascade`` (config + thin model.py) into ``repo``."""
+    import shutil  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "model_repository" / "cascade", repo / "cascade", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "artifacts"))
+    return repo
+
+
 def build_cascade_repository(dest: Path, control_file: Path, chunks_file: Path | None = None) -> Path:
     """A model repository under ``dest``: the stand-in stages plus the REAL cascade model.
 
     The ``control_file`` (and stand-ins' ``chunks_file``) parameters are pointed at the given
     paths so that tests control threshold, routing and batch sizes at runtime.
     """
-    import re  # noqa: PLC0415
     import shutil  # noqa: PLC0415
 
-    root = Path(__file__).resolve().parent.parent
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(ASSETS / "cascade_repository" / "standin.py", dest / "standin.py")
     for stage in ("light", "heavy", "discriminator"):
         shutil.copytree(ASSETS / "cascade_repository" / stage, dest / stage, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(root / "model_repository" / "cascade", dest / "cascade", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__", "artifacts"))
-    for model in CASCADE_MODELS:
-        cfg = dest / model / "config.pbtxt"
-        text = re.sub(r'(key: "control_file" value: \{ string_value: )"[^"]*"', rf'\1"{control_file}"', cfg.read_text())
-        if chunks_file is not None:
-            text = re.sub(r'(key: "chunks_file" value: \{ string_value: )"[^"]*"', rf'\1"{chunks_file}"', text)
-        cfg.write_text(text)
+    add_cascade_model(dest)
+    point_control_files(dest, control_file, chunks_file)
     return dest
 
 
@@ -90,5 +103,46 @@ def cascade_stack(tmp_path_factory):
     server.start()
     try:
         yield server, control, chunks
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_exported(tmp_path_factory):
+    """Factory ``kind -> (cascade_config_path, model_repository)``: tiny random SD or SDXL pipelines
+    exported (with verification) once per test session by ``export.build.export_cascade``."""
+    from export.testing import export_tiny_cascade  # noqa: PLC0415 - imports torch/diffusers
+
+    cache: dict[str, tuple[Path, Path]] = {}
+
+    def get(kind: str = "sd") -> tuple[Path, Path]:
+        if kind not in cache:
+            cache[kind] = export_tiny_cascade(tmp_path_factory.mktemp(f"tiny-{kind}"), kind)
+        return cache[kind]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def real_cascade_stack(tiny_exported, tmp_path_factory):
+    """The tiny RANDOM-weight SD cascade exported by ``export`` (ONNX stages served by the real
+    stage models) plus the cascade model, on one real tritonserver for the session.
+
+    Yields ``(server, control_file, repository)``; the repository is a copy (the shared
+    ``tiny_exported`` one stays untouched).
+    """
+    import shutil  # noqa: PLC0415
+
+    _, exported = tiny_exported("sd")
+    tmp = tmp_path_factory.mktemp("real_cascade")
+    repo = Path(shutil.copytree(exported, tmp / "repository"))
+    control = tmp / "control.json"
+    add_cascade_model(repo)
+    point_control_files(repo, control)
+    server = TritonServer(TritonServerConfig(model_repository=repo, load_models=CASCADE_MODELS,
+                                             log_path=tmp / "tritonserver.log"))
+    server.start()
+    try:
+        yield server, control, repo
     finally:
         server.stop()
