@@ -46,13 +46,15 @@ class InferenceFailed(DiffServeError):
 
 # Load-shedding errors carry this marker so that clients can tell them from other failures.
 DROP_MARKER = "[diffserve:dropped]"
+# Triton's own refusals of queued requests (bounded queue full, queue timeout) are load shedding too.
+TRITON_SHED_MESSAGES = ("exceeds maximum queue size", "request timeout expired")
 
 
 def classify(status: str | None, message: str) -> type[DiffServeError]:
     """Map a tritonclient status string and message to one of the project's error types."""
     s = (status or "").upper()
     m = message.lower()
-    if DROP_MARKER in message:
+    if DROP_MARKER in message or any(t in m for t in TRITON_SHED_MESSAGES):
         return RequestDropped
     if "PERMISSION_DENIED" in s or "restricted" in m or "permission" in m:
         return PermissionDenied

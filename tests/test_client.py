@@ -41,3 +41,12 @@ def test_api_maps_errors_to_project_exceptions(cascade_stack):
     with CascadeClient("127.0.0.1:1", timeout_s=5) as dead:
         with pytest.raises(ServerUnavailable):
             dead.generate("anything")
+
+
+def test_triton_queue_refusals_classify_as_dropped():
+    from orchestrator.errors import DROP_MARKER, classify  # noqa: PLC0415
+
+    assert classify("StatusCode.UNAVAILABLE", "Exceeds maximum queue size") is RequestDropped
+    assert classify("StatusCode.UNAVAILABLE", "Request timeout expired") is RequestDropped
+    assert classify("StatusCode.UNAVAILABLE", f"{DROP_MARKER} request dropped: ...") is RequestDropped
+    assert classify("StatusCode.UNAVAILABLE", "failed to connect to all addresses") is ServerUnavailable
