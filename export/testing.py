@@ -164,3 +164,23 @@ def write_tiny_cascade(root: Path, kind: str = "sd", light_steps: int = 2, heavy
     path = root / f"tiny-random-{kind}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def export_tiny_cascade(root: Path, kind: str = "sd") -> tuple[Path, Path]:
+    """Write a tiny random cascade under ``root`` and export it (verified) into ``root/repository``.
+
+    The committed thin ``model.py`` files are copied in, so the repository serves on tritonserver.
+    Returns (cascade YAML path, repository path).
+    """
+    import shutil  # noqa: PLC0415
+
+    from export.build import export_cascade  # noqa: PLC0415
+    from export.config import PROJECT_ROOT, load_cascade  # noqa: PLC0415
+
+    cfg_path = write_tiny_cascade(Path(root) / "weights", kind)
+    repo = Path(root) / "repository"
+    results = export_cascade(load_cascade(cfg_path), repo, log=lambda _msg: None)
+    for model in ("light", "heavy", "discriminator"):
+        shutil.copy(PROJECT_ROOT / "model_repository" / model / "1" / "model.py", repo / model / "1" / "model.py")
+    (repo / "verification.json").write_text(__import__("json").dumps(results, indent=2))
+    return cfg_path, repo
