@@ -30,8 +30,9 @@ Variables
   product ``x[sg] * y[sg,i]`` of the stage's GPU count and its option binary, linearized by
   (C4): since at most one ``y[sg,.]`` is 1, ``x[sg] = sum_i n[sg,i]``. No variable is indexed
   by GPU, so the model's size does not grow with ``N``;
-- ``quality`` only: ``d[m]`` >= 0 GPUs moved for model ``m``;
-- ``diffserve`` only: ``hr`` in {0..100}, the common capacity headroom in percent (tie-break).
+- ``quality`` only: ``d[m]`` >= 0 GPUs that newly load model ``m``;
+- ``diffserve`` only: ``hr`` in {0..100}, the common capacity headroom in percent (tie-break);
+- ``lat`` in [0, SLO]: the planned end-to-end latency.
 
 Constraints
 -----------
@@ -50,9 +51,11 @@ Constraints
 (C8) for every ``(p,k)``: ``z[p,k] = 1  =>``
      ``sum_i (s + w)[(l,L),i] y[(l,L),i] + phi[(l,L),i] n[(l,L),i]``
      ``+ [f[p,k] > 0] sum_i (s + w)[(h,H),i,k] y[(h,H),i] + phi[(h,H),i,k] n[(h,H),i] <= SLO``:
-     light batch latency + light queueing + heavy batch latency + heavy queueing within the SLO
-     (big-M form: ``<= SLO + M (1 - z[p,k])``; CP-SAT takes it as an enforcement literal).
-(C9) ``quality``: ``d[m] >= |sum_{sg of m, i} n[sg,i] - x0[m]|`` (two linear inequalities).
+     ``<= lat <= SLO``: light batch latency + light queueing + heavy batch latency + heavy
+     queueing within the SLO; ``lat`` (ms, integer µs in the model) is the planned latency
+     (big-M form: ``<= lat + M (1 - z[p,k])``; CP-SAT takes it as an enforcement literal).
+(C9) ``quality``: ``d[m] >= sum_{sg of m, i} n[sg,i] - x0[m]``, ``d[m] >= 0``: GPUs that must
+     load model ``m`` (freeing a GPU costs nothing, loading one costs a model load).
 (C10) ``diffserve``: ``100 cap_L >= D (100 + hr)``; ``z[p,k] => 100 cap_H >= D f[p,k] (100 + hr)``.
 
 Objectives
@@ -60,7 +63,8 @@ Objectives
 - ``max_threshold`` (``diffserve``, the paper): ``max 101 * rank(t) + hr``, i.e. the largest
   threshold, then the most capacity headroom.
 - ``min_fid`` (``quality``): ``min sum_{p,k} Q[p,k] z[p,k] + gamma / N * sum_m d[m]``; ``gamma``
-  is the FID a whole-fleet move must buy (hysteresis: no GPU moves for marginal gains).
+  is the FID a whole-fleet move must buy (hysteresis: no GPU moves for marginal gains); then,
+  lexicographically, the smallest planned latency ``lat``.
 """
 from __future__ import annotations
 
@@ -69,6 +73,7 @@ import math
 import time
 from typing import Mapping
 
+import numpy as np
 from ortools.sat.python import cp_model
 
 from planner import queueing
@@ -114,22 +119,30 @@ class QueueModel:
             return 1
         return queueing.min_workers(lam, b, prof.latency_ms(b), rho)
 
-    def wait_ms(self, requests: list[tuple[ModelProfile, int, float, float]]) -> list[float]:
+    def wait_ms(self, requests: list[tuple[ModelProfile, int, float, float]], max_workers: int) -> list[float]:
         """Queueing wait (not fill) in ms for each (stage profile, batch, level rho, rate lam).
 
         ``batched``: M/D/c wait with the fewest workers that keep utilization <= rho (the plan
         has at least that many, and more workers only shorten the wait), priced in one
-        vectorized pass.
+        vectorized pass; ``inf`` where that floor exceeds ``max_workers`` (unusable option).
         """
         if self.kind == "observed":
             return [float(self.observed_ms.get(prof.name, 0.0)) for prof, _, _, _ in requests]
         if not requests:
             return []
-        lam = [r[3] for r in requests]
-        b = [r[1] for r in requests]
-        s = [r[0].latency_ms(r[1]) for r in requests]
-        c = [self.min_workers(r[0], r[1], r[2], r[3]) for r in requests]
-        return [float(w) for w in queueing.mdc_wait_ms_many(lam, b, s, c, self.arrival_scv)]
+        c = np.array([self.min_workers(r[0], r[1], r[2], r[3]) for r in requests], dtype=np.int64)
+        usable = c <= max_workers
+        out = np.full(len(requests), np.inf)
+        if usable.any():
+            idx = np.flatnonzero(usable)
+            out[idx] = queueing.mdc_wait_ms_many(
+                [requests[i][3] for i in idx],
+                [requests[i][1] for i in idx],
+                [requests[i][0].latency_ms(requests[i][1]) for i in idx],
+                c[idx],
+                self.arrival_scv,
+            )
+        return out.tolist()
 
     def fill_ms_per_worker(self, b: int, lam: float) -> float:
         """Batch-fill wait per worker of the stage, ms (0 when not modelled)."""
@@ -156,6 +169,13 @@ class CascadeSpec:
     dedupe_deferral: bool = False  # keep one threshold per distinct f(t) (smallest t)
     time_limit_s: float = 1.0
     search_workers: int = 1
+    # CP-SAT presolve (probing, symmetry) costs more than the search on these few-hundred-
+    # variable models; off by default (see benchmarks/bench_planner.py --presolve).
+    presolve: bool = False
+    # Measured on the paper's profiles (benchmarks/bench_planner.py --solver-sweep): no LP
+    # relaxation and a fixed best-objective-first branching order solve these models fastest.
+    linearization_level: int = 0
+    fixed_search: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,16 +214,28 @@ class _Option:
     rho: float
     cap_mq: int  # rho * mu * 1000, floored: planned milli-queries/s per worker
     mu_qps: float  # full per-worker throughput
+    cmin: int  # fewest workers the queueing estimate assumes (light stages; 1 for heavy)
 
 
-def _options(prof: ModelProfile, q: QueueModel, slo_ms: float) -> list[_Option]:
-    out = []
-    for b in prof.batch_sizes:
-        if prof.latency_ms(b) > slo_ms:  # can never meet the SLO
-            continue
-        for rho in q.utilization_levels:
-            out.append(_Option(b, rho, int(math.floor(rho * prof.throughput_qps(b) * _MQ)), prof.throughput_qps(b)))
-    return out
+_BIG = 2**62
+
+
+def _lin(m: cp_model.CpModel, terms: list[tuple[cp_model.IntVar, int]], lo: int, hi: int, enforce=None) -> None:
+    """Add ``lo <= sum(coef * var) <= hi`` (only if ``enforce`` is true) straight into the proto.
+
+    The expression API spends ~10x the solve time in Python on these models; writing the proto
+    keeps a 16-GPU plan within tens of milliseconds.
+    """
+    acc: dict[int, int] = {}
+    for v, c in terms:
+        if c:
+            acc[v.index] = acc.get(v.index, 0) + int(c)
+    ct = m.proto.constraints.add()
+    if enforce is not None:
+        ct.enforcement_literal.append(enforce.index)
+    ct.linear.vars.extend(acc.keys())
+    ct.linear.coeffs.extend(acc.values())
+    ct.linear.domain.extend([lo, hi])
 
 
 def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
@@ -219,106 +251,160 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
     if not grids:
         raise PlannerInfeasible(f"no eligible (light, heavy) pair with curves among {list(spec.pairs)}")
 
-    m = cp_model.CpModel()
-    z = {(p, k): m.new_bool_var(f"z{p}{k}") for p, g in grids.items() for k in range(len(g))}
-    m.add_exactly_one(z.values())  # (C1)
-
+    # Stage options (b, rho) and the arrival rates each stage may see: D (light), D f (heavy).
+    rates: dict[tuple[str, str], list[float]] = {}
+    for p, g in grids.items():
+        rates.setdefault((p[0], LIGHT), [D])
+        rates.setdefault((p[1], HEAVY), [])
+        rates[(p[1], HEAVY)] = sorted(set(rates[(p[1], HEAVY)]) | {D * pt.f for pt in g if pt.f > 0})
     stages: dict[tuple[str, str], list[_Option]] = {}
-    for p in grids:
-        stages.setdefault((p[0], LIGHT), [])
-        stages.setdefault((p[1], HEAVY), [])
-    for sg in stages:
-        stages[sg] = _options(inst.model(sg[0]), q, inst.slo_ms)
+    for sg in rates:
+        prof = inst.model(sg[0])
+        stages[sg] = [
+            _Option(b, rho, int(math.floor(rho * prof.throughput_qps(b) * _MQ)), prof.throughput_qps(b),
+                    q.min_workers(prof, b, rho, D) if sg[1] == LIGHT else 1)
+            for b in prof.batch_sizes
+            if prof.latency_ms(b) <= inst.slo_ms  # a slower batch can never meet the SLO
+            for rho in q.utilization_levels
+        ]
+    # Price every (stage option, rate) in one vectorized pass.
+    keys = [(sg, o, lam) for sg, lams in rates.items() for lam in lams for o in stages[sg]]
+    wait = dict(zip(keys, q.wait_ms([(inst.model(sg[0]), o.batch, o.rho, lam) for sg, o, lam in keys], N)))
+
+    def stage_ms(sg: tuple[str, str], o: _Option, lam: float, x: int = 0) -> float:
+        """Planned latency of option ``o`` of stage ``sg`` at rate ``lam`` with ``x`` workers, ms."""
+        ms = inst.model(sg[0]).latency_ms(o.batch) + wait[(sg, o, lam)] + q.fill_const_ms(o.batch)
+        return ms + (q.fill_ms_per_worker(o.batch, lam) * x if x > 0 and o.batch > 1 else 0.0)
+
+    for sg, opts in stages.items():  # prune options that cannot be used, dedupe equivalent ones
+        if sg[1] == LIGHT:
+            best: dict[tuple[int, int], _Option] = {}
+            for o in opts:
+                if o.cmin <= N and stage_ms(sg, o, D) <= inst.slo_ms:
+                    key = (o.batch, o.cmin)  # same workers floor, same wait: keep the loosest rho
+                    if key not in best or o.rho > best[key].rho:
+                        best[key] = o
+            stages[sg] = list(best.values())
+        else:
+            stages[sg] = [o for o in opts if any(stage_ms(sg, o, lam) <= inst.slo_ms for lam in rates[sg])]
+
+    def floor(sg: tuple[str, str], lam: float) -> tuple[int, float]:
+        """Fewest GPUs and lowest latency (ms) any single option of ``sg`` needs at rate ``lam``.
+
+        Both are lower bounds of what the MILP can achieve (it rounds against itself), so a
+        (pair, threshold) whose floors already break (C7) or (C8) is left out of the model.
+        """
+        best_x, best_ms = N + 1, math.inf
+        for o in stages[sg]:
+            x = max(o.cmin, math.ceil(lam / (o.rho * o.mu_qps) - 1e-9)) if lam > 0 else o.cmin
+            ms = stage_ms(sg, o, lam, x) if x <= N else math.inf
+            if ms <= inst.slo_ms:
+                best_x, best_ms = min(best_x, x), min(best_ms, ms)
+        return best_x, best_ms
+
+    kept = []
+    for p, g in grids.items():
+        xl, ml = floor((p[0], LIGHT), D)
+        for k, pt in enumerate(g):
+            xh, mh = floor((p[1], HEAVY), D * pt.f) if pt.f > 0 else (0, 0.0)
+            if xl + xh <= N and ml + mh <= inst.slo_ms:
+                kept.append((p, k))
+    if not kept:
+        raise PlannerInfeasible(
+            f"infeasible: {N} GPUs cannot serve {D:.3f} qps within the {inst.slo_ms:.0f} ms SLO at any threshold"
+        )
+
+    m = cp_model.CpModel()
+    z = {(p, k): m.new_bool_var(f"z{p}{k}") for p, k in kept}
+    _lin(m, [(v, 1) for v in z.values()], 1, 1)  # (C1)
     y = {(sg, i): m.new_bool_var(f"y{sg}{i}") for sg, opts in stages.items() for i in range(len(opts))}
     n = {(sg, i): m.new_int_var(0, N, f"n{sg}{i}") for sg, opts in stages.items() for i in range(len(opts))}
 
-    def active(sg: tuple[str, str], need_deferral: bool) -> list[cp_model.IntVar]:
-        pos = 0 if sg[1] == LIGHT else 1
-        return [z[(p, k)] for p, g in grids.items() if p[pos] == sg[0] for k in range(len(g)) if not need_deferral or g[k].f > 0]
+    def active(sg: tuple[str, str]) -> list[tuple[tuple[str, str], int]]:
+        """The (pair, threshold) choices under which stage ``sg`` runs."""
+        if sg[1] == LIGHT:
+            return [(p, k) for p, k in z if p[0] == sg[0]]
+        return [(p, k) for p, k in z if p[1] == sg[0] and grids[p][k].f > 0]
+
+    def cap_terms(sg: tuple[str, str], scale: int = 1) -> list[tuple[cp_model.IntVar, int]]:
+        return [(n[(sg, i)], scale * o.cap_mq) for i, o in enumerate(stages[sg])]
 
     d_mq = int(math.ceil(D * _MQ - 1e-9))
-    light_cap = []
     for sg, opts in stages.items():
-        idx = range(len(opts))
-        prof = inst.model(sg[0])
-        m.add(sum(y[(sg, i)] for i in idx) == sum(active(sg, sg[1] == HEAVY)))  # (C2) / (C3)
+        act = active(sg)
+        # (C2) light / (C3) heavy: one option exactly when the stage runs
+        _lin(m, [(y[(sg, i)], 1) for i in range(len(opts))] + [(z[pk], -1) for pk in act], 0, 0)
         for i, o in enumerate(opts):
-            cmin = q.min_workers(prof, o.batch, o.rho, D) if sg[1] == LIGHT else 1
-            m.add(n[(sg, i)] <= N * y[(sg, i)])  # (C4)
-            m.add(n[(sg, i)] >= min(cmin, N + 1) * y[(sg, i)])  # (C4)
-        cap = sum(o.cap_mq * n[(sg, i)] for i, o in enumerate(opts))
-        if sg[1] == LIGHT:
-            m.add(cap >= d_mq * sum(active(sg, False)))  # (C5)
-            light_cap.append(cap)
-        else:
-            deferred = [
-                (int(math.ceil(D * g[k].f * _MQ - 1e-9)), z[(p, k)]) for p, g in grids.items() if p[1] == sg[0] for k in range(len(g))
-            ]
-            m.add(cap >= sum(c * v for c, v in deferred))  # (C6)
-    m.add(sum(n.values()) <= N)  # (C7)
+            _lin(m, [(n[(sg, i)], 1), (y[(sg, i)], -N)], -_BIG, 0)  # (C4) n <= N y
+            _lin(m, [(n[(sg, i)], 1), (y[(sg, i)], -o.cmin)], 0, _BIG)  # (C4) n >= cmin y
+        if sg[1] == LIGHT:  # (C5)
+            _lin(m, cap_terms(sg) + [(z[pk], -d_mq) for pk in act], 0, _BIG)
+        else:  # (C6): every (p, k) with this heavy model, f = 0 ones contribute nothing
+            dem = [(z[(p, k)], -int(math.ceil(D * grids[p][k].f * _MQ - 1e-9))) for p, k in z if p[1] == sg[0]]
+            _lin(m, cap_terms(sg) + dem, 0, _BIG)
+    _lin(m, [(v, 1) for v in n.values()], 0, N)  # (C7)
 
-    # Price every (stage option, arrival rate) the latency constraints need, in one pass.
-    rates: dict[tuple[str, str], set[float]] = {sg: set() for sg in stages}
-    for p, g in grids.items():
-        rates[(p[0], LIGHT)].add(D)
-        rates[(p[1], HEAVY)].update(D * pt.f for pt in g if pt.f > 0)
-    keys = [(sg, i, lam) for sg, lams in rates.items() for lam in sorted(lams) for i in range(len(stages[sg]))]
-    waits = q.wait_ms([(inst.model(sg[0]), stages[sg][i].batch, stages[sg][i].rho, lam) for sg, i, lam in keys])
-    wait = dict(zip(keys, waits))
-
-    def stage_ms(sg: tuple[str, str], i: int, lam: float, x: int | None = None) -> float:
-        """Planned latency of option ``i`` of stage ``sg`` at rate ``lam``: batch + queueing (+ fill)."""
-        b = stages[sg][i].batch
-        ms = inst.model(sg[0]).latency_ms(b) + wait[(sg, i, lam)] + q.fill_const_ms(b)
-        return ms if x is None else ms + (q.fill_ms_per_worker(b, lam) * x if x > 0 and b > 1 else 0.0)
-
-    def stage_terms(sg: tuple[str, str], lam: float) -> list:
-        """Linear latency terms of a stage at arrival rate ``lam``, integer µs."""
+    def latency_terms(sg: tuple[str, str], lam: float) -> list[tuple[cp_model.IntVar, int]]:
+        """Stage latency at rate ``lam`` as linear terms in µs: (s + w) y + phi n."""
         terms = []
         for i, o in enumerate(stages[sg]):
-            terms.append(_us(stage_ms(sg, i, lam), slo_us) * y[(sg, i)])
+            terms.append((y[(sg, i)], _us(stage_ms(sg, o, lam), slo_us)))
             phi = q.fill_ms_per_worker(o.batch, lam)
             if phi > 0:
-                terms.append(_us(phi, slo_us) * n[(sg, i)])
+                terms.append((n[(sg, i)], _us(phi, slo_us)))
         return terms
 
-    light_terms = {sg: stage_terms(sg, D) for sg in stages if sg[1] == LIGHT}
+    light_terms = {sg: latency_terms(sg, D) for sg in stages if sg[1] == LIGHT}
+    lat_us = m.new_int_var(0, slo_us, "latency_us")  # planned end-to-end latency <= SLO
     for (p, k), zv in z.items():  # (C8)
-        g = grids[p][k]
-        terms = list(light_terms[(p[0], LIGHT)])
-        if g.f > 0:
-            terms += stage_terms((p[1], HEAVY), D * g.f)
-        m.add(sum(terms) <= slo_us).only_enforce_if(zv)
+        f = grids[p][k].f
+        heavy = latency_terms((p[1], HEAVY), D * f) if f > 0 else []
+        _lin(m, light_terms[(p[0], LIGHT)] + heavy + [(lat_us, -1)], -_BIG, 0, enforce=zv)
 
     if spec.objective == "max_threshold":
         hr = m.new_int_var(0, HEADROOM_MAX_PCT, "headroom_pct")
-        m.add(100 * sum(light_cap) >= d_mq * 100 + d_mq * hr)  # (C10)
+        light_all = [t for sg in stages if sg[1] == LIGHT for t in cap_terms(sg, 100)]
+        _lin(m, light_all + [(hr, -d_mq)], 100 * d_mq, _BIG)  # (C10)
         for (p, k), zv in z.items():
             f_mq = int(math.ceil(D * grids[p][k].f * _MQ - 1e-9))
             if f_mq > 0:
-                hs = (p[1], HEAVY)
-                hcap = sum(o.cap_mq * n[(hs, i)] for i, o in enumerate(stages[hs]))
-                m.add(100 * hcap >= f_mq * 100 + f_mq * hr).only_enforce_if(zv)  # (C10)
-        ranks = {key: r for r, key in enumerate(sorted(z, key=lambda pk: grids[pk[0]][pk[1]].t))}
-        m.maximize((HEADROOM_MAX_PCT + 1) * sum(ranks[key] * v for key, v in z.items()) + hr)
+                _lin(m, cap_terms((p[1], HEAVY), 100) + [(hr, -f_mq)], 100 * f_mq, _BIG, enforce=zv)  # (C10)
+        order = sorted(z, key=lambda pk: grids[pk[0]][pk[1]].t)
+        m.maximize(
+            cp_model.LinearExpr.weighted_sum(
+                [z[pk] for pk in order] + [hr], [(HEADROOM_MAX_PCT + 1) * r for r in range(len(order))] + [1]
+            )
+        )
     elif spec.objective == "min_fid":
-        obj = [N * int(round(grids[p][k].fid * _FID_SCALE)) * v for (p, k), v in z.items()]
+        ov = list(z.values())
+        oc = [N * int(round(grids[p][k].fid * _FID_SCALE)) for (p, k) in z]
         if spec.switch_cost_fid > 0 and inst.current is not None:
             gamma = int(round(spec.switch_cost_fid * _FID_SCALE))
             for prof in inst.models:
-                x = sum(n[(sg, i)] for sg, opts in stages.items() if sg[0] == prof.name for i in range(len(opts)))
+                x = [(n[(sg, i)], 1) for sg, opts in stages.items() if sg[0] == prof.name for i in range(len(opts))]
                 x0 = int(inst.current.workers.get(prof.name, 0))
-                d = m.new_int_var(0, N + x0, f"moved_{prof.name}")
-                m.add(d >= x - x0)  # (C9)
-                m.add(d >= x0 - x)  # (C9)
-                obj.append(gamma * d)
-        m.minimize(sum(obj))
+                d = m.new_int_var(0, N, f"loads_{prof.name}")
+                _lin(m, x + [(d, -1)], -_BIG, x0)  # (C9) d >= x - x0 (and d >= 0 by domain)
+                ov.append(d)
+                oc.append(gamma)
+        # Lexicographic: FID + move cost first, then the lowest planned utilization (headroom).
+        util = [(y[(sg, i)], int(round(100 * o.rho))) for sg, opts in stages.items() for i, o in enumerate(opts)]
+        w = 100 * len(stages) + 1
+        m.minimize(cp_model.LinearExpr.weighted_sum(ov + [v for v, _ in util], [c * w for c in oc] + [c for _, c in util]))
     else:
         raise ValueError(f"objective {spec.objective!r}; expected 'max_threshold' or 'min_fid'")
 
+    # Branch on (pair, threshold) best-objective first: the first feasible one is then usually
+    # the optimum and the rest of the search is the proof.
+    best_first = sorted(z, key=lambda pk: grids[pk[0]][pk[1]].fid if spec.objective == "min_fid" else -grids[pk[0]][pk[1]].t)
+    m.add_decision_strategy([z[pk] for pk in best_first], cp_model.CHOOSE_FIRST, cp_model.SELECT_MAX_VALUE)
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = spec.time_limit_s
     solver.parameters.num_search_workers = spec.search_workers
+    solver.parameters.cp_model_presolve = spec.presolve
+    solver.parameters.linearization_level = spec.linearization_level
+    if spec.fixed_search:
+        solver.parameters.search_branching = cp_model.FIXED_SEARCH
     status = solver.solve(m)
     if status == cp_model.INFEASIBLE:
         raise PlannerInfeasible(
@@ -336,7 +422,7 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
             if solver.value(y[(sg, i)]):
                 x = int(solver.value(n[(sg, i)]))
                 workers[sg[0]], batch[sg[0]], cap[sg[0]] = x, o.batch, x * o.mu_qps
-                lat[sg[0]] = stage_ms(sg, i, lam, x)
+                lat[sg[0]] = stage_ms(sg, o, lam, x)
     return Plan(
         policy=policy,
         workers=workers,

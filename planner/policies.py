@@ -72,8 +72,8 @@ class QualityPolicy:
     """Ours: minimum expected FID with modelled batched queueing and GPU-move hysteresis.
 
     ``utilization_levels``: planned utilizations a stage may run at (higher = fewer GPUs, more
-    queueing). ``switch_cost_fid``: FID a move of the whole fleet must buy (a move of ``k`` of
-    ``N`` GPUs costs ``switch_cost_fid * k / N``). ``arrival_scv``: squared coefficient of
+    queueing). ``switch_cost_fid``: FID a move of the whole fleet must buy (``k`` of ``N``
+    GPUs newly loading a model cost ``switch_cost_fid * k / N``; freeing GPUs is free). ``arrival_scv``: squared coefficient of
     variation of batch arrivals in the M/D/c estimate (1 = Poisson). ``max_batch_wait_ms``:
     the batcher's maximum wait for a full batch (None: waits until full).
     """

@@ -67,20 +67,23 @@ def erlang_c_many(servers: np.ndarray, offered_erlangs: np.ndarray) -> np.ndarra
     if c.shape != a.shape or (c < 1).any() or (a < 0).any():
         raise ValueError("servers and offered loads must have the same shape, servers >= 1, loads >= 0")
     out = np.where(a == 0, 0.0, 1.0)
-    ok = (a > 0) & (a < c)
-    if not ok.any():
+    ok = np.flatnonzero((a > 0) & (a < c))
+    if ok.size == 0:
         return out
-    av, cv = a[ok], c[ok]
+    order = ok[np.argsort(-c[ok], kind="stable")]  # largest server count first
+    av, cv = a[order], c[order]
     inv_b = np.ones_like(av)
     erlang_b = np.empty_like(av)
-    with np.errstate(over="ignore"):  # rows past their own server count may overflow; unused
-        for k in range(1, int(cv.max()) + 1):
-            inv_b = 1.0 + inv_b * k / av
-            hit = cv == k
-            if hit.any():
-                erlang_b[hit] = 1.0 / inv_b[hit]
+    # Row j needs the recursion up to k = cv[j]; rows are sorted so the rows still running at
+    # step k are a prefix, and the prefix shrinks as k passes each row's server count.
+    active = len(cv)
+    for k in range(1, int(cv[0]) + 1):
+        inv_b[:active] = 1.0 + inv_b[:active] * k / av[:active]
+        while active and cv[active - 1] == k:
+            erlang_b[active - 1] = 1.0 / inv_b[active - 1]
+            active -= 1
     rho = av / cv
-    out[ok] = erlang_b / (1.0 - rho * (1.0 - erlang_b))
+    out[order] = erlang_b / (1.0 - rho * (1.0 - erlang_b))
     return out
 
 

@@ -1,0 +1,226 @@
+"""Planner policies on tiny instances whose optimum is computed by hand in the comments."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from ortools.sat.python import cp_model
+
+from planner import POLICY_NAMES, Allocation, DeferralCurve, Instance, ModelProfile, QualityCurve, make_policy
+from planner import queueing
+
+# Light: 100 ms per query (10 qps per GPU); heavy: 1000 ms per query (1 qps per GPU).
+LIGHT = ModelProfile("light", {1: 100.0}, 0)
+HEAVY = ModelProfile("heavy", {1: 1000.0}, 1)
+# f(t): nothing deferred at t=0, half at t=0.5, everything at t=1.
+DEFER = DeferralCurve((0.0, 0.5, 1.0), (0.0, 0.5, 1.0))
+# U-shaped FID: half light (15) beats all heavy (20) and all light (25).
+QUAL = QualityCurve((0.0, 0.5, 1.0), (20.0, 15.0, 25.0))
+
+
+def tiny(**kw) -> Instance:
+    args = dict(models=(LIGHT, HEAVY), demand_qps=4.0, slo_ms=2000.0, num_workers=4, deferral=DEFER, quality=QUAL)
+    args.update(kw)
+    return Instance(**args)
+
+
+def test_diffserve_takes_largest_threshold_that_fits_and_spreads_headroom():
+    # D=4, N=4. t=1 needs 4 heavy GPUs (4 qps) + 1 light = 5 > 4: infeasible.
+    # t=0.5 needs 2 heavy + 1 light. Headroom tie-break: (1 light, 3 heavy) gives heavy 50 %
+    # spare (3 vs 2 qps), light 150 %; (2, 2) gives heavy 0 %. So t=0.5 with 1 + 3.
+    plan = make_policy("diffserve").plan(tiny())
+    assert plan.status == "OPTIMAL"
+    assert plan.threshold == 0.5
+    assert dict(plan.workers) == {"light": 1, "heavy": 3}
+    assert plan.heavy_share == 0.5 and plan.light_fraction == 0.5
+    assert plan.expected_fid == 15.0
+    assert plan.capacity_qps == {"light": 10.0, "heavy": 3.0}
+    assert plan.slack_ms == pytest.approx(2000 - 100 - 1000)
+
+
+def test_diffserve_reaches_all_heavy_with_one_more_gpu():
+    # N=5: t=1 (f=1) needs 4 heavy + 1 light = 5 <= 5, so maximizing t goes all the way,
+    # even though FID(all heavy) = 20 is worse than FID(half) = 15: the paper's objective.
+    plan = make_policy("diffserve").plan(tiny(num_workers=5))
+    assert plan.threshold == 1.0
+    assert dict(plan.workers) == {"light": 1, "heavy": 4}
+    assert plan.expected_fid == 20.0
+
+
+def test_diffserve_charges_littles_law_queueing_against_the_slo():
+    # Heavy queue: 3 queries waiting at 2 qps arriving -> 1500 ms (Little's law). With light 100
+    # and heavy 1000 ms batches, 100 + 1000 + 1500 > 2000: no deferral fits, so t = 0.
+    inst = tiny(num_workers=5, queue_length={"heavy": 3.0}, model_arrival_qps={"heavy": 2.0})
+    plan = make_policy("diffserve").plan(inst)
+    assert plan.threshold == 0.0 and plan.heavy_share == 0.0
+    assert plan.workers.get("heavy", 0) == 0
+    # The same delay given directly as queue_delay_ms has the same effect.
+    plan2 = make_policy("diffserve").plan(tiny(num_workers=5, queue_delay_ms={"heavy": 1500.0}))
+    assert plan2.threshold == 0.0
+
+
+def test_quality_picks_the_bottom_of_the_u_not_all_heavy():
+    # With N=5 all-heavy is feasible (diffserve picks t=1, FID 20), but FID is lowest (15) at
+    # t=0.5, so the quality policy stops there.
+    plan = make_policy("quality").plan(tiny(num_workers=5))
+    assert plan.status == "OPTIMAL"
+    assert plan.threshold == 0.5 and plan.expected_fid == 15.0
+
+
+def test_quality_prices_mdc_queueing_of_the_planned_allocation():
+    # N=4, t=0.5: heavy lam=2 qps, a = 2 Erlangs; utilization <= 0.95 needs ceil(2/rho) >= 3
+    # workers, so 1 light + 3 heavy. M/D/c wait with 3: C(3, 2) = 4/9, W = 4/9 * 1 s / (3-2) / 2.
+    # Light: a = 0.4 on 1 worker: C = 0.4, W = 0.4 * 0.1 s / 0.6 / 2.
+    plan = make_policy("quality").plan(tiny())
+    assert plan.threshold == 0.5
+    assert dict(plan.workers) == {"light": 1, "heavy": 3}
+    heavy_wait_ms = 1000 * (4 / 9) * 1.0 / (3 - 2) / 2
+    light_wait_ms = 1000 * 0.4 * 0.1 / 0.6 / 2
+    assert plan.stage_latency_ms["heavy"] == pytest.approx(1000 + heavy_wait_ms)
+    assert plan.stage_latency_ms["light"] == pytest.approx(100 + light_wait_ms)
+    assert plan.slack_ms == pytest.approx(2000 - 1100 - heavy_wait_ms - light_wait_ms)
+
+
+def test_quality_hysteresis_keeps_gpus_for_a_marginal_gain():
+    # FID 24.9 at half light vs 25 all light: a 0.1 gain. Current: 2 light + 2 heavy GPUs.
+    # t=0.5 needs 3 heavy GPUs (see above), i.e. 1 GPU newly loading heavy: cost 0.5 * 1/4.
+    qual = QualityCurve((0.0, 0.5, 1.0), (30.0, 24.9, 25.0))
+    current = Allocation(workers={"light": 2, "heavy": 2}, batch_size={"light": 1, "heavy": 1})
+    inst = tiny(quality=qual, current=current)
+    stay = make_policy("quality", switch_cost_fid=0.5).plan(inst)
+    assert stay.threshold == 0.0 and stay.workers.get("heavy", 0) == 0
+    move = make_policy("quality", switch_cost_fid=0.0).plan(inst)
+    assert move.threshold == 0.5 and move.workers["heavy"] == 3
+    # A 0.2 gain is worth the 0.125 move cost.
+    qual2 = QualityCurve((0.0, 0.5, 1.0), (30.0, 24.8, 25.0))
+    moved = make_policy("quality", switch_cost_fid=0.5).plan(tiny(quality=qual2, current=current))
+    assert moved.threshold == 0.5
+
+
+def test_quality_batch_fill_wait_grows_with_workers():
+    # Light batch 4 only: 400 ms, 10 qps per GPU. D=2: each of x workers waits 3 x / 2 s for a
+    # full batch, so 1 worker -> 1.5 s fill; 2 -> 3 s. SLO 2100 ms: only 1 light worker fits
+    # (400 + 1500 + M/D/1 wait 1000*0.2*0.4/0.8/2 = 50 -> 1950 ms), heavy unaffordable -> t=0.
+    light = ModelProfile("light", {4: 400.0}, 0)
+    inst = tiny(models=(light, HEAVY), demand_qps=2.0, slo_ms=2100.0, num_workers=6)
+    plan = make_policy("quality").plan(inst)
+    assert plan.threshold == 0.0
+    assert plan.workers == {"light": 1}
+    assert plan.stage_latency_ms["light"] == pytest.approx(400 + 1500 + 50)
+
+
+def test_quality_chooses_among_more_than_two_variants():
+    # A middle model "mid" (300 ms, 3.33 qps/GPU). Curves only for (light, heavy) and (mid, heavy);
+    # (light, mid) has none and must never be chosen. (mid, heavy) reaches FID 12 < 15.
+    mid = ModelProfile("mid", {1: 300.0}, 1)
+    qual_mid = QualityCurve((0.0, 0.5, 1.0), (20.0, 12.0, 18.0))
+    inst = tiny(models=(LIGHT, mid, HEAVY), num_workers=8, pair_curves={("mid", "heavy"): (DEFER, qual_mid)})
+    plan = make_policy("quality").plan(inst)
+    assert (plan.light_model, plan.heavy_model) == ("mid", "heavy")
+    assert plan.expected_fid == 12.0
+    # With too few GPUs for mid to carry all 4 qps (needs 2 GPUs at <= 0.95 utilization
+    # plus 3 heavy), the planner falls back to the (light, heavy) pair.
+    plan2 = make_policy("quality").plan(tiny(models=(LIGHT, mid, HEAVY), num_workers=4, pair_curves={("mid", "heavy"): (DEFER, qual_mid)}))
+    assert (plan2.light_model, plan2.heavy_model) == ("light", "heavy")
+
+
+def test_proteus_routes_the_heavy_share_heavy_capacity_allows():
+    # D=5: heavy capacity x_H * 1 qps >= 5 s, light 10 x_L >= 5 (1 - s), x_L + x_H <= 4.
+    # All heavy (s=1) would need 5 GPUs; with 1 light + 3 heavy, s = 3/5.
+    plan = make_policy("proteus").plan(tiny(demand_qps=5.0))
+    assert plan.routing == "random"
+    assert plan.heavy_share == pytest.approx(0.6)
+    assert dict(plan.workers) == {"light": 1, "heavy": 3}
+    assert plan.expected_fid == pytest.approx(0.4 * 25 + 0.6 * 20)
+    # D=4: 4 heavy GPUs carry everything.
+    assert make_policy("proteus").plan(tiny()).heavy_share == 1.0
+
+
+def test_clipper_light_picks_smallest_batch_that_keeps_up():
+    light = ModelProfile("light", {1: 100.0, 4: 200.0}, 0)  # 10 or 20 qps per GPU
+    plan = make_policy("clipper-light").plan(tiny(models=(light, HEAVY), demand_qps=30.0, num_workers=2))
+    assert plan.routing == "light" and plan.status == "OPTIMAL"
+    assert plan.batch_size == {"light": 4} and plan.workers == {"light": 2}
+    over = make_policy("clipper-light").plan(tiny(models=(light, HEAVY), demand_qps=50.0, num_workers=2))
+    assert over.status == "FALLBACK" and over.batch_size == {"light": 4}
+
+
+def test_clipper_heavy_serves_everything_heavy():
+    plan = make_policy("clipper-heavy").plan(tiny())
+    assert plan.routing == "heavy" and plan.workers == {"heavy": 4}
+    assert plan.heavy_share == 1.0 and plan.expected_fid == 20.0
+
+
+def test_static_default_is_the_papers_configuration():
+    light = ModelProfile("light", {16: 770.0}, 0)
+    heavy = ModelProfile("heavy", {4: 3680.0}, 1)
+    plan = make_policy("static").plan(tiny(models=(light, heavy), num_workers=16, slo_ms=5000.0))
+    assert plan.status == "STATIC" and plan.threshold == 0.02
+    assert dict(plan.workers) == {"light": 4, "heavy": 12}
+    assert dict(plan.batch_size) == {"light": 16, "heavy": 4}
+    assert plan.heavy_share == pytest.approx(DEFER.f(0.02))
+    small = make_policy("static").plan(tiny(models=(light, heavy), num_workers=8, slo_ms=5000.0))
+    assert dict(small.workers) == {"light": 2, "heavy": 6} and "scaled" in small.reason
+
+
+@pytest.mark.parametrize("name", ["diffserve", "quality", "proteus"])
+def test_demand_above_capacity_yields_the_max_throughput_fallback(name):
+    light = ModelProfile("light", {1: 100.0, 8: 400.0, 32: 2500.0}, 0)
+    # 4 GPUs of light serve at most 4 * 8 / 0.4 = 80 qps (batch 32 misses the 2 s SLO).
+    plan = make_policy(name).plan(tiny(models=(light, HEAVY), demand_qps=1000.0))
+    assert plan.status == "FALLBACK"
+    assert "infeasible" in plan.reason.lower() or "INFEASIBLE" in plan.reason
+    assert plan.threshold == 0.0 and plan.heavy_share == 0.0
+    assert plan.workers == {"light": 4}
+    assert plan.batch_size == {"light": 8}  # largest batch within the SLO
+    assert plan.capacity_qps["light"] == pytest.approx(80.0)
+
+
+def test_solver_trouble_becomes_a_fallback_not_an_exception(monkeypatch):
+    def broken(self, model, *a, **k):
+        raise RuntimeError("solver crashed")
+
+    monkeypatch.setattr(cp_model.CpSolver, "solve", broken)
+    for name in ("diffserve", "quality"):
+        plan = make_policy(name).plan(tiny())
+        assert plan.status == "FALLBACK"
+        assert "RuntimeError" in plan.reason and "solver crashed" in plan.reason
+
+
+def test_static_with_an_unprofiled_batch_falls_back_with_the_reason():
+    plan = make_policy("static").plan(tiny())  # batch 16 / 4 are not profiled in the tiny models
+    assert plan.status == "FALLBACK" and "not profiled" in plan.reason
+
+
+def test_every_policy_returns_a_plan_for_the_same_instance():
+    for name in POLICY_NAMES:
+        plan = make_policy(name).plan(tiny(num_workers=16))
+        assert plan.policy == name
+        assert sum(plan.workers.values()) <= 16
+        assert math.isfinite(plan.expected_fid) and plan.solve_time_ms >= 0
+
+
+def test_unknown_policy_and_bad_parameters_are_rejected_with_the_value():
+    with pytest.raises(ValueError, match="'nope'.*diffserve"):
+        make_policy("nope")
+    with pytest.raises(ValueError, match="utilization_levels.*1.5"):
+        make_policy("quality", utilization_levels=(0.5, 1.5))
+    with pytest.raises(ValueError, match="time_limit_s = 0"):
+        make_policy("diffserve", time_limit_s=0)
+    with pytest.raises(ValueError, match="switch_cost_fid = -1"):
+        make_policy("quality", switch_cost_fid=-1)
+    with pytest.raises(ValueError, match="threshold = 2"):
+        make_policy("static", threshold=2)
+    with pytest.raises(TypeError):
+        make_policy("clipper-light", batch=4)
+    with pytest.raises(TypeError, match="Instance"):
+        make_policy("diffserve").plan({"demand_qps": 3})
+
+
+def test_mdc_wait_matches_pollaczek_khinchine_for_one_server():
+    # M/D/1: W = rho s / (2 (1 - rho)). Here s = 1 s, rho = 0.8 -> 2 s.
+    assert queueing.mdc_wait_ms(0.8, 1, 1000.0, 1) == pytest.approx(2000.0)
+    assert queueing.erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert queueing.littles_law_delay_ms(3.0, 2.0) == pytest.approx(1500.0)
+    assert queueing.batch_fill_ms(2.0, 4, 2) == pytest.approx(3000.0)
+    assert math.isinf(queueing.mdc_wait_ms(2.0, 1, 1000.0, 2))
