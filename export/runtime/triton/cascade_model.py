@@ -196,7 +196,8 @@ class TritonPythonModel:
         self.shared = SharedState(Path(tempfile.gettempdir()) / f"diffserve-cascade-{key:08x}.bin",
                                   SharedState.slot_for(args.get("model_instance_name", self.name)))
         self.metrics = CascadeMetrics(pb_utils, self.name)
-        self.metrics.threshold.set(self.control.get().threshold)
+        self._threshold_shown = self.control.get().threshold
+        self.metrics.threshold.set(self._threshold_shown)
         self.logger = pb_utils.Logger
         self.logger.log_info(f"{self.name}: control file {self.cfg.control_file}, stages {dict(self.cfg.stage_models)}")
 
@@ -343,8 +344,10 @@ class TritonPythonModel:
                 bad = errs[0].code is not None and errs[0].code == getattr(self.pb.TritonError, "INVALID_ARG", None)
                 out[job.index] = self._error_response(str(errs[0]), "INVALID_ARGUMENT" if bad else "INTERNAL")
                 continue
-            for i in idx:
-                self.metrics.served[served[i]].increment(1)
+            for stage in ("light", "heavy"):  # one metric update per label (each is an IPC to the server)
+                count = sum(served[i] == stage for i in idx)
+                if count:
+                    self.metrics.served[stage].increment(count)
             n = len(idx)
             out[job.index] = self.pb.InferenceResponse(output_tensors=[
                 self.pb.Tensor("IMAGE", np.stack([image[i] for i in idx]).astype(np.uint8)),
@@ -359,7 +362,9 @@ class TritonPythonModel:
         responses: list[Any] = [None] * len(requests)
         try:
             policy = self.control.get()
-            self.metrics.threshold.set(policy.threshold)
+            if policy.threshold != self._threshold_shown:
+                self.metrics.threshold.set(policy.threshold)
+                self._threshold_shown = policy.threshold
             jobs: list[_Job] = []
             for i, request in enumerate(requests):
                 try:

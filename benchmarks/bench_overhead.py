@@ -1,0 +1,136 @@
+"""Serving overhead: the cascade through Triton vs the same pipeline called in-process.
+
+    python -m benchmarks.bench_overhead                  # the exported cascade in model_repository/
+    python -m benchmarks.bench_overhead --tiny-random    # a tiny random-weight cascade exported here
+
+Batch 1, CPU. For each prompt (interleaved, order alternating, so that background load on the
+shared cores hits both sides alike) it times:
+
+* ``triton``: one gRPC request to ``cascade`` (client round trip: gRPC, the cascade BLS, the
+  light / discriminator / heavy stage models);
+* ``in_process``: ``export.runtime`` called directly: ``light.generate`` ->
+  ``discriminator.confidence`` -> ``heavy.generate`` when confidence < threshold.
+
+Both sides make the same routing decisions (checked). It prints the median latencies and the
+overhead ratio median(triton) / median(in_process) (target <= 1.05), and writes
+``runs/bench_overhead/result.json``. The model repository is copied under
+``runs/bench_overhead/`` so that the benchmark's control file (threshold) is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from orchestrator.server import PROJECT_ROOT, TritonServer, TritonServerConfig
+
+OUT = PROJECT_ROOT / "runs" / "bench_overhead"
+MODELS = ("light", "heavy", "discriminator", "cascade")
+
+
+def prepare_repository(source: Path | None, dest: Path, control_file: Path) -> Path:
+    """Copy an exported repository (or export a tiny random cascade when ``source`` is None) to
+    ``dest``, add the cascade model and point every model's control file at ``control_file``."""
+    import re  # noqa: PLC0415
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    if source is None:
+        from export.testing import export_tiny_cascade  # noqa: PLC0415 - imports torch/diffusers
+
+        _, source = export_tiny_cascade(dest.parent / "tiny-random")
+    missing = [m for m in MODELS[:3] if not (source / m / "1" / "artifacts" / "stage.json").exists()]
+    if missing:
+        raise SystemExit(f"{source}: {missing} not exported; run `make export` first (or use --tiny-random)")
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.tmp", "*.old"))
+    shutil.copytree(PROJECT_ROOT / "model_repository" / "cascade", dest / "cascade", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for cfg in dest.glob("*/config.pbtxt"):
+        cfg.write_text(re.sub(r'(key: "control_file" value: \{ string_value: )"[^"]*"', rf'\1"{control_file}"',
+                              cfg.read_text()))
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_overhead", description=__doc__.split("\n")[0])
+    ap.add_argument("--model-repository", default=str(PROJECT_ROOT / "model_repository"))
+    ap.add_argument("--tiny-random", action="store_true", help="export a tiny random-weight cascade instead")
+    ap.add_argument("--requests", type=int, default=24, help="timed requests per side")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+
+    import numpy as np  # noqa: PLC0415
+
+    from benchmarks.client import CascadeClient  # noqa: PLC0415
+    from export.runtime import load_discriminator, load_stage  # noqa: PLC0415
+    from export.runtime.control import write_control  # noqa: PLC0415
+    from export.tiny.domain import eval_prompts  # noqa: PLC0415
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    control = write_control(out / "control.json", {"threshold": args.threshold, "routing": "cascade"})
+    repo = prepare_repository(None if args.tiny_random else Path(args.model_repository), out / "repository", control)
+    art = {m: repo / m / "1" / "artifacts" for m in MODELS[:3]}
+    light, heavy, disc = load_stage(art["light"]), load_stage(art["heavy"]), load_discriminator(art["discriminator"])
+    prompts = eval_prompts(seed=7, n_per_difficulty=(args.requests + args.warmup + 1) // 2)
+    prompts = [prompts[i // 2 + (i % 2) * (len(prompts) // 2)] for i in range(len(prompts))]  # easy/hard alternate
+
+    def in_process(prompt: str, seed: int) -> tuple[str, float]:
+        img = light.generate([prompt], [seed])
+        conf = float(disc.confidence(img)[0])
+        if conf < args.threshold:
+            heavy.generate([prompt], [seed])
+            return "heavy", conf
+        return "light", conf
+
+    times: dict[str, list[float]] = {"triton": [], "in_process": []}
+    routes_agree = 0
+    with TritonServer(TritonServerConfig(model_repository=repo, load_models=MODELS, log_path=out / "tritonserver.log")) as server, \
+            CascadeClient(server.grpc_url, timeout_s=300) as client:
+        n_total = args.warmup + args.requests
+        for i in tqdm(range(n_total), desc="overhead (triton vs in-process)", unit="pair"):
+            prompt, seed = prompts[i % len(prompts)], i
+            sides = ("triton", "in_process") if i % 2 == 0 else ("in_process", "triton")
+            got = {}
+            for side in sides:
+                t0 = time.perf_counter()
+                if side == "triton":
+                    r = client.generate(prompt, seed=seed)
+                    got[side] = r.served_by
+                else:
+                    got[side] = in_process(prompt, seed)[0]
+                ms = 1000.0 * (time.perf_counter() - t0)
+                if i >= args.warmup:
+                    times[side].append(ms)
+            if i >= args.warmup:
+                routes_agree += got["triton"] == got["in_process"]
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = med["triton"] / med["in_process"]
+    result = {
+        "requests_per_side": args.requests, "threshold": args.threshold, "batch_size": 1,
+        "repository": "tiny-random export" if args.tiny_random else str(args.model_repository),
+        "median_ms": {k: round(v, 2) for k, v in med.items()},
+        "mean_ms": {k: round(statistics.fmean(v), 2) for k, v in times.items()},
+        "p90_ms": {k: round(float(np.percentile(v, 90)), 2) for k, v in times.items()},
+        "overhead_ratio_median": round(ratio, 4), "routing_decisions_agree": f"{routes_agree}/{args.requests}",
+        "command": "python -m benchmarks.bench_overhead " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(f"{'side':<11} {'median ms':>10} {'mean ms':>10} {'p90 ms':>10}")
+    for k in times:
+        print(f"{k:<11} {result['median_ms'][k]:>10.1f} {result['mean_ms'][k]:>10.1f} {result['p90_ms'][k]:>10.1f}")
+    print(f"overhead ratio (median triton / median in-process, batch 1): {ratio:.3f}  (target <= 1.05); "
+          f"routing decisions agree on {routes_agree}/{args.requests}; written {out / 'result.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
