@@ -1,0 +1,61 @@
+"""make profile / make calibrate: the planner reads what they write; the curve math is right."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from export.calibrate import calibrate_cascade, deferral_curve, quality_curve, served_by_light
+from export.config import CalibrationConfig, load_cascade
+from export.profile import profile_cascade
+from planner.data import load_deferral_curve, load_project_profiles, load_quality_curve
+
+
+def test_deferral_curve_counts_confidences_strictly_below_t():
+    conf = np.array([0.1, 0.2, 0.2, 0.9])
+    assert deferral_curve(conf, (0.0, 0.2, 0.21, 1.0)) == [(0.0, 0.0), (0.2, 0.25), (0.21, 0.75), (1.0, 1.0)]
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        deferral_curve(np.array([]))
+
+
+def test_query_aware_routing_keeps_the_most_confident_on_light():
+    conf = np.array([0.9, 0.1, 0.5, 0.7])
+    assert served_by_light(conf, 0.5).tolist() == [True, False, False, True]
+    assert served_by_light(conf, 0.0).sum() == 0 and served_by_light(conf, 1.0).all()
+    with pytest.raises(ValueError, match="light_fraction=1.5"):
+        served_by_light(conf, 1.5)
+
+
+def test_quality_curve_scores_the_mixed_responses():
+    light = np.zeros((4, 2, 2, 3), np.uint8)
+    heavy = np.full((4, 2, 2, 3), 10, np.uint8)
+    conf = np.array([0.9, 0.1, 0.5, 0.7])
+    mean_pixel = quality_curve(light, heavy, conf, lambda im: float(im.mean()), fractions=(0.0, 0.5, 1.0))
+    assert mean_pixel == [10.0, 5.0, 0.0]
+
+
+def test_profile_and_calibration_files_load_in_the_planner(tiny_exported, tmp_path):
+    cfg_path, repo = tiny_exported("sd")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"a red circle number {i}" for i in range(20)))
+    cascade = dataclasses.replace(load_cascade(cfg_path), calibration=CalibrationConfig(str(prompts), 8, 1))
+    path = profile_cascade(cascade, repo, batch_sizes=(1, 2), repeats=1, out_dir=tmp_path)
+    doc = json.loads(path.read_text())
+    light, heavy = load_project_profiles(path)
+    assert (light.name, heavy.name) == ("light", "heavy") and light.batch_sizes == (1, 2)
+    assert doc["batch_latency_ms"]["light"]["1"] > doc["stages"]["light"]["latency_ms"]["1"]["median"]  # + discriminator
+    assert doc["backends"]["heavy"]["unet"] == "onnxruntime"
+    written = calibrate_cascade(cascade, repo, count=8, out_dir=tmp_path)
+    names = {p.name for p in written}
+    assert {"deferral_curve.csv", "confidences.csv", "calibration.json"} <= names
+    curve = load_deferral_curve(tmp_path / "deferral_curve.csv")
+    assert curve.f(0.0) == 0.0 and curve.f(1.0) == 1.0
+    rows = list(csv.DictReader((tmp_path / "confidences.csv").open()))
+    assert len(rows) == 8 and all(0 < float(r["light"]) < 1 for r in rows)
+    if "quality_curve.json" in names:  # only with a quality metric for this prompt source
+        load_quality_curve(tmp_path / "quality_curve.json")
+    else:
+        assert json.loads((tmp_path / "calibration.json").read_text())["quality_curve"].startswith("skipped")
