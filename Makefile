@@ -47,5 +47,9 @@ calibrate: export
 bench-sim: setup
 	$(PY) -m benchmarks.sim.experiment --out benchmarks/results/sim
 
+## bench-planner  planner solve time p50/p95 at 16-1,024 GPUs, 2 and 4 variants -> benchmarks/results/planner/
+bench-planner: setup
+	$(PY) benchmarks/bench_planner.py
+
 clean:
 	rm -rf runs .pytest_cache

@@ -172,7 +172,7 @@ class CascadeSpec:
     # CP-SAT presolve (probing, symmetry) costs more than the search on these few-hundred-
     # variable models; off by default (see benchmarks/bench_planner.py --presolve).
     presolve: bool = False
-    # Measured on the paper's profiles (benchmarks/bench_planner.py --solver-sweep): no LP
+    # Measured on the paper's profiles (``benchmarks/bench_planner.py --solver-sweep``): no LP
     # relaxation and a fixed best-objective-first branching order solve these models fastest.
     linearization_level: int = 0
     fixed_search: bool = True

@@ -32,6 +32,17 @@ class _Solver(Protocol):
     def solve(self, inst: Instance) -> Plan: ...
 
 
+_SOLVER_KNOBS = ("presolve", "linearization_level", "fixed_search")
+
+
+def _apply_overrides(owner: str, spec: CascadeSpec, overrides: tuple[tuple[str, Any], ...]) -> CascadeSpec:
+    """CP-SAT knobs for experiments (benchmarks/bench_planner.py --solver-sweep)."""
+    bad = [k for k, _ in overrides if k not in _SOLVER_KNOBS]
+    if bad:
+        raise ValueError(f"{owner}.solver_overrides keys {bad}; expected some of {_SOLVER_KNOBS}")
+    return dataclasses.replace(spec, **dict(overrides))
+
+
 def _check_solver_params(owner: str, time_limit_s: float, search_workers: int, threshold_step: float | None) -> None:
     if not time_limit_s > 0:
         raise ValueError(f"{owner}.time_limit_s = {time_limit_s}; expected > 0 seconds")
@@ -48,10 +59,12 @@ class DiffServePolicy:
     time_limit_s: float = 1.0
     search_workers: int = 1
     threshold_step: float | None = None
+    solver_overrides: tuple[tuple[str, Any], ...] = ()
     name: str = "diffserve"
 
     def __post_init__(self) -> None:
         _check_solver_params("DiffServePolicy", self.time_limit_s, self.search_workers, self.threshold_step)
+        _apply_overrides("DiffServePolicy", CascadeSpec("max_threshold", QueueModel("observed"), ()), self.solver_overrides)
 
     def solve(self, inst: Instance) -> Plan:
         pair = (inst.models[0].name, inst.models[-1].name)
@@ -64,7 +77,7 @@ class DiffServePolicy:
             time_limit_s=self.time_limit_s,
             search_workers=self.search_workers,
         )
-        return solve_cascade(inst, spec, self.name)
+        return solve_cascade(inst, _apply_overrides(self.name, spec, self.solver_overrides), self.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,10 +98,12 @@ class QualityPolicy:
     time_limit_s: float = 1.0
     search_workers: int = 1
     threshold_step: float | None = None
+    solver_overrides: tuple[tuple[str, Any], ...] = ()
     name: str = "quality"
 
     def __post_init__(self) -> None:
         _check_solver_params("QualityPolicy", self.time_limit_s, self.search_workers, self.threshold_step)
+        _apply_overrides("QualityPolicy", CascadeSpec("min_fid", QueueModel("observed"), ()), self.solver_overrides)
         if not self.utilization_levels or any(not 0 < r <= 1 for r in self.utilization_levels):
             raise ValueError(f"QualityPolicy.utilization_levels = {self.utilization_levels}; expected values in (0, 1]")
         if not self.switch_cost_fid >= 0:
@@ -122,7 +137,7 @@ class QualityPolicy:
             time_limit_s=self.time_limit_s,
             search_workers=self.search_workers,
         )
-        return solve_cascade(inst, spec, self.name)
+        return solve_cascade(inst, _apply_overrides(self.name, spec, self.solver_overrides), self.name)
 
 
 @dataclasses.dataclass(frozen=True)
