@@ -8,8 +8,10 @@ needs onnxscript). Export-time only: this module imports torch and diffusers.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -216,12 +218,22 @@ def components(pipe, geo: Geometry, seed: int = 0) -> list[Component]:
     return [text, unet, vae]
 
 
+@contextlib.contextmanager
+def _quiet_tracer():
+    """Hide the tracer's warnings about diffusers' shape checks (``if batch >= 64: contiguous()`` and the
+    like): they only pick a memory layout, never a value, so the traced graph is right for every batch."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*aten::index.*")  # SDXL pooled-token gather: indices >= 0
+        yield
+
+
 def export_onnx(comp: Component, out_dir: Path) -> Path:
     """Write ``<out_dir>/<name>.onnx`` with every input/output batch axis dynamic; returns the path."""
     path = out_dir / comp.onnx_file
     dyn = {n: {0: "batch"} for n in (*comp.inputs, *comp.outputs)}
     comp.module.eval()
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_tracer():
         torch.onnx.export(comp.module, tuple(comp.inputs.values()), str(path), input_names=list(comp.inputs),
                           output_names=list(comp.outputs), dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
     return path
@@ -247,7 +259,7 @@ def export_discriminator_onnx(module: torch.nn.Module, image_size_px: int, out_d
     if tuple(ref.shape) != (2,):
         raise IncompatibleShapes(f"discriminator output shape {tuple(ref.shape)} for a batch of 2; expected (2,) logits")
     path = out_dir / "discriminator.onnx"
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_tracer():
         torch.onnx.export(module, (x,), str(path), input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
                           dynamo=False)
