@@ -123,18 +123,18 @@ def test_concurrent_requests_are_batched_and_each_stage_gets_one_request_per_bat
     server = stack[0]
     c = server.grpc_client()
     before = {m: c.get_inference_statistics(m, as_json=True)["model_stats"][0] for m in ("cascade", "light")}
-    results = concurrent(server, [f"{EASY} {k}" for k in range(16)])
+    results = concurrent(server, [f"{EASY} {k}" for k in range(32)])
     assert all(not isinstance(r, Exception) for r in results), results
     after = {m: c.get_inference_statistics(m, as_json=True)["model_stats"][0] for m in ("cascade", "light")}
 
     def delta(m, key):
         return int(after[m].get(key, 0)) - int(before[m].get(key, 0))
 
-    assert delta("cascade", "inference_count") == 16
-    assert delta("cascade", "execution_count") < 16  # the dynamic batcher gathered requests
-    # light sees one request per cascade batch, never more executions than cascade batches
-    assert delta("light", "inference_count") == 16
-    assert delta("light", "execution_count") <= delta("cascade", "execution_count")
+    counts = {m: (delta(m, "inference_count"), delta(m, "execution_count")) for m in ("cascade", "light")}
+    assert counts["cascade"][0] == 32 and counts["light"][0] == 32, counts
+    assert counts["cascade"][1] < 32, counts  # the dynamic batcher gathered requests into batches
+    # light gets one request per cascade batch (its own batcher may merge two): never more executions
+    assert counts["light"][1] <= counts["cascade"][1], counts
 
 
 def test_stage_batch_size_from_control_file_changes_without_reload(stack, client):
