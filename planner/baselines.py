@@ -27,7 +27,7 @@ Variables: ``y[m,b]`` in {0,1} (model ``m`` in {L, H} uses batch ``b``), ``n[m,b
 (P6) ``sum_b (lat[m,b] + q[m]) y[m,b] <= SLO`` for each ``m`` (a query visits one model).
 (P7) ``1000 - s <= 1000 sum_b y[L,b]`` and ``s <= 1000 sum_b y[H,b]``: a share needs a stage;
      ``sum_b y[L,b] <= 1000 - s`` and ``sum_b y[H,b] <= s``: a stage needs a share.
-Objective: ``max s``. Expected FID is estimated as the linear mix
+Objective: ``max s``, ties broken by the shortest batches. Expected FID is estimated as the linear mix
 ``(1 - s) FID(all light) + s FID(all heavy)`` of the quality curve's end points (the curve
 itself is for query-aware routing; a random mix has no published curve).
 """
@@ -177,7 +177,10 @@ class ProteusPolicy:
         m.add(1000 * cap["L"] >= d_mq * (1000 - s))  # (P3)
         m.add(1000 * cap["H"] >= d_mq * s)  # (P4)
         m.add(sum(n.values()) <= N)  # (P5)
-        m.maximize(s)
+        # Largest heavy share; among equals, the shortest batches (integer ms).
+        lat_ms = {key: int(round(profs[key[0]].latency_ms(key[1]))) for key in y}
+        w = sum(lat_ms.values()) + 1
+        m.maximize(cp_model.LinearExpr.weighted_sum([s] + list(y.values()), [w] + [-lat_ms[k] for k in y]))
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = self.time_limit_s
         solver.parameters.num_search_workers = self.search_workers

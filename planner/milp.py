@@ -31,8 +31,7 @@ Variables
   (C4): since at most one ``y[sg,.]`` is 1, ``x[sg] = sum_i n[sg,i]``. No variable is indexed
   by GPU, so the model's size does not grow with ``N``;
 - ``quality`` only: ``d[m]`` >= 0 GPUs that newly load model ``m``;
-- ``diffserve`` only: ``hr`` in {0..100}, the common capacity headroom in percent (tie-break);
-- ``lat`` in [0, SLO]: the planned end-to-end latency.
+- ``diffserve`` only: ``hr`` in {0..100}, the common capacity headroom in percent (tie-break).
 
 Constraints
 -----------
@@ -51,20 +50,20 @@ Constraints
 (C8) for every ``(p,k)``: ``z[p,k] = 1  =>``
      ``sum_i (s + w)[(l,L),i] y[(l,L),i] + phi[(l,L),i] n[(l,L),i]``
      ``+ [f[p,k] > 0] sum_i (s + w)[(h,H),i,k] y[(h,H),i] + phi[(h,H),i,k] n[(h,H),i] <= SLO``:
-     ``<= lat <= SLO``: light batch latency + light queueing + heavy batch latency + heavy
-     queueing within the SLO; ``lat`` (ms, integer µs in the model) is the planned latency
-     (big-M form: ``<= lat + M (1 - z[p,k])``; CP-SAT takes it as an enforcement literal).
+     light batch latency + light queueing + heavy batch latency + heavy queueing within the
+     SLO (big-M form: ``<= SLO + M (1 - z[p,k])``; CP-SAT takes it as an enforcement literal).
 (C9) ``quality``: ``d[m] >= sum_{sg of m, i} n[sg,i] - x0[m]``, ``d[m] >= 0``: GPUs that must
      load model ``m`` (freeing a GPU costs nothing, loading one costs a model load).
 (C10) ``diffserve``: ``100 cap_L >= D (100 + hr)``; ``z[p,k] => 100 cap_H >= D f[p,k] (100 + hr)``.
 
 Objectives
 ----------
-- ``max_threshold`` (``diffserve``, the paper): ``max 101 * rank(t) + hr``, i.e. the largest
-  threshold, then the most capacity headroom.
+- ``max_threshold`` (``diffserve``, the paper): the largest threshold ``t``; ties broken
+  lexicographically by the most capacity headroom ``hr``, then the shortest batches
+  (``sum s[m,b] y``). One weighted integer objective with weights that keep the order.
 - ``min_fid`` (``quality``): ``min sum_{p,k} Q[p,k] z[p,k] + gamma / N * sum_m d[m]``; ``gamma``
-  is the FID a whole-fleet move must buy (hysteresis: no GPU moves for marginal gains); then,
-  lexicographically, the smallest planned latency ``lat``.
+  is the FID a whole-fleet move must buy (hysteresis: no GPU moves for marginal gains); ties
+  broken by the lowest planned utilization (``sum rho y``), then the shortest batches.
 """
 from __future__ import annotations
 
@@ -238,6 +237,14 @@ def _lin(m: cp_model.CpModel, terms: list[tuple[cp_model.IntVar, int]], lo: int,
     ct.linear.domain.extend([lo, hi])
 
 
+def _lin2(m: cp_model.CpModel, a: cp_model.IntVar, ca: int, b: cp_model.IntVar, cb: int, lo: int, hi: int) -> None:
+    """``lo <= ca a + cb b <= hi`` for two distinct variables (the hot path of (C4))."""
+    ct = m.proto.constraints.add()
+    ct.linear.vars.extend((a.index, b.index))
+    ct.linear.coeffs.extend((ca, cb))
+    ct.linear.domain.extend((lo, hi))
+
+
 def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
     """Solve the cascade MILP for ``inst``; returns the plan or raises :class:`PlannerInfeasible`."""
     t0 = time.perf_counter()
@@ -267,13 +274,16 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
             if prof.latency_ms(b) <= inst.slo_ms  # a slower batch can never meet the SLO
             for rho in q.utilization_levels
         ]
-    # Price every (stage option, rate) in one vectorized pass.
+    # Price every (stage option, rate) in one vectorized pass: batch + wait (+ capped fill), ms.
     keys = [(sg, o, lam) for sg, lams in rates.items() for lam in lams for o in stages[sg]]
-    wait = dict(zip(keys, q.wait_ms([(inst.model(sg[0]), o.batch, o.rho, lam) for sg, o, lam in keys], N)))
+    waits = q.wait_ms([(inst.model(sg[0]), o.batch, o.rho, lam) for sg, o, lam in keys], N)
+    fixed = {
+        key: inst.model(key[0][0]).latency_ms(key[1].batch) + w + q.fill_const_ms(key[1].batch) for key, w in zip(keys, waits)
+    }
 
     def stage_ms(sg: tuple[str, str], o: _Option, lam: float, x: int = 0) -> float:
         """Planned latency of option ``o`` of stage ``sg`` at rate ``lam`` with ``x`` workers, ms."""
-        ms = inst.model(sg[0]).latency_ms(o.batch) + wait[(sg, o, lam)] + q.fill_const_ms(o.batch)
+        ms = fixed[(sg, o, lam)]
         return ms + (q.fill_ms_per_worker(o.batch, lam) * x if x > 0 and o.batch > 1 else 0.0)
 
     for sg, opts in stages.items():  # prune options that cannot be used, dedupe equivalent ones
@@ -302,11 +312,18 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
                 best_x, best_ms = min(best_x, x), min(best_ms, ms)
         return best_x, best_ms
 
+    floors: dict[tuple[tuple[str, str], float], tuple[int, float]] = {}
     kept = []
     for p, g in grids.items():
-        xl, ml = floor((p[0], LIGHT), D)
+        lk = ((p[0], LIGHT), D)
+        if lk not in floors:
+            floors[lk] = floor(*lk)
+        xl, ml = floors[lk]
         for k, pt in enumerate(g):
-            xh, mh = floor((p[1], HEAVY), D * pt.f) if pt.f > 0 else (0, 0.0)
+            hk = ((p[1], HEAVY), D * pt.f)
+            if pt.f > 0 and hk not in floors:
+                floors[hk] = floor(*hk)
+            xh, mh = floors[hk] if pt.f > 0 else (0, 0.0)
             if xl + xh <= N and ml + mh <= inst.slo_ms:
                 kept.append((p, k))
     if not kept:
@@ -335,8 +352,8 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
         # (C2) light / (C3) heavy: one option exactly when the stage runs
         _lin(m, [(y[(sg, i)], 1) for i in range(len(opts))] + [(z[pk], -1) for pk in act], 0, 0)
         for i, o in enumerate(opts):
-            _lin(m, [(n[(sg, i)], 1), (y[(sg, i)], -N)], -_BIG, 0)  # (C4) n <= N y
-            _lin(m, [(n[(sg, i)], 1), (y[(sg, i)], -o.cmin)], 0, _BIG)  # (C4) n >= cmin y
+            _lin2(m, n[(sg, i)], 1, y[(sg, i)], -N, -_BIG, 0)  # (C4) n <= N y
+            _lin2(m, n[(sg, i)], 1, y[(sg, i)], -o.cmin, 0, _BIG)  # (C4) n >= cmin y
         if sg[1] == LIGHT:  # (C5)
             _lin(m, cap_terms(sg) + [(z[pk], -d_mq) for pk in act], 0, _BIG)
         else:  # (C6): every (p, k) with this heavy model, f = 0 ones contribute nothing
@@ -354,12 +371,19 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
                 terms.append((n[(sg, i)], _us(phi, slo_us)))
         return terms
 
-    light_terms = {sg: latency_terms(sg, D) for sg in stages if sg[1] == LIGHT}
-    lat_us = m.new_int_var(0, slo_us, "latency_us")  # planned end-to-end latency <= SLO
+    terms_at: dict[tuple[tuple[str, str], float], list] = {}  # pairs sharing a stage and rate share terms
     for (p, k), zv in z.items():  # (C8)
         f = grids[p][k].f
-        heavy = latency_terms((p[1], HEAVY), D * f) if f > 0 else []
-        _lin(m, light_terms[(p[0], LIGHT)] + heavy + [(lat_us, -1)], -_BIG, 0, enforce=zv)
+        keys_ = [((p[0], LIGHT), D)] + ([((p[1], HEAVY), D * f)] if f > 0 else [])
+        for key in keys_:
+            if key not in terms_at:
+                terms_at[key] = latency_terms(*key)
+        _lin(m, [t for key in keys_ for t in terms_at[key]], -_BIG, slo_us, enforce=zv)
+
+    # Tie-breaks only weigh option binaries (cheap for the search): shorter batches, then (for
+    # ``quality``) lower planned utilization, i.e. more headroom.
+    batch_ms = {(sg, i): int(round(inst.model(sg[0]).latency_ms(o.batch))) for sg, opts in stages.items() for i, o in enumerate(opts)}
+    ms_bound = sum(max((batch_ms[(sg, i)] for i in range(len(opts))), default=0) for sg, opts in stages.items()) + 1
 
     if spec.objective == "max_threshold":
         hr = m.new_int_var(0, HEADROOM_MAX_PCT, "headroom_pct")
@@ -370,9 +394,12 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
             if f_mq > 0:
                 _lin(m, cap_terms((p[1], HEAVY), 100) + [(hr, -f_mq)], 100 * f_mq, _BIG, enforce=zv)  # (C10)
         order = sorted(z, key=lambda pk: grids[pk[0]][pk[1]].t)
+        w_hr = ms_bound
+        w_t = (HEADROOM_MAX_PCT + 1) * w_hr
         m.maximize(
             cp_model.LinearExpr.weighted_sum(
-                [z[pk] for pk in order] + [hr], [(HEADROOM_MAX_PCT + 1) * r for r in range(len(order))] + [1]
+                [z[pk] for pk in order] + [hr] + [y[key] for key in batch_ms],
+                [w_t * r for r in range(len(order))] + [w_hr] + [-c for c in batch_ms.values()],
             )
         )
     elif spec.objective == "min_fid":
@@ -387,10 +414,10 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
                 _lin(m, x + [(d, -1)], -_BIG, x0)  # (C9) d >= x - x0 (and d >= 0 by domain)
                 ov.append(d)
                 oc.append(gamma)
-        # Lexicographic: FID + move cost first, then the lowest planned utilization (headroom).
-        util = [(y[(sg, i)], int(round(100 * o.rho))) for sg, opts in stages.items() for i, o in enumerate(opts)]
-        w = 100 * len(stages) + 1
-        m.minimize(cp_model.LinearExpr.weighted_sum(ov + [v for v, _ in util], [c * w for c in oc] + [c for _, c in util]))
+        # Lexicographic: FID + move cost, then the lowest planned utilization, then short batches.
+        tie = {key: int(round(100 * stages[key[0]][key[1]].rho)) * ms_bound + c for key, c in batch_ms.items()}
+        w = (100 * len(stages) + 1) * ms_bound
+        m.minimize(cp_model.LinearExpr.weighted_sum(ov + [y[key] for key in tie], [c * w for c in oc] + list(tie.values())))
     else:
         raise ValueError(f"objective {spec.objective!r}; expected 'max_threshold' or 'min_fid'")
 

@@ -20,6 +20,7 @@ import time
 from typing import Any, Protocol
 
 from planner.baselines import ClipperPolicy, ProteusPolicy, StaticPolicy, fallback_plan, observed_queue_ms
+from planner.spare import spread_spare_workers
 from planner.milp import CascadeSpec, PlannerInfeasible, QueueModel, solve_cascade
 from planner.types import Instance, Plan
 
@@ -99,6 +100,7 @@ class QualityPolicy:
     search_workers: int = 1
     threshold_step: float | None = None
     solver_overrides: tuple[tuple[str, Any], ...] = ()
+    spread_spare_workers: bool = False  # give GPUs the plan leaves idle to its models (planner.spare)
     name: str = "quality"
 
     def __post_init__(self) -> None:
@@ -137,7 +139,8 @@ class QualityPolicy:
             time_limit_s=self.time_limit_s,
             search_workers=self.search_workers,
         )
-        return solve_cascade(inst, _apply_overrides(self.name, spec, self.solver_overrides), self.name)
+        plan = solve_cascade(inst, _apply_overrides(self.name, spec, self.solver_overrides), self.name)
+        return spread_spare_workers(plan, inst) if self.spread_spare_workers else plan
 
 
 @dataclasses.dataclass(frozen=True)
