@@ -1,0 +1,125 @@
+"""``make demo``: serve the exported cascade on Triton, send easy and hard prompts, show what served them.
+
+    python -m benchmarks.demo [--cascade configs/tiny.yaml] [--threshold 0.5] [--per-difficulty 4]
+
+Starts tritonserver on free local ports with ``light``, ``heavy``, ``discriminator`` and
+``cascade``; sends each prompt as one gRPC request; writes every image and a contact sheet
+(``runs/demo/contact_sheet.png``) plus ``runs/demo/results.json``; prints a table (prompt,
+difficulty, served_by, confidence, latency). The server is stopped on every exit path (the
+``TritonServer`` context manager), also on errors and Ctrl-C.
+
+The threshold: ``--threshold`` if given, else the control file's (if one exists), else 0.5.
+The demo writes the control file the cascade reads only when it does not exist yet or when
+``--threshold`` is given (so it does not silently change a running orchestrator's setting).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from orchestrator.server import PROJECT_ROOT, TritonServer, TritonServerConfig
+
+MODELS = ("light", "heavy", "discriminator", "cascade")
+
+
+def cascade_control_file(repo: Path) -> Path:
+    """The ``control_file`` parameter of ``<repo>/cascade/config.pbtxt`` as a path."""
+    from export.runtime.control import resolve_control_path  # noqa: PLC0415
+
+    text = (repo / "cascade" / "config.pbtxt").read_text()
+    m = re.search(r'key: "control_file" value: \{ string_value: "([^"]*)"', text)
+    return resolve_control_path(m.group(1) if m else "runs/control/cascade.json", PROJECT_ROOT)
+
+
+def contact_sheet(rows: list[dict], images: list[np.ndarray], path: Path, columns: int = 4) -> Path:
+    """A grid of the images titled with difficulty, served_by, confidence and latency."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    n_rows = math.ceil(len(images) / columns)
+    fig, axes = plt.subplots(n_rows, columns, figsize=(3.2 * columns, 3.9 * n_rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, row, img in zip(axes.ravel(), rows, images):
+        ax.imshow(img, interpolation="nearest")
+        color = "tab:green" if row["served_by"] == "light" else "tab:red"
+        wrapped = "\n".join(textwrap.wrap(row["prompt"], 36)[:3])
+        ax.set_title(f"{wrapped}\n{row['difficulty']} -> {row['served_by']}, conf {row['confidence']:.2f}, "
+                     f"{row['latency_ms']:.0f} ms", fontsize=8, color=color)
+    fig.suptitle("DiffServe cascade on Triton: light (green) or deferred to heavy (red)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__.split("\n")[0])
+    ap.add_argument("--cascade", default="configs/tiny.yaml")
+    ap.add_argument("--model-repository", default=str(PROJECT_ROOT / "model_repository"))
+    ap.add_argument("--out", default=str(PROJECT_ROOT / "runs" / "demo"))
+    ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--per-difficulty", type=int, default=4, help="easy prompts and hard prompts to send")
+    ap.add_argument("--prompt-seed", type=int, default=11)
+    args = ap.parse_args(argv)
+
+    from benchmarks.client import CascadeClient, format_confidence, save_png  # noqa: PLC0415
+    from export.config import load_cascade  # noqa: PLC0415
+    from export.runtime.control import ControlState, read_control, write_control  # noqa: PLC0415
+    from export.tiny.domain import difficulty_of, eval_prompts  # noqa: PLC0415
+
+    repo, out = Path(args.model_repository), Path(args.out)
+    missing = [m for m in MODELS[:3] if not (repo / m / "1" / "artifacts" / "stage.json").exists()]
+    if missing:
+        print(f"{repo}: {missing} not exported; run `make export CASCADE={args.cascade}` first", file=sys.stderr)
+        return 1
+    cascade = load_cascade(args.cascade)
+    control = cascade_control_file(repo)
+    if args.threshold is not None or not control.exists():
+        base = read_control(control) if control.exists() else ControlState(slo_ms=cascade.slo_ms)
+        threshold = base.threshold if args.threshold is None else args.threshold
+        write_control(control, ControlState(**{**base.to_json(), "threshold": threshold, "routing": "cascade"}))
+    state = read_control(control)
+    print(f"cascade {cascade.name}: threshold {state.threshold} (control file {control}), SLO {state.slo_ms} ms")
+
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = eval_prompts(seed=args.prompt_seed, n_per_difficulty=args.per_difficulty)
+    rows, images = [], []
+    with TritonServer(TritonServerConfig(model_repository=repo, load_models=MODELS,
+                                         log_path=out / "tritonserver.log")) as server:
+        print(f"tritonserver ready: grpc {server.grpc_url}, metrics {server.metrics_url}")
+        with CascadeClient(server.grpc_url, timeout_s=300) as client:
+            client.generate(prompts[0], seed=0)  # warm-up: first calls pay lazy initialisation
+            for k, prompt in enumerate(tqdm(prompts, desc="demo prompts", unit="prompt")):
+                res = client.generate(prompt, seed=k)
+                diff = difficulty_of(prompt)
+                png = save_png(res.image, out / f"{k:02d}_{diff}_{res.served_by}.png")
+                rows.append({"prompt": prompt, "difficulty": diff, "served_by": res.served_by,
+                             "confidence": res.confidence, "threshold": res.threshold,
+                             "latency_ms": round(res.latency_ms, 1), "image": str(png)})
+                images.append(res.image)
+    sheet = contact_sheet(rows, images, out / "contact_sheet.png")
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    width = max(len(r["prompt"]) for r in rows)
+    print(f"\n{'prompt':<{width}}  {'difficulty':<10} {'served_by':<9} {'confidence':>10} {'latency ms':>10}")
+    for r in rows:
+        print(f"{r['prompt']:<{width}}  {r['difficulty']:<10} {r['served_by']:<9} "
+              f"{format_confidence(r['confidence']):>10} {r['latency_ms']:>10.1f}")
+    by = {d: [r["served_by"] for r in rows if r["difficulty"] == d] for d in ("easy", "hard")}
+    print(f"\nheavy-served: easy {by['easy'].count('heavy')}/{len(by['easy'])}, hard {by['hard'].count('heavy')}/{len(by['hard'])}"
+          f"; images and contact sheet in {out} ({sheet.name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
