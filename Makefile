@@ -10,7 +10,7 @@ CASCADE ?= configs/tiny.yaml
 PYTEST_ARGS ?=
 EXPORT_ARGS ?=
 
-.PHONY: setup test serve stop export zoo profile calibrate demo perf bench-sim bench-planner clean help
+.PHONY: setup test serve stop export zoo profile calibrate demo perf bench-overhead bench-sim bench-planner clean help
 
 help:
 	@grep -E '^## ' Makefile | sed 's/## //'
@@ -50,6 +50,18 @@ bench-sim: setup
 ## bench-planner  planner solve time p50/p95 at 16-1,024 GPUs, 2 and 4 variants -> benchmarks/results/planner/
 bench-planner: setup
 	$(PY) benchmarks/bench_planner.py
+
+## demo       setup, export $(CASCADE) if needed, serve it, send easy + hard prompts -> runs/demo/ (server always stopped)
+demo: export
+	$(PY) -m benchmarks.demo --cascade $(CASCADE) $(DEMO_ARGS)
+
+## perf       perf_analyzer against `cascade`: concurrency + request-rate, short windows -> runs/perf/<UTC time>/
+perf: export
+	$(PY) -m benchmarks.perf.run $(PERF_ARGS)
+
+## bench-overhead  cascade through Triton vs the same pipeline in-process, batch 1 -> runs/bench_overhead/
+bench-overhead: export
+	$(PY) -m benchmarks.bench_overhead
 
 clean:
 	rm -rf runs .pytest_cache
