@@ -54,7 +54,7 @@ def load_pipeline(stage: StageConfig):
     cls_name = pipeline_class_of(location)
     if cls_name and cls_name not in SUPPORTED_PIPELINES:
         raise UnsupportedPipeline(f"{stage.model}: pipeline class {cls_name!r}; supported: {SUPPORTED_PIPELINES}")
-    kwargs: dict[str, Any] = {"torch_dtype": torch.float32}
+    kwargs: dict[str, Any] = {"dtype": torch.float32, "low_cpu_mem_usage": False}
     if cls_name in ("", "StableDiffusionPipeline"):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:

@@ -184,3 +184,19 @@ def export_tiny_cascade(root: Path, kind: str = "sd") -> tuple[Path, Path]:
         shutil.copy(PROJECT_ROOT / "model_repository" / model / "1" / "model.py", repo / model / "1" / "model.py")
     (repo / "verification.json").write_text(__import__("json").dumps(results, indent=2))
     return cfg_path, repo
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m export.testing --kind sd|sdxl --out DIR``: write a tiny random cascade, print its YAML path."""
+    import argparse  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m export.testing", description=main.__doc__)
+    ap.add_argument("--kind", choices=("sd", "sdxl"), default="sd")
+    ap.add_argument("--out", required=True, help="folder for the weights and the cascade YAML")
+    args = ap.parse_args(argv)
+    print(write_tiny_cascade(Path(args.out), args.kind))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

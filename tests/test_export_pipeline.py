@@ -110,3 +110,17 @@ def test_cli_status_reports_an_exported_repository(tiny_exported, capsys):
     assert main(["status", "--cascade", str(cfg_path), "--repo", str(repo)]) == 0
     assert capsys.readouterr().out.count("up-to-date") == 3
     assert main(["export", "--cascade", str(repo / "nope.yaml"), "--repo", str(repo)]) == 2
+
+
+def test_ancestral_sampler_matches_diffusers_with_the_same_step_noise(tiny_exported, tmp_path):
+    cfg_path, _ = tiny_exported("sd")
+    text = cfg_path.read_text().replace("name: ddim", "name: euler_ancestral")
+    assert "euler_ancestral" in text
+    edited = tmp_path / "ancestral.yaml"
+    edited.write_text(text)
+    results = build.export_cascade(load_cascade(edited), tmp_path / "repo", build.ExportOptions(stages=("light",)),
+                                   log=lambda _m: None)
+    e2e = results["light"]["end_to_end"]
+    assert e2e["passed"] and e2e["min_psnr_db"] >= 40.0
+    spec = json.loads((tmp_path / "repo" / "light" / "1" / "artifacts" / "stage.json").read_text())
+    assert spec["scheduler"]["_class_name"] == "EulerAncestralDiscreteScheduler"

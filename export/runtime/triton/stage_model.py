@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -23,6 +22,7 @@ from export.runtime.pipeline import SEED_MAX
 
 GENERATOR_STAGES = ("light", "heavy")
 PROMPT_MAX_BYTES = 2048  # same bound as the cascade model's (export.runtime.triton.routing)
+DEFAULT_SEED = 0  # when SEED is omitted (the cascade model's default too)
 
 
 class ConfigInvalid(ValueError):
@@ -101,9 +101,9 @@ def decode_prompts(raw: np.ndarray) -> list[str]:
 
 
 def check_seeds(raw: np.ndarray | None, n: int) -> list[int]:
-    """INT64 [n, 1] -> seeds in [0, 2**32 - 1]; None (input omitted) -> fresh random seeds."""
+    """INT64 [n, 1] -> seeds in [0, 2**32 - 1]; None (input omitted) -> seed 0, as the cascade model does."""
     if raw is None:
-        return [secrets.randbelow(SEED_MAX + 1) for _ in range(n)]
+        return [DEFAULT_SEED] * n
     values = np.asarray(raw).reshape(-1)
     if values.size != n:
         raise BadInput(f"SEED has {values.size} values for {n} prompts; expected one per prompt")
