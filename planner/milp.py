@@ -361,24 +361,32 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
             _lin(m, cap_terms(sg) + dem, 0, _BIG)
     _lin(m, [(v, 1) for v in n.values()], 0, N)  # (C7)
 
-    def latency_terms(sg: tuple[str, str], lam: float) -> list[tuple[cp_model.IntVar, int]]:
-        """Stage latency at rate ``lam`` as linear terms in µs: (s + w) y + phi n."""
-        terms = []
+    def latency_terms(sg: tuple[str, str], lam: float) -> tuple[list[tuple[cp_model.IntVar, int]], list[cp_model.IntVar]]:
+        """Stage latency at rate ``lam`` as linear terms in µs ((s + w) y + phi n), and the option
+        binaries that cannot meet the SLO at this rate whatever else happens (excluded by (C8))."""
+        terms, banned = [], []
         for i, o in enumerate(stages[sg]):
-            terms.append((y[(sg, i)], _us(stage_ms(sg, o, lam), slo_us)))
+            c = _us(stage_ms(sg, o, lam), slo_us)
+            if c > slo_us:
+                banned.append(y[(sg, i)])
+                continue
+            terms.append((y[(sg, i)], c))
             phi = q.fill_ms_per_worker(o.batch, lam)
             if phi > 0:
                 terms.append((n[(sg, i)], _us(phi, slo_us)))
-        return terms
+        return terms, banned
 
-    terms_at: dict[tuple[tuple[str, str], float], list] = {}  # pairs sharing a stage and rate share terms
+    terms_at: dict[tuple[tuple[str, str], float], tuple[list, list]] = {}  # shared by pairs with a stage and rate
     for (p, k), zv in z.items():  # (C8)
         f = grids[p][k].f
         keys_ = [((p[0], LIGHT), D)] + ([((p[1], HEAVY), D * f)] if f > 0 else [])
         for key in keys_:
             if key not in terms_at:
                 terms_at[key] = latency_terms(*key)
-        _lin(m, [t for key in keys_ for t in terms_at[key]], -_BIG, slo_us, enforce=zv)
+        _lin(m, [t for key in keys_ for t in terms_at[key][0]], -_BIG, slo_us, enforce=zv)
+        banned = [v for key in keys_ for v in terms_at[key][1]]
+        if banned:  # (C8) for options alone over the SLO: z => none of them
+            _lin(m, [(v, 1) for v in banned], 0, 0, enforce=zv)
 
     # Tie-breaks only weigh option binaries (cheap for the search): shorter batches, then (for
     # ``quality``) lower planned utilization, i.e. more headroom.
