@@ -1,0 +1,49 @@
+"""``benchmarks.demo`` end to end over a real exported cascade: images, contact sheet, table, server stopped."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from benchmarks import demo
+
+pytestmark = [pytest.mark.triton, pytest.mark.slow]
+
+
+def test_demo_serves_prompts_writes_images_and_sheet_and_stops_the_server(tiny_exported, tmp_path, capsys, monkeypatch):
+    from conftest import add_cascade_model, point_control_files  # noqa: PLC0415
+
+    cfg, exported = tiny_exported("sd")
+    repo = Path(shutil.copytree(exported, tmp_path / "repository"))
+    add_cascade_model(repo)
+    control = tmp_path / "control.json"
+    point_control_files(repo, control)
+    started = []
+    real_start = demo.TritonServer.start
+
+    def spy_start(self):
+        started.append(self)
+        return real_start(self)
+
+    monkeypatch.setattr(demo.TritonServer, "start", spy_start)
+    rc = demo.main(["--cascade", str(cfg), "--model-repository", str(repo), "--out", str(tmp_path / "demo"),
+                    "--per-difficulty", "2", "--threshold", "1.0"])
+    assert rc == 0
+    rows = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert [r["difficulty"] for r in rows] == ["easy", "easy", "hard", "hard"]
+    assert all(r["served_by"] == "heavy" for r in rows)  # threshold 1.0 defers everything
+    assert all(Image.open(r["image"]).size == (32, 32) for r in rows)
+    assert Image.open(tmp_path / "demo" / "contact_sheet.png").size[0] > 400
+    table = capsys.readouterr().out
+    assert "served_by" in table and "confidence" in table and "latency ms" in table
+    assert json.loads(control.read_text())["threshold"] == 1.0
+    assert started and started[0].process.poll() is not None  # the server was stopped
+
+
+def test_demo_refuses_an_unexported_repository(tmp_path, capsys):
+    (tmp_path / "cascade").mkdir()
+    assert demo.main(["--model-repository", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "make export" in capsys.readouterr().err
