@@ -224,3 +224,16 @@ def test_mdc_wait_matches_pollaczek_khinchine_for_one_server():
     assert queueing.littles_law_delay_ms(3.0, 2.0) == pytest.approx(1500.0)
     assert queueing.batch_fill_ms(2.0, 4, 2) == pytest.approx(3000.0)
     assert math.isinf(queueing.mdc_wait_ms(2.0, 1, 1000.0, 2))
+
+
+def test_spare_gpus_become_headroom_without_changing_the_plan():
+    # D=2, N=10: the quality plan needs ~1 light + 2 heavy GPUs; spreading hands the other 7 to
+    # the models in use, keeping threshold, batch sizes and FID, and lowering utilization.
+    inst = tiny(demand_qps=2.0, num_workers=10)
+    base = make_policy("quality").plan(inst)
+    spread = make_policy("quality", spread_spare_workers=True).plan(inst)
+    assert sum(base.workers.values()) < 10 == sum(spread.workers.values())
+    assert (spread.threshold, dict(spread.batch_size), spread.expected_fid) == (base.threshold, dict(base.batch_size), base.expected_fid)
+    assert set(spread.workers) == set(base.workers)
+    assert all(spread.capacity_qps[m] >= base.capacity_qps[m] for m in base.workers)
+    assert "spare" in spread.reason
