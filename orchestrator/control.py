@@ -132,7 +132,8 @@ class ControlDecision:
     ``plan`` is what to apply; ``demand_qps`` the (over-provisioned) demand it was planned for;
     ``measured_rate_qps`` the raw arrival rate of the observed window (None for the initial
     decision); ``estimator`` the estimator state to carry into the next step;
-    ``planner_wall_ms`` the wall-clock time of the planner call.
+    ``planner_wall_ms`` / ``planner_cpu_ms`` the wall-clock / this process's CPU time of the
+    planner call (CPU time is the fairer measure on a shared machine).
     """
 
     plan: Plan
@@ -140,6 +141,7 @@ class ControlDecision:
     measured_rate_qps: float | None
     estimator: DemandEstimator
     planner_wall_ms: float
+    planner_cpu_ms: float = 0.0
 
 
 def build_instance(config: ControlConfig, demand_qps: float, observation: Observation | None) -> Instance:
@@ -172,9 +174,10 @@ def decide(
     if observation is not None:
         estimator = estimator.observe(observation.arrival_rate_qps)
     instance = build_instance(config, estimator.demand_qps, observation)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     plan = policy.plan(instance)
     wall_ms = (time.perf_counter() - t0) * 1000.0
+    cpu_ms = (time.process_time() - c0) * 1000.0
     if not isinstance(plan, Plan):
         raise TypeError(f"policy {policy!r} returned {type(plan).__name__}; expected planner.types.Plan")
     return ControlDecision(
@@ -183,6 +186,7 @@ def decide(
         measured_rate_qps=None if observation is None else observation.arrival_rate_qps,
         estimator=estimator,
         planner_wall_ms=wall_ms,
+        planner_cpu_ms=cpu_ms,
     )
 
 

@@ -171,3 +171,17 @@ def test_fid_is_read_from_the_quality_curve_at_each_windows_light_share_weighted
 def test_query_agnostic_routing_uses_the_linear_blend_of_the_curve_end_points():
     res = _result([0, 10], [100, 1010], [SERVED_LIGHT, SERVED_HEAVY], "random")
     assert summarize(res, QUALITY).mean_fid == pytest.approx((18.0 + 22.0) / 2)
+
+
+def test_fluid_bound_caps_the_heavy_share_by_what_the_gpus_left_after_light_can_serve():
+    from benchmarks.sim.metrics import fluid_fid_bound
+
+    light = ModelProfile("light", {1: 100.0})  # 10 qps per GPU
+    heavy = ModelProfile("heavy", {1: 1000.0}, quality_rank=1)  # 1 qps per GPU
+    # 50 queries in 5 s = 10 qps: 1 light GPU, 2 heavy GPUs -> at most 20% heavy, light share >= 0.8;
+    # the curve's minimum on [0.8, 1] is at 0.8: 16 + 0.3 / 0.5 x 6 = 19.6.
+    busy = np.linspace(0, 4999, 50)
+    assert fluid_fid_bound(busy, 5.0, light, heavy, 3, 5000.0, QUALITY) == pytest.approx(19.6)
+    # 5 queries in 5 s = 1 qps: the heavy GPUs could take them all, so the curve's minimum (16) is reachable.
+    idle = np.linspace(0, 4999, 5)
+    assert fluid_fid_bound(idle, 5.0, light, heavy, 3, 5000.0, QUALITY) == pytest.approx(16.0)

@@ -23,3 +23,29 @@ def test_clipper_heavy_stays_on_the_heavy_model_when_its_queue_already_exceeds_t
     assert plan.status == "FALLBACK" and "queueing" in plan.reason
     # the highest-throughput batch that executes within the SLO: 4 (1.09 qps/GPU at 3.68 s)
     assert plan.batch_size["sdv15"] == 4
+
+
+def test_spread_spare_workers_uses_every_gpu_without_changing_threshold_or_batches():
+    inst = _instance(demand_qps=4.0)
+    plain = planner.make_policy("quality").plan(inst)
+    spread = planner.make_policy("quality", spread_spare_workers=True).plan(inst)
+    assert sum(plain.workers.values()) < 15  # the minimal plan leaves GPUs idle
+    assert sum(spread.workers.values()) == 15
+    assert spread.threshold == plain.threshold and dict(spread.batch_size) == dict(plain.batch_size)
+    assert spread.expected_fid == plain.expected_fid
+    assert all(spread.workers[m] >= plain.workers[m] for m in plain.workers)
+    assert "spare GPUs" in spread.reason
+
+
+def test_spread_spare_workers_first_gives_gpus_back_to_the_models_holding_them():
+    from planner.spare import spread_spare_workers
+    from planner.types import Allocation, Plan
+
+    inst = _instance(demand_qps=4.0, current=Allocation(workers={"sdturbo": 5, "sdv15": 8},
+                                                        batch_size={"sdturbo": 16, "sdv15": 4}))
+    plan = Plan(policy="q", workers={"sdturbo": 1, "sdv15": 6}, batch_size={"sdturbo": 16, "sdv15": 4},
+                threshold=0.2, capacity_qps={}, expected_fid=17.0, light_fraction=0.42, slack_ms=0.0,
+                status="OPTIMAL", heavy_share=0.58, light_model="sdturbo", heavy_model="sdv15")
+    out = spread_spare_workers(plan, inst)
+    # 8 spare: 4 back to light and 2 back to heavy (no model load), the last 2 to the busier heavy model.
+    assert dict(out.workers) == {"sdturbo": 5, "sdv15": 10}

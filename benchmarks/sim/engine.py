@@ -44,6 +44,7 @@ IDLE, BUSY, LOADING = 0, 1, 2
 PENDING, SERVED_LIGHT, SERVED_HEAVY, DROPPED = 0, 1, 2, 3
 # Heap event kinds; at equal times completions come first, the control tick last.
 _DONE, _READY, _CONTROL = 0, 1, 2
+_SMALL = 8  # batches up to this size are handled with scalar Python operations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,7 @@ class WindowRecord:
     status: str
     reason: str
     planner_wall_ms: float
+    planner_cpu_ms: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -84,7 +86,8 @@ class SimResult:
 
     ``finish_ms`` is the response (or drop) time, NaN for queries never resolved;
     ``outcome`` holds PENDING / SERVED_LIGHT / SERVED_HEAVY / DROPPED codes.
-    ``loop_wall_s`` is the wall time of the event loop without the planner calls.
+    ``loop_wall_s`` / ``loop_cpu_s`` are the wall / process CPU time of the event loop without
+    the planner calls; ``planner_wall_s`` / ``planner_cpu_s`` those of the planner calls.
     """
 
     arrival_ms: np.ndarray
@@ -96,6 +99,8 @@ class SimResult:
     events: int
     loop_wall_s: float
     planner_wall_s: float
+    loop_cpu_s: float = 0.0
+    planner_cpu_s: float = 0.0
 
 
 class _Fifo:
@@ -179,6 +184,7 @@ class Simulator:
         self.w_in = [0, 0]  # queries that entered each model's queue
         self.windows: list[WindowRecord] = []
         self.planner_wall_s = 0.0
+        self.planner_cpu_s = 0.0
 
     # ---- events -------------------------------------------------------------------------
     def _push(self, t: float, kind: int, w: int = -1, gen: int = 0) -> None:
@@ -192,30 +198,26 @@ class Simulator:
 
     def _take_batch(self, m: int, now: float):
         """Head of queue m as one batch (dropping queries that would finish past their
-        deadline); returns (indices, finish_ms) or None when the queue empties. A batch of one
-        is returned as a plain int (fast path)."""
+        deadline); returns (indices, finish_ms) or None when the queue empties. Batches of up to
+        _SMALL queries are Python lists (scalar fast path), larger ones int64 arrays."""
         q, lat, b = self.fifo[m], self.lat[m], self.batch[m]
         while True:
             n = min(b, q.tail - q.head)
             if n <= 0:
                 return None
             finish = now + lat[n]
-            if n == 1:
-                i = int(q.buf[q.head])
-                q.head += 1
-                if self.deadline_l[i] < finish:
-                    self._drop(np.array([i]), now)
-                    continue
-                return i, finish
-            chunk = q.buf[q.head:q.head + n]
-            if n <= 8:  # small batches: scalar min over a list beats three numpy calls
+            if n <= _SMALL:  # a scalar min over a short list beats three numpy calls
+                ids = q.buf[q.head:q.head + n].tolist()
                 dl = self.deadline_l
-                earliest = min([dl[i] for i in chunk.tolist()])
+                if min([dl[i] for i in ids]) >= finish:
+                    q.head += n
+                    return ids, finish
             else:
-                earliest = self.deadline[chunk].min()
-            if earliest >= finish:
-                q.head += n
-                return chunk.copy(), finish
+                chunk = q.buf[q.head:q.head + n]
+                if self.deadline[chunk].min() >= finish:
+                    q.head += n
+                    return chunk.copy(), finish
+            chunk = q.buf[q.head:q.head + n]
             late = self.deadline[chunk] < finish
             keep = chunk[~late]
             self._drop(chunk[late], now)
@@ -225,8 +227,8 @@ class Simulator:
 
     def _dispatch(self, m: int, now: float) -> None:
         """Idle workers of model m take batches while there is work."""
-        idle, q = self.idle[m], self.fifo[m]
-        while idle and len(q):
+        idle, q, batches = self.idle[m], self.fifo[m], self.w_batches[m]
+        while idle and q.tail > q.head:
             got = self._take_batch(m, now)
             if got is None:
                 return
@@ -235,16 +237,44 @@ class Simulator:
             self.state[w] = BUSY
             self.busy_until[w] = finish
             self.batch_of[w] = chunk
-            self.w_batches[m].append((now, chunk))  # queueing stats are computed per window
-            self._push(finish, _DONE, w)
+            batches.append((now, chunk))  # queueing stats are computed per window
+            self.seq += 1
+            heapq.heappush(self.heap, (finish, _DONE, self.seq, w, 0))
 
     def _on_done(self, w: int, now: float) -> None:
         chunk, m = self.batch_of[w], self.model[w]
         self.batch_of[w] = None
-        if type(chunk) is int:
-            self._on_done1(w, m, chunk, now)
-            return
-        if m == LIGHT and self.mode == "cascade" and self.threshold > 0:
+        cascade = m == LIGHT and self.mode == "cascade" and self.threshold > 0
+        if type(chunk) is list:
+            n_def = self._finish_small(chunk, m, cascade, now)
+        else:
+            n_def = self._finish_array(chunk, m, cascade, now)
+        self.state[w] = IDLE
+        self._become_available(w, now)
+        if n_def:
+            self._dispatch(HEAVY, now)
+
+    def _finish_small(self, ids: list, m: int, cascade: bool, now: float) -> int:
+        """Completes a small batch with scalar operations; returns how many were deferred."""
+        n_def = 0
+        conf, thr, arr, slo = self.conf_l, self.threshold, self.arr_l, self.slo_ms
+        code = SERVED_LIGHT if m == LIGHT else SERVED_HEAVY
+        for i in ids:
+            if cascade and conf[i] < thr:
+                self.heavy_enq[i] = now
+                self.fifo[HEAVY].push1(i)
+                n_def += 1
+            else:
+                self.finish[i] = now
+                self.outcome[i] = code
+                if now - arr[i] > slo:
+                    self.w_timeouts += 1
+        self.w_in[HEAVY] += n_def
+        return n_def
+
+    def _finish_array(self, chunk: np.ndarray, m: int, cascade: bool, now: float) -> int:
+        """Completes a large batch with numpy operations; returns how many were deferred."""
+        if cascade:
             defer = self.conf[chunk] < self.threshold
             served = chunk[~defer]
             deferred = chunk[defer]
@@ -257,35 +287,17 @@ class Simulator:
         self.finish[served] = now
         self.outcome[served] = SERVED_LIGHT if m == LIGHT else SERVED_HEAVY
         self.w_timeouts += int(np.count_nonzero(now - self.arr[served] > self.slo_ms))
-        self.state[w] = IDLE
-        self._become_available(w, now)
-        if len(deferred):
-            self._dispatch(HEAVY, now)
-
-    def _on_done1(self, w: int, m: int, i: int, now: float) -> None:
-        """:meth:`_on_done` for a batch of one query (scalar operations only)."""
-        deferred = m == LIGHT and self.mode == "cascade" and self.conf_l[i] < self.threshold
-        if deferred:
-            self.heavy_enq[i] = now
-            self.fifo[HEAVY].push1(i)
-            self.w_in[HEAVY] += 1
-        else:
-            self.finish[i] = now
-            self.outcome[i] = SERVED_LIGHT if m == LIGHT else SERVED_HEAVY
-            if now - self.arr_l[i] > self.slo_ms:
-                self.w_timeouts += 1
-        self.state[w] = IDLE
-        self._become_available(w, now)
-        if deferred:
-            self._dispatch(HEAVY, now)
+        return len(deferred)
 
     def _become_available(self, w: int, now: float) -> None:
         """Worker w finished its batch: start a pending move, or go idle and take work."""
         target = self.pending[w]
         self.pending[w] = None
         if target is None or target == self.model[w]:
-            self.idle[self.model[w]].append(w)
-            self._dispatch(self.model[w], now)
+            m = self.model[w]
+            self.idle[m].append(w)
+            if self.fifo[m].tail > self.fifo[m].head:
+                self._dispatch(m, now)
         elif target == NONE:
             self.model[w] = NONE
         else:
@@ -385,23 +397,31 @@ class Simulator:
     def _record(self, now: float, d: ControlDecision) -> None:
         p = d.plan
         self.planner_wall_s += d.planner_wall_ms / 1000.0
+        self.planner_cpu_s += d.planner_cpu_ms / 1000.0
         self.windows.append(WindowRecord(
             time_ms=now, threshold=float(p.threshold), routing=p.routing, light_fraction=float(p.light_fraction),
             workers={k: int(v) for k, v in p.workers.items()}, batch_size={k: int(v) for k, v in p.batch_size.items()},
             demand_qps=d.demand_qps, measured_rate_qps=d.measured_rate_qps, status=p.status, reason=p.reason,
-            planner_wall_ms=d.planner_wall_ms))
+            planner_wall_ms=d.planner_wall_ms, planner_cpu_ms=d.planner_cpu_ms))
 
     def _queue_stats(self, m: int, start: float, now: float) -> tuple[float | None, float]:
         """(mean queueing delay in ms of the queries dispatched this window or None, time-averaged
         queue length over the window) of model m. The queue-length integral counts each query's
         waiting inside [start, now): dispatched ones until dispatch, queued ones until now."""
-        parts = self.w_batches[m]
-        ts = np.array([t for t, _ in parts])
-        sizes = [1 if type(c) is int else len(c) for _, c in parts]
-        ids = np.concatenate([np.atleast_1d(c) for _, c in parts]) if parts else np.zeros(0, np.int64)
-        t_disp = np.repeat(ts, sizes)
-        e = self.enq[m][ids]
-        mean_delay = float(np.mean(t_disp - e)) if len(ids) else None
+        ids: list[int] = []
+        ts: list[float] = []
+        arrays, array_ts = [], []
+        for t, c in self.w_batches[m]:
+            if type(c) is list:
+                ids.extend(c)
+                ts.extend([t] * len(c))
+            else:
+                arrays.append(c)
+                array_ts.append(np.full(len(c), t))
+        all_ids = np.concatenate([np.array(ids, dtype=np.int64)] + arrays)
+        t_disp = np.concatenate([np.array(ts, dtype=np.float64)] + array_ts)
+        e = self.enq[m][all_ids]
+        mean_delay = float(np.mean(t_disp - e)) if len(all_ids) else None
         q = self.fifo[m]
         queued = self.enq[m][q.buf[q.head:q.tail]]
         area = float(np.sum(t_disp - np.maximum(e, start))) + float(np.sum(now - np.maximum(queued, start)))
@@ -453,7 +473,7 @@ class Simulator:
 
     def run(self, progress: bool = False) -> SimResult:
         """Simulates the whole trace and drains the queues. Returns the result."""
-        t_wall = time.perf_counter()
+        t_wall, t_cpu = time.perf_counter(), time.process_time()
         n = len(self.arr)
         end_ms = float(self.arr[-1]) if n else 0.0
         first = self.loop.initial()
@@ -476,7 +496,7 @@ class Simulator:
                         self.fifo[LIGHT].push1(ptr)
                         self.w_in[LIGHT] += 1
                         ptr += 1
-                        self._dispatch(LIGHT, now)
+                        self._dispatch(LIGHT, now)  # an idle light worker exists (checked above)
                     else:
                         self._admit(ptr, ptr + 1)
                         ptr += 1
@@ -510,9 +530,11 @@ class Simulator:
             self.outcome[ids] = DROPPED
             q.head = q.tail
         loop_wall = time.perf_counter() - t_wall - self.planner_wall_s
+        loop_cpu = time.process_time() - t_cpu - self.planner_cpu_s
         return SimResult(arrival_ms=self.arr, finish_ms=self.finish, outcome=self.outcome,
                          windows=tuple(self.windows), slo_ms=self.slo_ms, window_s=self.window_ms / 1000.0,
-                         events=self.events, loop_wall_s=loop_wall, planner_wall_s=self.planner_wall_s)
+                         events=self.events, loop_wall_s=loop_wall, planner_wall_s=self.planner_wall_s,
+                         loop_cpu_s=loop_cpu, planner_cpu_s=self.planner_cpu_s)
 
 
 def simulate(trace: Trace, confidence: np.ndarray, loop: ControlLoop, config: SimConfig = SimConfig(),

@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from planner.types import QualityCurve
+from planner.types import ModelProfile, QualityCurve
 
 from .engine import DROPPED, SERVED_HEAVY, SERVED_LIGHT, SimResult
 
@@ -134,3 +134,40 @@ def summarize(result: SimResult, quality: QualityCurve, light_name: str = "", he
         throughput_qps=n_served / duration_s, goodput_qps=(n_served - timeouts) / duration_s,
         p99_latency_ms=float(np.percentile(lat[served_mask], 99)) if n_served else float("nan"),
         duration_s=duration_s)
+
+
+def fluid_fid_bound(arrival_ms: np.ndarray, window_s: float, light: ModelProfile, heavy: ModelProfile,
+                    num_workers: int, slo_ms: float, quality: QualityCurve) -> float:
+    """Best mean FID any policy could reach while serving every query (a fluid bound).
+
+    Per window, with the window's true arrival rate known in advance, no queueing and no GPU
+    moves: the fewest light GPUs that keep up leave the rest to the heavy model, which caps the
+    heavy share; the window's best FID is the curve's minimum over the light shares that cap
+    allows. Batch pairs must fit the SLO back to back (light then heavy). Windows are weighted by
+    arrivals. Returns the FID (lower is better).
+    """
+    if num_workers < 1:
+        raise ValueError(f"num_workers = {num_workers}; expected >= 1")
+    w_ms = window_s * 1000.0
+    counts = np.bincount((np.asarray(arrival_ms) // w_ms).astype(np.int64))
+    pairs = [(light.throughput_qps(bl), heavy.throughput_qps(bh)) for bl in light.batch_sizes
+             for bh in heavy.batch_sizes if light.latency_ms(bl) + heavy.latency_ms(bh) <= slo_ms]
+    heavy_only = [heavy.throughput_qps(b) for b in heavy.batch_sizes if heavy.latency_ms(b) <= slo_ms]
+    shares = np.linspace(0.0, 1.0, 1001)
+    fids = np.array([quality.fid_at(s) for s in shares])
+    best = []
+    for c in counts:
+        lam = c / window_s
+        if lam <= 0:
+            best.append(0.0)
+            continue
+        f_max = 0.0
+        if heavy_only and num_workers * max(heavy_only) >= lam:
+            f_max = 1.0
+        for mu_l, mu_h in pairs:
+            n_l = max(1, int(np.ceil(lam / mu_l - 1e-9)))
+            if n_l <= num_workers:
+                f_max = max(f_max, min(1.0, (num_workers - n_l) * mu_h / lam))
+        best.append(float(fids[shares >= 1.0 - f_max - 1e-12].min()))
+    w = counts.astype(float)
+    return float(np.sum(np.array(best) * w) / np.sum(w)) if w.sum() else float("nan")
