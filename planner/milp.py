@@ -207,7 +207,7 @@ def _us(ms: float, slo_us: int) -> int:
     return int(math.ceil(ms * _US - 1e-6))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # identity hash: used as a dict key in hot loops
 class _Option:
     batch: int
     rho: float
