@@ -17,6 +17,7 @@ numbers are made up to give the planner a non-trivial pair choice; they are not 
 
     .venv/bin/python benchmarks/bench_planner.py                 # the table + JSON + PNG
     .venv/bin/python benchmarks/bench_planner.py --solver-sweep  # CP-SAT settings compared
+    .venv/bin/python benchmarks/bench_planner.py --decisions     # every policy's plan, paper cascade
 """
 from __future__ import annotations
 
@@ -103,6 +104,36 @@ def run_cell(policy_name: str, variants: int, gpus: int, windows: int, seed: int
     }
 
 
+def decisions(gpus: int = 15, demands=(4, 8, 12, 16, 20, 24, 30, 40)) -> list[dict]:
+    """Every policy's plan on the paper's cascade (A100 profiles, 5 s SLO) across demands."""
+    from planner import POLICY_NAMES
+
+    models, f, q, _ = cascade(2)
+    rows = []
+    for d in demands:
+        inst = Instance(models=models, demand_qps=float(d), slo_ms=5000.0, num_workers=gpus, deferral=f, quality=q)
+        for name in POLICY_NAMES:
+            p = make_policy(name).plan(inst)
+            rows.append({
+                "demand_qps": d, "policy": name, "status": p.status, "threshold": p.threshold,
+                "heavy_share": p.heavy_share, "workers": dict(p.workers), "batch_size": dict(p.batch_size),
+                "expected_fid": p.expected_fid, "slack_ms": p.slack_ms, "reason": p.reason,
+            })
+    return rows
+
+
+def decisions_table(rows: list[dict]) -> str:
+    out = ["| qps | policy | status | t | heavy share | GPUs (light/heavy) | batch (light/heavy) | expected FID |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        w, b = r["workers"], r["batch_size"]
+        out.append(
+            f"| {r['demand_qps']} | {r['policy']} | {r['status']} | {r['threshold']:.2f} | {r['heavy_share']:.2f} | "
+            f"{w.get('sdturbo', 0)}/{w.get('sdv15', 0)} | {b.get('sdturbo', '-')}/{b.get('sdv15', '-')} | {r['expected_fid']:.2f} |"
+        )
+    return "\n".join(out)
+
+
 def table(rows: list[dict]) -> str:
     out = [
         "| policy | variants | GPUs | wall p50 ms | wall p95 ms | wall max ms | CPU p50 ms | CPU p95 ms | statuses |",
@@ -148,8 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--windows", type=int, default=40, help="plans per cell (consecutive windows)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--solver-sweep", action="store_true", help="compare CP-SAT settings (quality, 4 variants)")
+    ap.add_argument("--decisions", action="store_true", help="print every policy's plan on the paper's cascade (15 GPUs)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default under benchmarks/results/planner/)")
     args = ap.parse_args(argv)
+    if args.decisions:
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        rows = decisions()
+        out = args.out or OUT_DIR / "decisions.json"
+        out.write_text(json.dumps(rows, indent=2))
+        print(decisions_table(rows))
+        print(f"\nJSON: {out}")
+        return 0
     if any(g < 1 for g in args.gpus) or args.windows < 2:
         ap.error(f"--gpus {args.gpus} and --windows {args.windows}: expected GPUs >= 1 and windows >= 2")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
