@@ -14,6 +14,7 @@ and SLO come from the control file (:mod:`export.runtime.control`), re-read on m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
@@ -393,4 +394,7 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
+        # Best effort: instances still running keep their mapping; a later instance recreates the file.
+        with contextlib.suppress(OSError):
+            self.shared.path.unlink()
         self.logger.log_info(f"{self.name}: finalize")
