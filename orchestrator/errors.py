@@ -83,7 +83,9 @@ def triton_errors(operation: str, model: str | None = None) -> Iterator[None]:
         msg = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
         status = exc.status() if callable(getattr(exc, "status", None)) else None
         cls = classify(status, msg or str(exc))
-        if cls is InferenceFailed and operation in ("load_model", "unload_model"):
+        if cls in (InferenceFailed, InvalidRequest) and operation in ("load_model", "unload_model"):
+            # Triton 2.51 answers a load whose initialize() raised with INVALID_ARGUMENT
+            # ("load failed for model ..."): for model control that is a failed load.
             cls = ModelLoadFailed
         where = f"{operation}({model})" if model else operation
         raise cls(f"{where}: {msg}") from exc

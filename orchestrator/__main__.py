@@ -1,0 +1,218 @@
+"""CLI of the live orchestrator.
+
+    python -m orchestrator run --node 127.0.0.1:8001 --metrics-url http://127.0.0.1:8002/metrics \\
+        --slots cpu:2 --profiles profiles/tiny --device cpu --policy diffserve --window-s 5
+    python -m orchestrator run --nodes-file nodes.json ...      # many nodes, one Triton each
+    python -m orchestrator start ...                            # detached (make serve)
+    python -m orchestrator stop                                 # make stop
+
+``nodes.json``: ``[{"url": "10.0.0.1:8001", "metrics_url": "http://10.0.0.1:8002/metrics",
+"slots": "gpu:0,1,2,3"}, ...]``. ``--slots auto``: every GPU that ``nvidia-smi -L`` lists, else
+``cpu:$CPU_SLOTS`` (CPU instance slots stand in for GPUs).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from orchestrator.control import ControlConfig, DemandEstimator
+from orchestrator.health import Backoff
+from orchestrator.loop import RUNS, LoopConfig, Orchestrator
+from orchestrator.node import TritonNode
+from orchestrator.placement import NodeSpec
+
+
+def parse_slots(text: str, cpu_default: int = 2) -> tuple[str, tuple[int, ...]]:
+    """``cpu:4`` -> ("cpu", (0, 1, 2, 3)); ``gpu:0,2`` -> ("gpu", (0, 2)); ``auto`` -> GPUs or CPU."""
+    if text == "auto":
+        gpus = detect_gpus()
+        return ("gpu", gpus) if gpus else ("cpu", tuple(range(cpu_default)))
+    kind, _, rest = text.partition(":")
+    try:
+        if kind == "cpu":
+            n = int(rest)
+            if n < 1:
+                raise ValueError
+            return "cpu", tuple(range(n))
+        if kind == "gpu":
+            ids = tuple(int(x) for x in rest.split(",") if x != "")
+            if ids and min(ids) >= 0:
+                return "gpu", ids
+    except ValueError:
+        pass
+    raise ValueError(f"slots={text!r}; expected 'auto', 'cpu:<n >= 1>' or 'gpu:<id>,<id>,...'")
+
+
+def detect_gpus() -> tuple[int, ...]:
+    """GPU ids from ``nvidia-smi -L`` (empty without GPUs or without the tool)."""
+    if shutil.which("nvidia-smi") is None:
+        return ()
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(i for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU ")))
+
+
+def build(args: argparse.Namespace) -> Orchestrator:
+    from planner import data, make_policy  # noqa: PLC0415
+
+    if args.nodes_file:
+        entries = json.loads(Path(args.nodes_file).read_text())
+    else:
+        if len(args.metrics_url) != len(args.node):
+            raise SystemExit(f"got {len(args.node)} --node and {len(args.metrics_url)} --metrics-url; expected one each")
+        entries = [{"url": u, "metrics_url": m, "slots": args.slots} for u, m in zip(args.node, args.metrics_url)]
+    if not entries:
+        raise SystemExit("no node: pass --node/--metrics-url or --nodes-file")
+    nodes = []
+    for e in entries:
+        kind, slots = parse_slots(e.get("slots", args.slots), args.cpu_slots)
+        nodes.append(TritonNode(NodeSpec(e["url"], kind, slots), e["metrics_url"], admin_key=args.admin_key or None))
+    profiles, deferral, quality = data.load_calibration(args.profiles, args.device)
+    # The planner keys plans by profile name; the live loop keys them by Triton model name.
+    models = (dataclasses.replace(profiles[0], name=args.light_model),
+              dataclasses.replace(profiles[-1], name=args.heavy_model))
+    total = sum(len(n.spec.slots) for n in nodes)
+    control = ControlConfig(models=models, slo_ms=args.slo_ms, num_workers=total, deferral=deferral,
+                            quality=quality, window_s=args.window_s)
+    estimator = DemandEstimator(alpha=args.ewma_alpha, overprovision=args.overprovision, initial_qps=args.initial_qps)
+    log_dir = Path(args.log_dir)
+    cfg = LoopConfig(window_s=args.window_s, light=args.light_model, heavy=args.heavy_model, cascade=args.cascade_model,
+                     discriminator=args.discriminator_model or None, slo_ms=args.slo_ms,
+                     control_path=Path(args.control_file) if args.control_file else None,
+                     log_path=log_dir / "orchestrator.jsonl", weights_path=log_dir / "routing_weights.json",
+                     envoy_rds_path=Path(args.envoy_rds) if args.envoy_rds else None,
+                     backoff=Backoff(args.backoff_base_s, args.backoff_max_s))
+    return Orchestrator(nodes, control, make_policy(args.policy), cfg, estimator=estimator)
+
+
+def summary(rec: dict) -> str:
+    """One human line per window (the JSON line has everything)."""
+    if rec.get("event") != "window":
+        return json.dumps(rec)[:400]
+    obs = rec.get("observation", {})
+    plan = rec.get("plan", {})
+    acts = [f"{a['model']}@{a['node']}->{a.get('slots')}:{a.get('result', '')[:40]}" for a in rec.get("actions", [])]
+    return (f"[window {rec['window']}] rate {obs.get('arrival_rate_qps', '-')} qps, drops {obs.get('drops', '-')}, "
+            f"demand {rec.get('demand_qps', '-')} qps -> plan {plan.get('workers')} batch {plan.get('batch_size')} "
+            f"t={plan.get('threshold', '-')} ({plan.get('status', rec.get('note', ''))}); actions {acts or 'none'}; "
+            f"weights {rec.get('routing_weights', {})}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    orch = build(args)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(json.dumps(orch.adopt())[:2000], flush=True)
+    orch.run(stop, max_windows=args.max_windows, on_window=lambda r: print(summary(r), flush=True))
+    return 0
+
+
+def cmd_start(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run ``run`` detached, logging to ``<log-dir>/orchestrator.out``; pid in ``<log-dir>/orchestrator.pid``."""
+    log_dir = Path(args.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = log_dir / "orchestrator.pid"
+    if pid_file.exists() and _alive(int(pid_file.read_text())):
+        print(f"orchestrator already running (pid {pid_file.read_text()}); `make stop` first")
+        return 1
+    run_argv = ["run" if a == "start" else a for a in argv]
+    out = open(log_dir / "orchestrator.out", "ab")  # noqa: SIM115 - handed to the child
+    p = subprocess.Popen([sys.executable, "-m", "orchestrator", *run_argv], stdout=out, stderr=subprocess.STDOUT,
+                         start_new_session=True, cwd=Path(__file__).resolve().parent.parent)
+    pid_file.write_text(str(p.pid))
+    time.sleep(1.0)
+    if p.poll() is not None:
+        print(f"orchestrator exited at once ({p.returncode}); see {log_dir / 'orchestrator.out'}")
+        return 1
+    print(f"orchestrator running (pid {p.pid}); plans logged to {log_dir / 'orchestrator.out'} "
+          f"and {log_dir / 'orchestrator.jsonl'}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    pid_file = Path(args.log_dir) / "orchestrator.pid"
+    if not pid_file.exists():
+        print("no orchestrator pid file; nothing to stop")
+        return 0
+    pid = int(pid_file.read_text())
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    pid_file.unlink()
+    print(f"orchestrator (pid {pid}) stopped; Triton keeps serving the last plan until it is stopped")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m orchestrator", description="DiffServe live orchestrator for Triton")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("run", "start"):
+        r = sub.add_parser(name, help="run the control loop" + (" detached" if name == "start" else ""))
+        r.add_argument("--node", action="append", default=[], help="Triton gRPC host:port (repeatable)")
+        r.add_argument("--metrics-url", action="append", default=[], help="its metrics URL (same order)")
+        r.add_argument("--nodes-file", help="JSON list of {url, metrics_url, slots} (many nodes)")
+        r.add_argument("--slots", default="auto", help="'auto', 'cpu:<n>' or 'gpu:<ids>' (default auto)")
+        r.add_argument("--cpu-slots", type=int, default=int(os.environ.get("CPU_SLOTS", "2")),
+                       help="CPU instance slots when --slots auto finds no GPU")
+        r.add_argument("--profiles", required=True, help="profiles/<cascade>/ (device JSON, deferral, quality curves)")
+        r.add_argument("--device", default="cpu", help="profile file name under --profiles (default cpu)")
+        r.add_argument("--policy", default="diffserve", help="planner policy (planner.POLICY_NAMES)")
+        r.add_argument("--window-s", type=float, default=5.0)
+        r.add_argument("--slo-ms", type=float, default=5000.0)
+        r.add_argument("--ewma-alpha", type=float, default=0.5)
+        r.add_argument("--overprovision", type=float, default=1.2)
+        r.add_argument("--initial-qps", type=float, default=1.0)
+        r.add_argument("--light-model", default="light")
+        r.add_argument("--heavy-model", default="heavy")
+        r.add_argument("--cascade-model", default="cascade")
+        r.add_argument("--discriminator-model", default="discriminator", help="'' to leave it alone")
+        r.add_argument("--control-file", default="", help="default: the cascade's control_file parameter")
+        r.add_argument("--admin-key", default=os.environ.get("DIFFSERVE_ADMIN_KEY", ""), help="'header:value'")
+        r.add_argument("--log-dir", default=str(RUNS))
+        r.add_argument("--envoy-rds", default="", help="also write an Envoy file-based RDS route config here")
+        r.add_argument("--backoff-base-s", type=float, default=1.0)
+        r.add_argument("--backoff-max-s", type=float, default=60.0)
+        r.add_argument("--max-windows", type=int, default=None)
+    s = sub.add_parser("stop", help="stop the orchestrator started by `start`")
+    s.add_argument("--log-dir", default=str(RUNS))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    if args.cmd == "run":
+        return cmd_run(args)
+    if args.cmd == "start":
+        return cmd_start(args, argv)
+    return cmd_stop(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Reading demand from a running Triton: cumulative counters in, per-window deltas out.
+
+Two sources per node, both read by :mod:`orchestrator.node` and parsed here (pure):
+
+- Triton's statistics protocol (restricted; the orchestrator sends the key): per model the
+  cumulative ``success`` / ``fail`` request counts and total queueing time.
+- The metrics endpoint (Prometheus text, bound to localhost): per model the number of
+  requests waiting in the scheduler (``nv_inference_pending_request_count``, a gauge) and the
+  cascade's own counters from ``export/runtime/triton/metrics.py``
+  (``diffserve_cascade_drops_total``, ``diffserve_cascade_errors_total``).
+
+A window's arrivals are the cascade requests that finished (success + fail) plus the growth of
+its pending queue: every request that arrived either finished, or is still waiting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\d+)?\s*$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+DROPS_METRIC = "diffserve_cascade_drops_total"
+ERRORS_METRIC = "diffserve_cascade_errors_total"
+PENDING_METRIC = "nv_inference_pending_request_count"
+
+
+def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Prometheus text exposition -> ``[(metric name, labels, value)]`` (comments skipped).
+
+    Raises ValueError naming the line when a sample line does not parse.
+    """
+    out = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _LINE.match(line)
+        if m is None:
+            raise ValueError(f"metrics line {n}: {raw[:120]!r}; expected 'name{{labels}} value'")
+        labels = dict(_LABEL.findall(m.group(3) or ""))
+        try:
+            value = float(m.group(4))
+        except ValueError:
+            raise ValueError(f"metrics line {n}: value {m.group(4)!r} is not a number") from None
+        out.append((m.group(1), labels, value))
+    return out
+
+
+def _sum(samples: Iterable[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    total = 0.0
+    for n, lab, v in samples:
+        if n == name and all(lab.get(k) == want for k, want in labels.items()) and math.isfinite(v):
+            total += v
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCounters:
+    """Cumulative counters of one model since it was loaded (``queue_ns``: total queueing time, ns)."""
+
+    success: int = 0
+    fail: int = 0
+    queue_count: int = 0
+    queue_ns: int = 0
+    pending: int = 0  # gauge: requests waiting in the scheduler now
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSample:
+    """One node's counters at monotonic time ``t_s`` (seconds)."""
+
+    t_s: float
+    models: Mapping[str, ModelCounters]
+    drops: int = 0
+    errors: int = 0
+
+
+def sample_from(t_s: float, statistics: Mapping, metrics_text: str) -> NodeSample:
+    """Build a :class:`NodeSample` from a statistics reply (``as_json=True``) and metrics text."""
+    samples = parse_prometheus(metrics_text)
+    models: dict[str, ModelCounters] = {}
+    for st in statistics.get("model_stats", []):
+        name = st["name"]
+        inf = st.get("inference_stats", {})
+
+        def count(key: str, field: str = "count") -> int:
+            return int(inf.get(key, {}).get(field, 0))
+
+        models[name] = ModelCounters(
+            success=count("success"), fail=count("fail"), queue_count=count("queue"),
+            queue_ns=count("queue", "ns"), pending=int(_sum(samples, PENDING_METRIC, model=name)),
+        )
+    return NodeSample(t_s=t_s, models=MappingProxyType(models),
+                      drops=int(_sum(samples, DROPS_METRIC)), errors=int(_sum(samples, ERRORS_METRIC)))
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowStats:
+    """What happened on the serving side between two samples.
+
+    ``arrivals``: cascade requests that arrived; ``completed``/``failed``: that finished with an
+    image / an error; ``drops``: load-shed requests (a subset of ``failed``); ``pending``: cascade
+    requests waiting at the end; ``queue_delay_ms``: mean queueing delay per model of the
+    requests it started in the window (absent when none); ``failures_by_model``: failed
+    requests per model (a stage model that fails is unhealthy, e.g. a dead stub process).
+    ``window_s`` is the elapsed seconds.
+    """
+
+    window_s: float
+    arrivals: int
+    completed: int
+    failed: int
+    drops: int
+    pending: int
+    queue_delay_ms: Mapping[str, float]
+    failures_by_model: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+
+
+def _delta(cur: int, prev: int) -> int:
+    # A counter that went down means the model was reloaded (counters restart at 0): the
+    # current value is then the best estimate of what happened since.
+    return cur - prev if cur >= prev else cur
+
+
+def window_stats(prev: NodeSample, cur: NodeSample, cascade: str = "cascade") -> WindowStats:
+    """The deltas between two samples of the same node (pure). Raises ValueError if time ran backwards."""
+    window_s = cur.t_s - prev.t_s
+    if not window_s > 0:
+        raise ValueError(f"samples at t={prev.t_s} s and t={cur.t_s} s; expected the second strictly later")
+    zero = ModelCounters()
+    qd: dict[str, float] = {}
+    fails: dict[str, int] = {}
+    for name, c in cur.models.items():
+        p = prev.models.get(name, zero)
+        if _delta(c.fail, p.fail) > 0:
+            fails[name] = _delta(c.fail, p.fail)
+        n = _delta(c.queue_count, p.queue_count)
+        if n > 0:
+            qd[name] = _delta(c.queue_ns, p.queue_ns) / n / 1e6
+    cc, pc = cur.models.get(cascade, zero), prev.models.get(cascade, zero)
+    completed, failed = _delta(cc.success, pc.success), _delta(cc.fail, pc.fail)
+    arrivals = max(0, completed + failed + cc.pending - pc.pending)
+    return WindowStats(window_s=window_s, arrivals=arrivals, completed=completed, failed=failed,
+                       drops=_delta(cur.drops, prev.drops), pending=cc.pending,
+                       queue_delay_ms=MappingProxyType(qd), failures_by_model=MappingProxyType(fails))
+
+
+def merge(stats: Iterable[WindowStats]) -> WindowStats:
+    """Sum several nodes' windows into one (queue delays: the mean over nodes that report one)."""
+    stats = list(stats)
+    if not stats:
+        raise ValueError("merge() needs at least one WindowStats")
+    qd: dict[str, list[float]] = {}
+    fails: dict[str, int] = {}
+    for s in stats:
+        for k, v in s.queue_delay_ms.items():
+            qd.setdefault(k, []).append(v)
+        for k, v in s.failures_by_model.items():
+            fails[k] = fails.get(k, 0) + v
+    return WindowStats(
+        window_s=max(s.window_s for s in stats),
+        arrivals=sum(s.arrivals for s in stats), completed=sum(s.completed for s in stats),
+        failed=sum(s.failed for s in stats), drops=sum(s.drops for s in stats),
+        pending=sum(s.pending for s in stats),
+        queue_delay_ms=MappingProxyType({k: sum(v) / len(v) for k, v in qd.items()}),
+        failures_by_model=MappingProxyType(fails),
+    )
