@@ -109,6 +109,15 @@ def tiny_sdxl_pipeline(seed: int = 0):
                                      tokenizer_2=tok2, unet=unet, scheduler=sched, force_zeros_for_empty_prompt=True)
 
 
+# A minimal valid cascade YAML (local model paths need not exist to parse it).
+GOOD_TINY_YAML = """name: t
+slo_ms: 5000
+light: {model: export, steps: 1, guidance_scale: 0.0, scheduler: ddim, height: 32, width: 32}
+heavy: {model: export, steps: 4, guidance_scale: 3.0, scheduler: ddim, height: 32, width: 32}
+discriminator: {path: export, image_size: 32}
+"""
+
+
 class TinyDiscriminator(torch.nn.Module):
     """A random conv net: float32 NCHW [0, 1] images -> logits [B] (the discriminator contract)."""
 
