@@ -169,10 +169,11 @@ class CascadeSpec:
     time_limit_s: float = 1.0
     search_workers: int = 1
     # CP-SAT presolve (probing, symmetry) costs more than the search on these few-hundred-
-    # variable models; off by default (see benchmarks/bench_planner.py --presolve).
+    # variable models; off by default.
     presolve: bool = False
-    # Measured on the paper's profiles (``benchmarks/bench_planner.py --solver-sweep``): no LP
-    # relaxation and a fixed best-objective-first branching order solve these models fastest.
+    # Measured (``benchmarks/bench_planner.py --solver-sweep``): the LP relaxation and presolve
+    # roughly double the CPU time on these models; fixed best-objective-first search and
+    # CP-SAT's automatic search are within noise of each other.
     linearization_level: int = 0
     fixed_search: bool = True
 
