@@ -56,6 +56,15 @@ Constraints
      load model ``m`` (freeing a GPU costs nothing, loading one costs a model load).
 (C10) ``diffserve``: ``100 cap_L >= D (100 + hr)``; ``z[p,k] => 100 cap_H >= D f[p,k] (100 + hr)``.
 
+Exact reductions before the solve: batch sizes slower than the SLO are not options; a light
+option whose ``cmin`` exceeds ``N`` or whose latency alone breaks the SLO is dropped, and of
+light options with equal ``(b, cmin)`` (same wait) only the loosest ``rho`` is kept; a
+``(p,k)`` whose cheapest light and heavy options alone (fewest GPUs, lowest latency, each a
+lower bound) already break (C7) or (C8) gets no ``z``; in (C8), options that alone exceed the
+SLO at the stage's rate are excluded by ``z[p,k] => sum y = 0`` instead of a huge coefficient.
+For heavy stages ``cmin = 1`` in (C4): (C6) at level ``rho`` already forces the workers the
+wait estimate assumes.
+
 Objectives
 ----------
 - ``max_threshold`` (``diffserve``, the paper): the largest threshold ``t``; ties broken
