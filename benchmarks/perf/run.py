@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import csv
 import json
+import re
 import subprocess
 import sys
 import time
@@ -69,8 +70,10 @@ def run_mode(url: str, mode: str, load_range: str, out_dir: Path, timeout_s: flo
     (out_dir / f"{mode}.txt").write_text(f"$ {' '.join(cmd)}\n\n{proc.stdout}\n{proc.stderr}")
     if proc.returncode != 0:
         raise RuntimeError(f"perf_analyzer {mode} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    # perf_analyzer exits 0 even when the last load level never stabilised; it then has no row.
+    unstable = re.findall(r"Failed to obtain stable measurement within \d+ measurement windows for (.+?)\.", proc.stdout)
     return {"mode": mode, "range": load_range, "command": cmd, "wall_s": round(time.perf_counter() - t0, 1),
-            "rows": read_csv(prefix.with_suffix(".csv"))}
+            "rows": read_csv(prefix.with_suffix(".csv")), "unstable": unstable}
 
 
 def print_summary(results: list[dict]) -> None:
@@ -82,6 +85,8 @@ def print_summary(results: list[dict]) -> None:
             ms = {p: float(row.get(f"p{p} latency", "nan")) / 1000.0 for p in (50, 90, 99)}
             print(f"{res['mode']:<13} {row.get(key, '?'):>7} {float(row['Inferences/Second']):>8.2f} "
                   f"{ms[50]:>8.1f} {ms[90]:>8.1f} {ms[99]:>8.1f}")
+        for level in res.get("unstable", []):
+            print(f"{res['mode']:<13} {level}: no stable measurement (not reported; longer windows needed)")
 
 
 def main(argv: list[str] | None = None) -> int:
