@@ -165,8 +165,8 @@ def paper_comparison(out: Path, cfg: RunConfig, policies: Sequence[str], command
     table = report.markdown_table(HEADER, [_row(n, r) for n, r in runs.items()]
                                   + [["fluid bound (serves every query)", "-", f"{bound:.2f}"] + ["-"] * 7])
     (out / "table.md").write_text(
-        f"Trace `{cfg.trace}`, {cfg.num_workers} model workers, SLO {cfg.slo_ms / 1000:g} s, seed {cfg.seed}, "
-        f"git {doc['git_sha'][:10]}{' (dirty)' if doc['git_dirty'] else ''}.\n\n" + table
+        report.md_provenance(doc) +
+        f"Trace `{cfg.trace}`, {cfg.num_workers} model workers, SLO {cfg.slo_ms / 1000:g} s, seed {cfg.seed}.\n\n" + table
         + "\n" + "\n".join(f"- {k}: {v}" for k, v in doc["checks"].items()) + "\n")
     title = f"{cfg.trace}, {cfg.num_workers} workers, SLO {cfg.slo_ms / 1000:g} s"
     report.plot_time_series(out / "timeseries.png", {LABEL.get(n, n): r["series"] for n, r in runs.items()}, title)
@@ -248,8 +248,8 @@ def trace_sweep(out: Path, base: RunConfig, policies: Sequence[str], command: st
          "diffserve FID < clipper-light, proteus-like", "diffserve violations < clipper-heavy",
          "diffserve violations < static"], check_rows)
     (out / "table.md").write_text(
-        f"Mean FID (SLO violation ratio) per policy; seed {base.seed}, git {doc['git_sha'][:10]}"
-        f"{' (dirty)' if doc['git_dirty'] else ''}.\n\n" + table + "\n" + checks_md)
+        report.md_provenance(doc) + f"Mean FID (SLO violation ratio) per policy; seed {base.seed}.\n\n"
+        + table + "\n" + checks_md)
     return doc
 
 
@@ -278,7 +278,7 @@ def scale_run(out: Path, base: RunConfig, policies: Sequence[str], command: str)
         ["policy", "queries", "events", "event loop s (CPU / wall)", "queries simulated per s (CPU / wall)",
          "planner mean ms (CPU / wall)", "planner p95 ms", "planner max ms", "SLO violation ratio", "mean FID"], rows)
     (out / "table.md").write_text(
-        f"Trace `maf_4to32qps` x64, 1,023 model workers, seed {cfg.seed}, git {doc['git_sha'][:10]}. "
+        report.md_provenance(doc) + f"Trace `maf_4to32qps` x64, 1,023 model workers, seed {cfg.seed}. "
         "Event-loop time excludes planner calls. CPU = this process's CPU time (the machine is shared, "
         "so wall time includes waiting for a core).\n\n" + table)
     return doc
