@@ -81,16 +81,16 @@ def held_apart_prompts(cascade: CascadeConfig, count: int) -> list[str]:
     return [lines[i] for i in sorted(idx)]
 
 
-def _tiny_fid_scorer(prompts: Sequence[str], seed: int) -> tuple[Callable[[np.ndarray], float] | None, str]:
+def _tiny_fid_scorer(prompts: Sequence[str], seed: int, judge_path: Path) -> tuple[Callable[[np.ndarray], float] | None, str]:
     """FID vs the domain's rendering of the same captions, in the judge's feature space (or None, reason)."""
     try:
         from export.tiny import domain, metrics  # noqa: PLC0415
         from export.tiny.judge import load_judge  # noqa: PLC0415
     except ImportError as exc:
         return None, f"export.tiny judge/metrics not importable ({exc})"
-    if not TINY_JUDGE.exists():
-        return None, f"no judge weights at {TINY_JUDGE} (train them with the tiny-cascade zoo first)"
-    judge = load_judge(TINY_JUDGE)
+    if not judge_path.exists():
+        return None, f"no judge weights at {judge_path} (train them with the tiny-cascade zoo first)"
+    judge = load_judge(judge_path)
     rng = np.random.default_rng(seed + 1)
     real = np.stack([domain.render(domain.parse_caption(p), rng) for p in prompts])
     real_features = judge.features(real)
@@ -102,8 +102,11 @@ def _batched(fn, items: Sequence, batch: int, desc: str) -> np.ndarray:
 
 
 def calibrate_cascade(cascade: CascadeConfig, repo: str | Path, count: int | None = None,
-                      out_dir: str | Path | None = None, batch: int = 32) -> list[Path]:
-    """Write f(t), confidences and (when a quality metric exists) the quality curve; returns the paths written."""
+                      out_dir: str | Path | None = None, batch: int = 32, judge_path: str | Path = TINY_JUDGE) -> list[Path]:
+    """Write f(t), confidences and (when a quality metric exists) the quality curve; returns the paths written.
+
+    ``judge_path``: the tiny judge's weights folder (tiny cascade only).
+    """
     from export.runtime import load_discriminator, load_stage  # noqa: PLC0415
 
     n = count or cascade.calibration.count
@@ -127,7 +130,7 @@ def calibrate_cascade(cascade: CascadeConfig, repo: str | Path, count: int | Non
     conf.write_text("content_id,light,heavy\n" + "".join(
         f"{i},{a:.6e},{b:.6e}\n" for i, (a, b) in enumerate(zip(conf_light, conf_heavy))))
     written += [f_t, conf]
-    scorer, what = (_tiny_fid_scorer(prompts, cascade.calibration.seed) if cascade.calibration.prompts == "tiny"
+    scorer, what = (_tiny_fid_scorer(prompts, cascade.calibration.seed, Path(judge_path)) if cascade.calibration.prompts == "tiny"
                     else (None, "no reference images / quality metric for non-tiny cascades on this machine"))
     meta = {"cascade": cascade.name, "config_hash": cascade.config_hash, "prompts": len(prompts),
             "prompt_source": cascade.calibration.prompts, "seed": cascade.calibration.seed,

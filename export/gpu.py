@@ -71,15 +71,17 @@ def build_aoti_package(comp, out_path: Path) -> Path:  # pragma: no cover
     """AOTInductor-compile ``comp.module`` in fp16 on CUDA with a dynamic batch dimension."""
     import torch  # noqa: PLC0415
 
+    import copy  # noqa: PLC0415
+
     lo, _, hi = batch_range(comp.name)
-    module = comp.module.to("cuda").half().eval()
+    # a copy: the fp32 CPU module stays the reference for verification
+    module = copy.deepcopy(comp.module).to("cuda").half().eval()
     args = tuple(v.to("cuda").half() if v.is_floating_point() else v.to("cuda") for v in comp.inputs.values())
     batch = torch.export.Dim("batch", min=lo, max=hi)
     shapes = {name: {0: batch} for name in comp.inputs}
     with torch.no_grad():
         exported = torch.export.export(module, args, dynamic_shapes=shapes)
         torch._inductor.aoti_compile_and_package(exported, package_path=str(out_path))
-    comp.module.to("cpu").float()
     return out_path
 
 
