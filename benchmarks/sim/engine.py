@@ -25,7 +25,6 @@ worker could take them; routing and drop checks are numpy operations per batch.
 """
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import math
 import time
@@ -37,70 +36,16 @@ from orchestrator.control import ControlDecision, ControlLoop, Observation
 from planner.types import Allocation, ModelProfile, Plan
 
 from .trace import Trace
+from .types import DROPPED, PENDING, SERVED_HEAVY, SERVED_LIGHT, SimConfig, SimResult, WindowRecord
+
+__all__ = ["DROPPED", "PENDING", "SERVED_HEAVY", "SERVED_LIGHT", "SimConfig", "SimResult", "Simulator",
+           "WindowRecord", "simulate"]
 
 LIGHT, HEAVY, NONE = 0, 1, -1
 IDLE, BUSY, LOADING = 0, 1, 2
-# Outcome codes of a query.
-PENDING, SERVED_LIGHT, SERVED_HEAVY, DROPPED = 0, 1, 2, 3
 # Heap event kinds; at equal times completions come first, the control tick last.
 _DONE, _READY, _CONTROL = 0, 1, 2
 _SMALL = 8  # batches up to this size are handled with scalar Python operations
-
-
-@dataclasses.dataclass(frozen=True)
-class SimConfig:
-    """Serving-side parameters of a simulation (the planner's side lives in ControlConfig)."""
-
-    drop_factor: float = 1.5
-    model_load_s: float = 3.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.drop_factor >= 1.0:
-            raise ValueError(f"SimConfig.drop_factor = {self.drop_factor}; expected >= 1.0 (x SLO)")
-        if not (self.model_load_s >= 0 and math.isfinite(self.model_load_s)):
-            raise ValueError(f"SimConfig.model_load_s = {self.model_load_s}; expected a finite time >= 0 s")
-
-
-@dataclasses.dataclass(frozen=True)
-class WindowRecord:
-    """One control decision as applied at ``time_ms`` (simulated)."""
-
-    time_ms: float
-    threshold: float
-    routing: str
-    light_fraction: float
-    workers: dict[str, int]
-    batch_size: dict[str, int]
-    demand_qps: float
-    measured_rate_qps: float | None
-    status: str
-    reason: str
-    planner_wall_ms: float
-    planner_cpu_ms: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class SimResult:
-    """Per-query outcomes (arrays aligned with the trace) and the control history.
-
-    ``finish_ms`` is the response (or drop) time, NaN for queries never resolved;
-    ``outcome`` holds PENDING / SERVED_LIGHT / SERVED_HEAVY / DROPPED codes.
-    ``loop_wall_s`` / ``loop_cpu_s`` are the wall / process CPU time of the event loop without
-    the planner calls; ``planner_wall_s`` / ``planner_cpu_s`` those of the planner calls.
-    """
-
-    arrival_ms: np.ndarray
-    finish_ms: np.ndarray
-    outcome: np.ndarray
-    windows: tuple[WindowRecord, ...]
-    slo_ms: float
-    window_s: float
-    events: int
-    loop_wall_s: float
-    planner_wall_s: float
-    loop_cpu_s: float = 0.0
-    planner_cpu_s: float = 0.0
 
 
 class _Fifo:
