@@ -122,6 +122,13 @@ def export_generator_stage(name: str, cascade: CascadeConfig, repo: Path, opts: 
         with tqdm(total=1, desc=f"{name}: verify end to end", unit="run") as bar:
             result["end_to_end"] = V.verify_end_to_end(pipe, runtime)
             bar.update()
+        gpu_built = [c for c in comps if entries[c.name]["engines"]]
+        if gpu_built:  # pragma: no cover - GPU machines only: fp16 engines vs the fp32 PyTorch reference
+            from export.runtime.engines import open_engine  # noqa: PLC0415
+
+            result["gpu_components"] = [
+                V.verify_component(c, open_engine({"name": c.name, **entries[c.name]}, tmp, backend))
+                for c in gpu_built for backend in entries[c.name]["engines"]]
     result["export_s"] = time.perf_counter() - t0
     (tmp / "verification.json").write_text(json.dumps(result, indent=2))
     _check(result)
@@ -149,7 +156,8 @@ def load_discriminator_module(cascade: CascadeConfig):
     d = cascade.discriminator
     path = Path(d.path) if Path(d.path).is_absolute() else PROJECT_ROOT / d.path
     if not path.exists():
-        raise ConfigError(f"discriminator.path {d.path!r}: no such folder ({path})")
+        hint = " (the tiny cascade's weights are committed; `make zoo` rebuilds them)" if "export/tiny" in d.path else ""
+        raise ConfigError(f"discriminator.path {d.path!r}: no such folder ({path}){hint}")
     mod_name, fn = d.loader.split(":")
     try:
         loader = getattr(importlib.import_module(mod_name), fn)

@@ -109,7 +109,9 @@ def resolve_model(model: str) -> tuple[str, str]:
         return "local", str(full.resolve())
     if not p.is_absolute() and _HUB_ID.match(model) and not model.startswith("."):
         return "hub", model
-    raise ConfigError(f"model {model!r}: no such local folder ({full}) and not a hub id 'owner/name'")
+    hint = " (the tiny cascade's weights are committed under export/tiny/weights; `make zoo` rebuilds them)" \
+        if "export/tiny/weights" in model else ""
+    raise ConfigError(f"model {model!r}: no such local folder ({full}) and not a hub id 'owner/name'{hint}")
 
 
 def _int(where: str, v: Any, lo: int, hi: int) -> int:
