@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import textwrap
 from pathlib import Path
@@ -31,12 +30,14 @@ MODELS = ("light", "heavy", "discriminator", "cascade")
 
 
 def cascade_control_file(repo: Path) -> Path:
-    """The ``control_file`` parameter of ``<repo>/cascade/config.pbtxt`` as a path."""
+    """The control file the cascade reads: its ``control_file`` parameter, else the light stage's."""
     from export.runtime.control import resolve_control_path  # noqa: PLC0415
+    from export.runtime.triton.cascade_model import pbtxt_parameters  # noqa: PLC0415
 
-    text = (repo / "cascade" / "config.pbtxt").read_text()
-    m = re.search(r'key: "control_file" value: \{ string_value: "([^"]*)"', text)
-    return resolve_control_path(m.group(1) if m else "runs/control/cascade.json", PROJECT_ROOT)
+    own = pbtxt_parameters((repo / "cascade" / "config.pbtxt").read_text()).get("control_file")
+    light_cfg = repo / "light" / "config.pbtxt"
+    light = pbtxt_parameters(light_cfg.read_text()).get("control_file") if light_cfg.exists() else None
+    return resolve_control_path(own or light or "runs/control/cascade.json", PROJECT_ROOT)
 
 
 def contact_sheet(rows: list[dict], images: list[np.ndarray], path: Path, columns: int = 4) -> Path:

@@ -157,3 +157,21 @@ def test_metrics_register_families_with_model_labels():
     m.observe_confidences(np.array([0.2, 0.9], np.float32))
     assert m.confidence.values == [pytest.approx(0.2), pytest.approx(0.9)]
     json.dumps(m.stage_latency["light"].labels)
+
+
+def test_empty_control_file_and_slo_follow_the_light_stage_and_its_cascade_yaml(tmp_path):
+    from export.runtime.triton.cascade_model import cascade_yaml_slo_ms, pbtxt_parameters  # noqa: PLC0415
+
+    (tmp_path / "c.yaml").write_text("name: x\nslo_ms: 2500\n")
+    light_pbtxt = ('parameters [\n  { key: "stage" value: { string_value: "light" } },\n'
+                   '  { key: "cascade_config" value: { string_value: "c.yaml" } },\n'
+                   '  { key: "control_file" value: { string_value: "runs/control/x.json" } }\n]\n')
+    stage = pbtxt_parameters(light_pbtxt)
+    assert stage == {"stage": "light", "cascade_config": "c.yaml", "control_file": "runs/control/x.json"}
+    assert cascade_yaml_slo_ms(stage, tmp_path) == 2500.0
+    cfg = parse_config(_config(control_file="", slo_ms=""), tmp_path, stage)
+    assert cfg.control_file == tmp_path / "runs/control/x.json" and cfg.slo_ms == 2500.0
+    own = parse_config(_config(control_file="/abs/c.json", slo_ms="100"), tmp_path, stage)
+    assert own.control_file.as_posix() == "/abs/c.json" and own.slo_ms == 100.0
+    assert cascade_yaml_slo_ms({"cascade_config": "missing.yaml"}, tmp_path) is None
+    assert parse_config(_config(), tmp_path, {}).control_file == tmp_path / "runs/control/cascade.json"

@@ -57,8 +57,36 @@ class CascadeConfig:
     random_seed: int = 0
 
 
-def parse_config(model_config: Mapping[str, Any], project_root: str | Path | None = None) -> CascadeConfig:
-    """Validate the model config dict Triton passes to ``initialize`` (ValueError if bad)."""
+def pbtxt_parameters(text: str) -> dict[str, str]:
+    """The ``parameters`` (string values) of a config.pbtxt text, e.g. a stage model's."""
+    return dict(re.findall(r'key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"\s*\}', text))
+
+
+def cascade_yaml_slo_ms(stage_params: Mapping[str, str], project_root: str | Path | None) -> float | None:
+    """``slo_ms`` of the cascade YAML a stage model was exported from (its ``cascade_config``
+    parameter), or None when there is no such file or value."""
+    ref = stage_params.get("cascade_config", "")
+    if not ref:
+        return None
+    path = resolve_control_path(ref, project_root)  # same rule: relative to the project root
+    try:
+        import yaml  # noqa: PLC0415
+
+        v = yaml.safe_load(path.read_text()).get("slo_ms")
+    except (OSError, AttributeError, ValueError):
+        return None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
+
+
+def parse_config(model_config: Mapping[str, Any], project_root: str | Path | None = None,
+                 stage_params: Mapping[str, str] | None = None) -> CascadeConfig:
+    """Validate the model config dict Triton passes to ``initialize`` (ValueError if bad).
+
+    ``stage_params``: the light stage model's config parameters. An empty ``control_file``
+    means the light stage's (so the cascade follows whichever cascade was exported), an empty
+    ``slo_ms`` the cascade YAML's ``slo_ms`` (named by the stage's ``cascade_config``).
+    """
+    stage_params = stage_params or {}
     name = model_config.get("name", "cascade")
     if int(model_config.get("max_batch_size", 0)) < 1:
         raise ValueError(f"{name}: max_batch_size={model_config.get('max_batch_size')}; expected >= 1 (batching on)")
@@ -83,10 +111,11 @@ def parse_config(model_config: Mapping[str, Any], project_root: str | Path | Non
             raise ValueError(f"{name}: parameter {key}={raw!r}; expected a number in ({lo}, {hi}]")
         return v
 
-    control = params.get("control_file") or f"runs/control/{name}.json"
+    control = params.get("control_file") or stage_params.get("control_file") or f"runs/control/{name}.json"
+    slo_ms = number("slo_ms", None, 0.0, 3.6e6)
     return CascadeConfig(
         control_file=resolve_control_path(control, project_root),
-        slo_ms=number("slo_ms", None, 0.0, 3.6e6),
+        slo_ms=slo_ms if slo_ms is not None else cascade_yaml_slo_ms(stage_params, project_root),
         drop_factor=number("drop_factor", 1.5, 0.0, 100.0),
         ewma_alpha=number("ewma_alpha", 0.2, 0.0, 1.0),
         stage_models={s: params.get(f"{s}_model") or s for s in ("light", "discriminator", "heavy")},
@@ -188,7 +217,12 @@ class TritonPythonModel:
 
         self.pb = pb_utils
         model_config = json.loads(args["model_config"])
-        self.cfg = parse_config(model_config, os.environ.get("PROJECT_ROOT"))
+        root = os.environ.get("PROJECT_ROOT")
+        # The light stage's rendered config names the control file and the cascade YAML (its SLO).
+        light = ((model_config.get("parameters") or {}).get("light_model") or {}).get("string_value") or "light"
+        light_cfg = Path(args.get("model_repository", ".")).parent / light / "config.pbtxt"
+        stage_params = pbtxt_parameters(light_cfg.read_text()) if light_cfg.exists() else {}
+        self.cfg = parse_config(model_config, root, stage_params)
         self.name = model_config.get("name", "cascade")
         self.control = ControlFile(self.cfg.control_file)
         self.rng = random.Random(self.cfg.random_seed)
@@ -200,7 +234,8 @@ class TritonPythonModel:
         self._threshold_shown = self.control.get().threshold
         self.metrics.threshold.set(self._threshold_shown)
         self.logger = pb_utils.Logger
-        self.logger.log_info(f"{self.name}: control file {self.cfg.control_file}, stages {dict(self.cfg.stage_models)}")
+        self.logger.log_info(f"{self.name}: control file {self.cfg.control_file}, default SLO {self.cfg.slo_ms} ms, "
+                             f"stages {dict(self.cfg.stage_models)}")
 
     # -- errors ------------------------------------------------------------------------------
     def _error_response(self, message: str, code_name: str) -> Any:
