@@ -29,7 +29,7 @@ from .trace import Trace, load_trace, query_confidences, scale_trace
 
 PAPER_POLICIES = ("clipper-light", "clipper-heavy", "proteus", "static", "diffserve", "diffserve-fine", "quality")
 LABEL = {"proteus": "proteus-like", "quality": "ours (quality)", "static": "diffserve-static",
-         "diffserve-fine": "diffserve (0.01 grid)"}
+         "diffserve-fine": "diffserve (0.01 grid)", "quality-nospread": "ours without spare-GPU headroom"}
 # Runs that are a planner policy with parameters: run name -> (policy name, keyword arguments).
 # ``quality``: the batcher in the simulator (and in our Triton config) never waits for a full
 #   batch, so the policy is told so (max_batch_wait_ms=0); its threshold grid is 0.01 so that it
@@ -40,6 +40,8 @@ LABEL = {"proteus": "proteus-like", "quality": "ours (quality)", "static": "diff
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "quality": ("quality", {"threshold_step": 0.01, "max_batch_wait_ms": 0.0, "spread_spare_workers": True}),
     "diffserve-fine": ("diffserve", {"threshold_step": 0.01}),
+    # Ablation (not in the default runs): ours without the spare-GPU headroom.
+    "quality-nospread": ("quality", {"threshold_step": 0.01, "max_batch_wait_ms": 0.0}),
 }
 # The shared MAF traces and the cluster each is sized for (artifact README: hi/2 GPUs), one
 # GPU of which is the result sink, as in the paper's 16-GPU / 15-model-worker setup.

@@ -115,7 +115,7 @@ def calibrate_confidences(raw: np.ndarray, deferral: DeferralCurve) -> np.ndarra
     """Maps raw confidences to values whose distribution matches the deferral curve f(t).
 
     The paper's published per-prompt confidences are not on the same scale as its f(t) curve
-    (almost none of them is below 0.5, while f(0.5) = 0.99). The cascade's behaviour depends only
+    (0.6 % of them are below 0.5, while f(0.5) = 0.99). The cascade's behaviour depends only
     on the *order* of the confidences (the least confident queries are deferred first), so we keep
     the order and replace each value by f^-1 of its rank quantile: afterwards the share of
     prompts with calibrated confidence < t equals f(t) (up to 1/n). Returns float64 (n,).
