@@ -81,6 +81,14 @@ def cmd_profile(args) -> int:
     _require_fresh(cascade, args.repo)
     sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     path = profile_cascade(cascade, args.repo, batch_sizes=sizes, repeats=args.repeats, out_dir=args.out_dir)
+    doc = json.loads(path.read_text())
+    print(f"device {doc['device']}, median of {doc['repeats']} runs, ms per batch:")
+    print(f"{'batch':>5}  {'light stage':>11}  {'discriminator':>13}  {'heavy stage':>11}  {'light model':>11}")
+    for b in map(str, sizes):
+        cell = lambda s: f"{doc['stages'][s]['latency_ms'][b]['median']:.1f}" if b in doc['stages'][s]['latency_ms'] else "-"  # noqa: E731
+        light = doc["batch_latency_ms"]["light"].get(b)
+        print(f"{b:>5}  {cell('light'):>11}  {cell('discriminator'):>13}  {cell('heavy'):>11}  "
+              f"{(f'{light:.1f}' if light else '-'):>11}")
     print(f"profile written to {path}")
     return 0
 
