@@ -124,3 +124,23 @@ def test_ancestral_sampler_matches_diffusers_with_the_same_step_noise(tiny_expor
     assert e2e["passed"] and e2e["min_psnr_db"] >= 40.0
     spec = json.loads((tmp_path / "repo" / "light" / "1" / "artifacts" / "stage.json").read_text())
     assert spec["scheduler"]["_class_name"] == "EulerAncestralDiscreteScheduler"
+
+
+def test_a_runtime_that_diverges_from_diffusers_fails_verification_and_keeps_old_artifacts(
+        tiny_exported, tmp_path, monkeypatch):
+    cfg_path, _ = tiny_exported("sd")
+    cascade = load_cascade(cfg_path)
+    repo = tmp_path / "repo"
+    build.export_cascade(cascade, repo, build.ExportOptions(stages=("light",), verify=False), log=lambda _m: None)
+    before = (repo / "light" / "1" / "artifacts" / "stage.json").read_text()
+    from export import exporter
+
+    real = exporter.scheduler_config
+
+    def wrong_spacing(pipe):  # the runtime would sample other timesteps than diffusers
+        return {**real(pipe), "timestep_spacing": "leading"}
+
+    monkeypatch.setattr(exporter, "scheduler_config", wrong_spacing)
+    with pytest.raises(build.VerificationFailed, match=r"light: end-to-end PSNR .* dB < 40"):
+        build.export_cascade(cascade, repo, build.ExportOptions(stages=("light",), force=True), log=lambda _m: None)
+    assert (repo / "light" / "1" / "artifacts" / "stage.json").read_text() == before
