@@ -185,3 +185,19 @@ def test_fluid_bound_caps_the_heavy_share_by_what_the_gpus_left_after_light_can_
     # 5 queries in 5 s = 1 qps: the heavy GPUs could take them all, so the curve's minimum (16) is reachable.
     idle = np.linspace(0, 4999, 5)
     assert fluid_fid_bound(idle, 5.0, light, heavy, 3, 5000.0, QUALITY) == pytest.approx(16.0)
+
+
+def test_scalar_and_numpy_batch_paths_give_identical_runs(monkeypatch):
+    import benchmarks.sim.engine as engine
+
+    rng = np.random.default_rng(3)
+    arrivals = np.sort(rng.uniform(0, 30_000, 600))
+    conf = rng.uniform(0, 1, 600)
+    plans = (plan(light=2, heavy=6, bl=4, bh=2, t=0.4), plan(light=1, heavy=7, bl=4, bh=2, t=0.6))
+    kw = dict(conf=conf, workers=8, slo_ms=3000.0, window_s=2.0, load_s=0.5)
+    small, _ = run(arrivals, *plans, **kw)
+    monkeypatch.setattr(engine, "_SMALL", 0)  # every batch through the numpy path
+    large, _ = run(arrivals, *plans, **kw)
+    assert np.array_equal(small.outcome, large.outcome)
+    assert np.array_equal(small.finish_ms, large.finish_ms, equal_nan=True)
+    assert (small.outcome == SERVED_HEAVY).any() and (small.outcome == SERVED_LIGHT).any()

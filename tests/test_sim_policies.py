@@ -49,3 +49,15 @@ def test_spread_spare_workers_first_gives_gpus_back_to_the_models_holding_them()
     out = spread_spare_workers(plan, inst)
     # 8 spare: 4 back to light and 2 back to heavy (no model load), the last 2 to the busier heavy model.
     assert dict(out.workers) == {"sdturbo": 5, "sdv15": 10}
+
+
+def test_a_paper_experiment_run_is_reproducible_from_its_seed():
+    from benchmarks.sim import experiment as E
+
+    cfg = E.RunConfig(trace="maf_1to8qps", num_workers=3, seed=5)
+    inputs = E.load_inputs(cfg)
+    a = E.run_policy(cfg, "proteus", inputs)["summary"]  # random routing: draws from the seed
+    b = E.run_policy(cfg, "proteus", inputs)["summary"]
+    assert a == b
+    other = E.run_policy(E.RunConfig(trace="maf_1to8qps", num_workers=3, seed=6), "proteus", inputs)["summary"]
+    assert other != a

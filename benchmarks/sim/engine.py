@@ -6,10 +6,11 @@ Model of the system (the DiffServe paper's serving side):
   takes up to its planned batch size from the head of its model's queue at once (dynamic
   batching with no queueing delay, like Triton's batcher with ``max_queue_delay`` 0).
 * A batch of ``n`` takes the profiled latency, linearly interpolated between profiled sizes.
-* Routing (from the plan in force): ``cascade``: every query runs on the light model, and the
-  ones whose confidence is below the threshold are re-queued on the heavy model; ``random``
-  (query-agnostic, Proteus-like): each query goes straight to the heavy model with probability
-  ``1 - light_fraction``; with 0 light workers queries go straight to heavy, with 0 heavy
+* Routing (from the plan in force, derived by the live orchestrator's own
+  ``orchestrator.placement.control_state``): ``cascade``: every query runs on the light model,
+  and the ones whose confidence is below the threshold are re-queued on the heavy model;
+  ``random`` (query-agnostic, Proteus-like): each query goes straight to the heavy model with
+  probability ``heavy_share``; with 0 light workers queries go straight to heavy, with 0 heavy
   workers nothing is deferred.
 * Load shedding: when a worker forms a batch, queries whose *predicted* finish
   (now + batch latency) is after ``arrival + drop_factor x SLO`` are dropped. At each control
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.control import ControlDecision, ControlLoop, Observation
+from orchestrator.placement import control_state
 from planner.types import Allocation, ModelProfile, Plan
 
 from .trace import Trace
@@ -288,21 +290,13 @@ class Simulator:
                 raise ValueError(f"plan {plan.policy!r}: batch size {b} for {self.names[m]!r}; "
                                  f"expected 1..{len(self.lat[m]) - 1} (the profiled range)")
             self.batch[m] = b
-        self.threshold = float(plan.threshold)
         if plan.routing not in ("cascade", "random", "light", "heavy"):
             raise ValueError(f"plan {plan.policy!r}: routing {plan.routing!r}; "
                              "expected 'cascade', 'random', 'light' or 'heavy'")
-        # A model without workers cannot be routed to, whatever the plan's routing says.
-        if want[LIGHT] == 0 and want[HEAVY] > 0:
-            self.mode = "heavy"
-        elif want[HEAVY] == 0:
-            self.mode = "light"
-        else:
-            self.mode = plan.routing
-        if self.mode == "random":
-            share = getattr(plan, "heavy_share", None)
-            share = 1.0 - float(plan.light_fraction) if share is None else float(share)
-            self.heavy_share = min(1.0, max(0.0, share))
+        # Routing, heavy share and threshold exactly as the live orchestrator writes them into the
+        # serving models' control file (same function): e.g. a model without workers gets no queries.
+        state = control_state(plan, self.names[LIGHT], self.names[HEAVY], self.slo_ms, version=0)
+        self.mode, self.heavy_share, self.threshold = state.routing, float(state.heavy_share), float(state.threshold)
 
         def key(w: int) -> tuple:  # cheapest to move first: idle, loading, then soonest free
             return ({IDLE: 0, LOADING: 1, BUSY: 2}[self.state[w]], self.busy_until[w], w)
