@@ -34,9 +34,10 @@ OUT = PROJECT_ROOT / "runs" / "bench_overhead"
 MODELS = ("light", "heavy", "discriminator", "cascade")
 
 
-def prepare_repository(source: Path | None, dest: Path, control_file: Path) -> Path:
+def prepare_repository(source: Path | None, dest: Path, control_file: Path, ort_threads: int = 0) -> Path:
     """Copy an exported repository (or export a tiny random cascade when ``source`` is None) to
-    ``dest``, add the cascade model and point every model's control file at ``control_file``."""
+    ``dest``, add the cascade model, point every model's control file at ``control_file`` and
+    set the stages' ONNX Runtime thread count (0 = ORT's default)."""
     import re  # noqa: PLC0415
 
     if dest.exists():
@@ -52,9 +53,37 @@ def prepare_repository(source: Path | None, dest: Path, control_file: Path) -> P
     shutil.copytree(PROJECT_ROOT / "model_repository" / "cascade", dest / "cascade", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))
     for cfg in dest.glob("*/config.pbtxt"):
-        cfg.write_text(re.sub(r'(key: "control_file" value: \{ string_value: )"[^"]*"', rf'\1"{control_file}"',
-                              cfg.read_text()))
+        text = re.sub(r'(key: "control_file" value: \{ string_value: )"[^"]*"', rf'\1"{control_file}"', cfg.read_text())
+        cfg.write_text(re.sub(r'(key: "ort_threads" value: \{ string_value: )"[^"]*"', rf'\1"{ort_threads}"', text))
     return dest
+
+
+def scrape(metrics_url: str) -> dict[tuple[str, str], float]:
+    """Triton's per-model counters: {(metric, model): value} for request/queue/compute durations."""
+    import urllib.request  # noqa: PLC0415
+
+    wanted = ("nv_inference_request_success", "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
+              "nv_inference_compute_infer_duration_us")
+    out: dict[tuple[str, str], float] = {}
+    with urllib.request.urlopen(metrics_url, timeout=10) as r:  # noqa: S310 - local URL
+        for line in r.read().decode().splitlines():
+            name = line.split("{", 1)[0]
+            if name in wanted and 'model="' in line:
+                model = line.split('model="', 1)[1].split('"', 1)[0]
+                out[(name, model)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def breakdown_ms(before: dict, after: dict, n_requests: int) -> dict[str, dict[str, float]]:
+    """Per model, ms per cascade request spent queued / computing / in total (Triton's own counters)."""
+    res: dict[str, dict[str, float]] = {}
+    for model in MODELS:
+        d = {k: after.get((k, model), 0.0) - before.get((k, model), 0.0) for k in
+             ("nv_inference_request_duration_us", "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us")}
+        res[model] = {"queue_ms": round(d["nv_inference_queue_duration_us"] / 1000 / n_requests, 2),
+                      "compute_ms": round(d["nv_inference_compute_infer_duration_us"] / 1000 / n_requests, 2),
+                      "request_ms": round(d["nv_inference_request_duration_us"] / 1000 / n_requests, 2)}
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=24, help="timed requests per side")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--ort-threads", type=int, default=0,
+                    help="ONNX Runtime intra-op threads, both sides (0 = ORT default; 1 = no thread pool, no spinning)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
 
@@ -77,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     control = write_control(out / "control.json", {"threshold": args.threshold, "routing": "cascade"})
-    repo = prepare_repository(None if args.tiny_random else Path(args.model_repository), out / "repository", control)
+    repo = prepare_repository(None if args.tiny_random else Path(args.model_repository), out / "repository", control,
+                              args.ort_threads)
     art = {m: repo / m / "1" / "artifacts" for m in MODELS[:3]}
-    light, heavy, disc = load_stage(art["light"]), load_stage(art["heavy"]), load_discriminator(art["discriminator"])
+    light, heavy = load_stage(art["light"], threads=args.ort_threads), load_stage(art["heavy"], threads=args.ort_threads)
+    disc = load_discriminator(art["discriminator"], threads=args.ort_threads)
     prompts = eval_prompts(seed=7, n_per_difficulty=(args.requests + args.warmup + 1) // 2)
     prompts = [prompts[i // 2 + (i % 2) * (len(prompts) // 2)] for i in range(len(prompts))]  # easy/hard alternate
 
@@ -92,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         return "light", conf
 
     times: dict[str, list[float]] = {"triton": [], "in_process": []}
-    routes_agree = 0
+    routes_agree, served_log = 0, []
     with TritonServer(TritonServerConfig(model_repository=repo, load_models=MODELS, log_path=out / "tritonserver.log")) as server, \
             CascadeClient(server.grpc_url, timeout_s=300) as client:
         n_total = args.warmup + args.requests
         for i in tqdm(range(n_total), desc="overhead (triton vs in-process)", unit="pair"):
+            if i == args.warmup:
+                before = scrape(server.metrics_url)
             prompt, seed = prompts[i % len(prompts)], i
             sides = ("triton", "in_process") if i % 2 == 0 else ("in_process", "triton")
             got = {}
@@ -112,21 +147,27 @@ def main(argv: list[str] | None = None) -> int:
                     times[side].append(ms)
             if i >= args.warmup:
                 routes_agree += got["triton"] == got["in_process"]
+                served_log.append(got["triton"])
+        per_model = breakdown_ms(before, scrape(server.metrics_url), args.requests)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["triton"] / med["in_process"]
     result = {
         "requests_per_side": args.requests, "threshold": args.threshold, "batch_size": 1,
+        "ort_threads": args.ort_threads, "deferred": sum(v == "heavy" for v in served_log),
         "repository": "tiny-random export" if args.tiny_random else str(args.model_repository),
         "median_ms": {k: round(v, 2) for k, v in med.items()},
         "mean_ms": {k: round(statistics.fmean(v), 2) for k, v in times.items()},
         "p90_ms": {k: round(float(np.percentile(v, 90)), 2) for k, v in times.items()},
         "overhead_ratio_median": round(ratio, 4), "routing_decisions_agree": f"{routes_agree}/{args.requests}",
+        "triton_per_model_ms_per_request": per_model,
         "command": "python -m benchmarks.bench_overhead " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(f"{'side':<11} {'median ms':>10} {'mean ms':>10} {'p90 ms':>10}")
     for k in times:
         print(f"{k:<11} {result['median_ms'][k]:>10.1f} {result['mean_ms'][k]:>10.1f} {result['p90_ms'][k]:>10.1f}")
+    print("inside Triton, ms per cascade request (Triton's counters): " + ", ".join(
+        f"{m} queue {v['queue_ms']:.1f} compute {v['compute_ms']:.1f}" for m, v in per_model.items()))
     print(f"overhead ratio (median triton / median in-process, batch 1): {ratio:.3f}  (target <= 1.05); "
           f"routing decisions agree on {routes_agree}/{args.requests}; written {out / 'result.json'}")
     return 0
