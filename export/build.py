@@ -99,7 +99,7 @@ def export_generator_stage(name: str, cascade: CascadeConfig, repo: Path, opts: 
         "pipeline_class": type(pipe).__name__, "source_model": stage.model, "steps": stage.steps,
         "guidance_scale": stage.guidance_scale, "scheduler": E.scheduler_config(pipe), "height_px": geo.height_px,
         "width_px": geo.width_px, "latent_shape": list(geo.latent_shape),
-        "vae": {"scaling_factor": vae.scaling_factor, "shift_factor": vae.get("shift_factor"),
+        "vae": {"scaling_factor": vae.scaling_factor, "shift_factor": 0.0,  # SD/SDXL pipelines do not shift
                 "latents_mean": vae.get("latents_mean"), "latents_std": vae.get("latents_std")},
         "tokenizers": [{"dir": sub, "max_length_tokens": int(tok.model_max_length), "pad_id": int(tok.pad_token_id)}
                        for sub, tok in toks],

@@ -67,8 +67,19 @@ def _vae(seed: int):
                          mid_block_add_attention=False).eval()
 
 
-def tiny_sd_pipeline(seed: int = 0, scheduler: str = "ddim"):
-    """A random ``StableDiffusionPipeline`` making 32x32 images (16x16x4 latents)."""
+def _tiny_autoencoder(seed: int):
+    from diffusers import AutoencoderTiny  # noqa: PLC0415
+
+    torch.manual_seed(seed)
+    return AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                           num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1), latent_channels=4).eval()
+
+
+def tiny_sd_pipeline(seed: int = 0, scheduler: str = "ddim", vae: str = "kl"):
+    """A random ``StableDiffusionPipeline`` making 32x32 images (16x16x4 latents).
+
+    ``vae``: ``kl`` (AutoencoderKL, as SD) or ``tiny`` (AutoencoderTiny, as SDXS's distilled decoder).
+    """
     from diffusers import (DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,  # noqa: PLC0415
                            StableDiffusionPipeline, UNet2DConditionModel)
 
@@ -84,7 +95,8 @@ def tiny_sd_pipeline(seed: int = 0, scheduler: str = "ddim"):
     kw = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
     if scheduler == "ddim":
         kw.update(clip_sample=False, set_alpha_to_one=False)
-    return StableDiffusionPipeline(vae=_vae(seed + 2), text_encoder=te, tokenizer=tok, unet=unet,
+    autoencoder = _tiny_autoencoder(seed + 2) if vae == "tiny" else _vae(seed + 2)
+    return StableDiffusionPipeline(vae=autoencoder, text_encoder=te, tokenizer=tok, unet=unet,
                                    scheduler=sched_cls(**kw), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
 

@@ -81,6 +81,19 @@ def verify_tokenizers(pipe, runtime, prompts: Sequence[str]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
+def _diffusers_quiet() -> Iterator[None]:
+    """Silence diffusers' truncation warning: the long verification prompt is truncated on purpose."""
+    from diffusers.utils import logging as dlog  # noqa: PLC0415
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(level)
+
+
+@contextlib.contextmanager
 def _injected_step_noise(pipe, rngs: list[np.random.Generator], latent_shape) -> Iterator[None]:
     """Make an ancestral diffusers scheduler draw its step noise from the runtime's per-query streams."""
     import importlib  # noqa: PLC0415
@@ -117,7 +130,7 @@ def verify_end_to_end(pipe, runtime, prompts: Sequence[str] = VERIFY_PROMPTS,
     kwargs = {"prompt": list(prompts), "num_inference_steps": spec.steps, "guidance_scale": spec.guidance_scale,
               "height": spec.height_px, "width": spec.width_px, "latents": torch.from_numpy(np.stack(noise)),
               "output_type": "np"}
-    with _injected_step_noise(pipe, list(rngs), spec.latent_shape), torch.no_grad():
+    with _injected_step_noise(pipe, list(rngs), spec.latent_shape), _diffusers_quiet(), torch.no_grad():
         ref = pipe(**kwargs).images
     per_image = [psnr_db(a, b) for a, b in zip(ours, ref)]
     per_image_u8 = [psnr_db(a, b, 255.0) for a, b in zip(to_uint8(ours), to_uint8(ref))]

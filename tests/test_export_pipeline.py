@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from export import build
-from export.config import ConfigError, SchedulerChoice, StageConfig, load_cascade
+from export.config import ConfigError, SchedulerChoice, StageConfig, load_cascade, parse_cascade
 from export.exporter import IncompatibleShapes, UnsupportedPipeline, geometry, load_pipeline
 from export.runtime import StaleArtifacts, load_discriminator, load_stage
 from export.testing import tiny_sd_pipeline
@@ -144,3 +144,15 @@ def test_a_runtime_that_diverges_from_diffusers_fails_verification_and_keeps_old
     with pytest.raises(build.VerificationFailed, match=r"light: end-to-end PSNR .* dB < 40"):
         build.export_cascade(cascade, repo, build.ExportOptions(stages=("light",), force=True), log=lambda _m: None)
     assert (repo / "light" / "1" / "artifacts" / "stage.json").read_text() == before
+
+
+def test_sd_pipeline_with_a_tiny_autoencoder_exports_like_sdxs(tmp_path):
+    tiny_sd_pipeline(vae="tiny").save_pretrained(tmp_path / "sdxs-like")
+    stage = {"model": str(tmp_path / "sdxs-like"), "steps": 1, "guidance_scale": 0.0, "height": 32, "width": 32,
+             "scheduler": {"name": "ddim", "timestep_spacing": "trailing", "set_alpha_to_one": True}}
+    cascade = parse_cascade({"name": "sdxs-like", "slo_ms": 5000, "light": stage, "heavy": stage,
+                             "discriminator": {"path": "unused", "image_size": 32}}, str(tmp_path / "c.yaml"))
+    results = build.export_cascade(cascade, tmp_path / "repo", build.ExportOptions(stages=("light",)),
+                                   log=lambda _m: None)
+    assert results["light"]["end_to_end"]["min_psnr_db"] >= 40.0
+    assert max(c["max_rel_err"] for c in results["light"]["components"]) < 1e-4
