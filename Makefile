@@ -9,6 +9,7 @@ METRICS_PORT ?= 8002
 CASCADE ?= configs/tiny.yaml
 PYTEST_ARGS ?=
 EXPORT_ARGS ?=
+MODELS ?=
 
 .PHONY: setup test serve stop export zoo profile calibrate demo perf bench-overhead bench-sim bench-planner clean help
 
@@ -23,9 +24,9 @@ setup:
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## serve      start tritonserver on $(HOST) (ports HTTP_PORT/GRPC_PORT/METRICS_PORT), wait until ready
+## serve      start tritonserver on $(HOST) (ports HTTP_PORT/GRPC_PORT/METRICS_PORT), wait until ready; MODELS="light heavy discriminator cascade" loads them
 serve: setup
-	$(PY) -m orchestrator.server start --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	$(PY) -m orchestrator.server start --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(foreach m,$(MODELS),--load-model $(m))
 
 ## stop       stop the server started by `make serve`
 stop:
