@@ -198,7 +198,7 @@ class StageError(RuntimeError):
         self.code = code
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: jobs compare by identity
 class _Job:
     """One valid request: its queries and where they go."""
 
@@ -240,7 +240,8 @@ class TritonPythonModel:
     # -- errors ------------------------------------------------------------------------------
     def _error_response(self, message: str, code_name: str) -> Any:
         # Triton 2.51 spells INVALID_ARGUMENT as TritonError.INVALID_ARG (gRPC INVALID_ARGUMENT).
-        code = getattr(self.pb.TritonError, code_name, None) or getattr(self.pb.TritonError, _CODE_ALIASES.get(code_name, ""), None)
+        errors = self.pb.TritonError
+        code = getattr(errors, code_name, None) or getattr(errors, _CODE_ALIASES.get(code_name, ""), None)
         err = self.pb.TritonError(message) if code is None else self.pb.TritonError(message, code)
         return self.pb.InferenceResponse(output_tensors=[], error=err)
 
