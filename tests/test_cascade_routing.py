@@ -60,22 +60,46 @@ def test_ewma_starts_at_the_first_sample():
     assert R.ewma(10.0, 20.0, 0.2) == pytest.approx(12.0)
 
 
-def test_predicted_latency_adds_backlog_and_own_batch_per_stage():
-    est = R.StageEstimates(batch_ms={"light": 100.0, "discriminator": 10.0, "heavy": 400.0},
-                           batch_items={"light": 4.0, "discriminator": 4.0, "heavy": 2.0}, defer_rate=0.5)
-    # light: 8 queries ahead at 25 ms each + 100; disc: 10; heavy (p=0.5): (2 x 200 + 400)
-    assert R.predict_latency_ms("cascade", {"light": 8, "heavy": 2}, est) == pytest.approx(300 + 10 + 0.5 * 800)
-    assert R.predict_latency_ms("light", {"light": 0}, est) == pytest.approx(100.0)
-    assert R.predict_latency_ms("heavy", {}, est) == pytest.approx(400.0)
+EST = R.StageEstimates(batch_ms={"light": 100.0, "discriminator": 10.0, "heavy": 400.0},
+                       batch_items={"light": 4.0, "discriminator": 4.0, "heavy": 2.0}, defer_rate=0.5)
+
+
+def test_predicted_latency_adds_backlog_and_own_work_per_stage():
+    # light: 8 queries ahead at 25 ms each + one round trip 100; disc: 10; heavy (p=0.5): 2 x 200 + 400
+    assert R.predict_latency_ms("cascade", {"light": 8, "heavy": 2}, EST) == pytest.approx(300 + 10 + 0.5 * 800)
+    assert R.predict_latency_ms("light", {"light": 0}, EST) == pytest.approx(100.0)
+    assert R.predict_latency_ms("heavy", {}, EST) == pytest.approx(400.0)
+    # a large batch costs its queries at the observed rate, not one round trip: 12 x 25 ms
+    assert R.predict_latency_ms("light", {}, EST, n_queries=12) == pytest.approx(300.0)
     assert R.predict_latency_ms("cascade", {"light": 50}, R.StageEstimates()) == 0.0  # cold: admit
 
 
-def test_drop_only_past_the_factor_times_slo():
-    assert not R.should_drop(1499.0, 1000.0, 1.5)
-    assert R.should_drop(1501.0, 1000.0, 1.5)
-    assert not R.should_drop(1e9, None, 1.5)
-    msg = R.drop_message("[m]", 1501.0, 1000.0, 1.5)
-    assert msg.startswith("[m]") and "1501 ms" in msg and "1500 ms" in msg
+def test_stage_load_counts_expected_queries_per_stage():
+    assert R.stage_load([("cascade", 2), ("heavy", 1), ("light", 3)], 0.25) == {
+        "light": 5.0, "discriminator": 2.0, "heavy": 1.5}
+
+
+def test_burst_admits_the_head_of_the_batch_and_sheds_the_rest():
+    est = R.StageEstimates(batch_ms={"heavy": 40.0}, batch_items={"heavy": 1.0})
+    decisions = R.admit_batch([("heavy", 1, 100.0)] * 10, {}, est, drop_factor=1.5)
+    # limit 150 ms at 40 ms per query: 3 fit (120 ms), the 4th would finish at 160 ms
+    assert [d.admitted for d in decisions] == [True] * 3 + [False] * 7
+    assert decisions[3].predicted_ms == pytest.approx(160.0) and decisions[3].limit_ms == pytest.approx(150.0)
+    ahead = R.admit_batch([("heavy", 1, 100.0)], {"heavy": 5}, est, 1.5)  # 5 x 40 ahead + 40
+    assert not ahead[0].admitted and ahead[0].predicted_ms == pytest.approx(240.0)
+
+
+def test_a_later_request_may_not_break_an_earlier_ones_deadline():
+    est = R.StageEstimates(batch_ms={"light": 50.0}, batch_items={"light": 1.0})
+    d = R.admit_batch([("light", 1, 60.0), ("light", 1, None), ("light", 1, 10_000.0)], {}, est, 1.5)
+    # the first's limit is 90 ms; adding a second query makes the batch 100 ms
+    assert [x.admitted for x in d] == [True, False, False]
+    assert R.admit_batch([("light", 1, None)] * 3, {}, est, 1.5)[2].admitted  # no SLO: never shed
+
+
+def test_drop_message_names_prediction_limit_and_slo():
+    msg = R.drop_message("[m]", R.Admission(False, 1501.0, 1500.0), 1000.0, 1.5)
+    assert msg.startswith("[m]") and "1501 ms" in msg and "1500 ms" in msg and "1000 ms" in msg
 
 
 def _config(**params):

@@ -125,7 +125,13 @@ def test_concurrent_requests_are_batched_and_each_stage_gets_one_request_per_bat
     before = {m: c.get_inference_statistics(m, as_json=True)["model_stats"][0] for m in ("cascade", "light")}
     results = concurrent(server, [f"{EASY} {k}" for k in range(32)])
     assert all(not isinstance(r, Exception) for r in results), results
-    after = {m: c.get_inference_statistics(m, as_json=True)["model_stats"][0] for m in ("cascade", "light")}
+    deadline = time.monotonic() + 10  # a model's statistics are recorded just after its responses go out
+    while True:
+        after = {m: c.get_inference_statistics(m, as_json=True)["model_stats"][0] for m in ("cascade", "light")}
+        if int(after["cascade"].get("inference_count", 0)) - int(before["cascade"].get("inference_count", 0)) >= 32 \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
 
     def delta(m, key):
         return int(after[m].get(key, 0)) - int(before[m].get(key, 0))
@@ -171,7 +177,7 @@ def test_request_predicted_past_its_deadline_is_dropped_at_once(client):
     with pytest.raises(RequestDropped) as err:
         client.generate(EASY, slo_ms=1.0)
     assert time.perf_counter() - t0 < 1.0
-    assert DROP_MARKER in str(err.value) and "1.5 x SLO" in str(err.value)
+    assert DROP_MARKER in str(err.value) and "drop limit 2 ms" in str(err.value)
     assert client.generate(EASY, slo_ms=60_000).served_by == "light"  # a generous SLO is admitted
 
 

@@ -410,15 +410,18 @@ class TritonPythonModel:
                     self.metrics.errors["invalid"].increment(1)
                     responses[i] = self._error_response(f"{self.name}: {exc}", "INVALID_ARGUMENT")
             ahead, estimates = self.shared.totals(), self.shared.estimates()
-            admitted = []
-            for job in jobs:
-                predicted = R.predict_latency_ms(job.route, ahead, estimates)
-                if R.should_drop(predicted, job.slo_ms, self.cfg.drop_factor):
-                    self.metrics.drops.increment(len(job.prompts))
-                    responses[job.index] = self._error_response(
-                        R.drop_message(DROP_MARKER, predicted, job.slo_ms, self.cfg.drop_factor), "UNAVAILABLE")
-                else:
+            admitted, n_dropped = [], 0
+            decisions = R.admit_batch([(j.route, len(j.prompts), j.slo_ms) for j in jobs], ahead, estimates,
+                                      self.cfg.drop_factor)
+            for job, decision in zip(jobs, decisions):
+                if decision.admitted:
                     admitted.append(job)
+                    continue
+                n_dropped += len(job.prompts)
+                responses[job.index] = self._error_response(
+                    R.drop_message(DROP_MARKER, decision, job.slo_ms, self.cfg.drop_factor), "UNAVAILABLE")
+            if n_dropped:
+                self.metrics.drops.increment(n_dropped)
             if admitted:
                 for index, response in (await self._serve(admitted, policy.threshold)).items():
                     responses[index] = response
