@@ -65,6 +65,14 @@ SLO at the stage's rate are excluded by ``z[p,k] => sum y = 0`` instead of a hug
 For heavy stages ``cmin = 1`` in (C4): (C6) at level ``rho`` already forces the workers the
 wait estimate assumes.
 
+Decomposition (``min_fid``, several pairs): by (C1) the pairs share no decision, and a pair's
+stages alone carry its objective (other stages are forced to 0 by (C2)-(C4), so they add no
+move cost and no tie-break), so the optimum is the best of the per-pair optima. Each pair is
+solved as its own model, in order of its bound ``N min_k Q[p,k]`` (no move cost, no ties), and a
+pair whose bound cannot beat the incumbent's objective is not built at all. Tie-break weights
+are computed over every stage, so objective values of different pairs compare exactly as in
+the one model over all pairs. ``max_threshold`` ranks thresholds across pairs: one model.
+
 Objectives
 ----------
 - ``max_threshold`` (``diffserve``, the paper): the largest threshold ``t``; ties broken
@@ -79,13 +87,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Mapping
-
-import numpy as np
 from ortools.sat.python import cp_model
 
-from planner import queueing
-from planner.types import DeferralCurve, Instance, ModelProfile, Plan, QualityCurve
+from planner.queueing import QueueModel  # noqa: F401  (re-exported: policies build it from here)
+from planner.types import DeferralCurve, Instance, Plan, QualityCurve
 
 LIGHT, HEAVY = "L", "H"
 _US = 1000.0  # microseconds per millisecond (CP-SAT time unit)
@@ -96,73 +101,6 @@ HEADROOM_MAX_PCT = 100
 
 class PlannerInfeasible(Exception):
     """No plan satisfies the constraints (or none was found in the time limit); ``str`` says why."""
-
-
-@dataclasses.dataclass(frozen=True)
-class QueueModel:
-    """How a stage's queueing delay is estimated (see :mod:`planner.queueing`).
-
-    ``kind="observed"``: the paper's constant per model (``observed_ms``), utilization 1.0.
-    ``kind="batched"``: M/D/c wait of batches + batch-fill wait, per utilization level.
-    ``max_batch_wait_ms`` caps the fill wait (the batcher's max queue delay; None = waits for a
-    full batch, fill grows with workers).
-    """
-
-    kind: str
-    utilization_levels: tuple[float, ...] = (1.0,)
-    observed_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    arrival_scv: float = 1.0
-    max_batch_wait_ms: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("observed", "batched"):
-            raise ValueError(f"QueueModel.kind = {self.kind!r}; expected 'observed' or 'batched'")
-        if not self.utilization_levels or any(not 0 < r <= 1 for r in self.utilization_levels):
-            raise ValueError(f"utilization_levels {self.utilization_levels}; expected values in (0, 1]")
-        if self.max_batch_wait_ms is not None and not self.max_batch_wait_ms >= 0:
-            raise ValueError(f"max_batch_wait_ms {self.max_batch_wait_ms}; expected >= 0 or None")
-
-    def min_workers(self, prof: ModelProfile, b: int, rho: float, lam: float) -> int:
-        if self.kind == "observed":
-            return 1
-        return queueing.min_workers(lam, b, prof.latency_ms(b), rho)
-
-    def wait_ms(self, requests: list[tuple[ModelProfile, int, float, float]], max_workers: int) -> list[float]:
-        """Queueing wait (not fill) in ms for each (stage profile, batch, level rho, rate lam).
-
-        ``batched``: M/D/c wait with the fewest workers that keep utilization <= rho (the plan
-        has at least that many, and more workers only shorten the wait), priced in one
-        vectorized pass; ``inf`` where that floor exceeds ``max_workers`` (unusable option).
-        """
-        if self.kind == "observed":
-            return [float(self.observed_ms.get(prof.name, 0.0)) for prof, _, _, _ in requests]
-        if not requests:
-            return []
-        c = np.array([self.min_workers(r[0], r[1], r[2], r[3]) for r in requests], dtype=np.int64)
-        usable = c <= max_workers
-        out = np.full(len(requests), np.inf)
-        if usable.any():
-            idx = np.flatnonzero(usable)
-            out[idx] = queueing.mdc_wait_ms_many(
-                [requests[i][3] for i in idx],
-                [requests[i][1] for i in idx],
-                [requests[i][0].latency_ms(requests[i][1]) for i in idx],
-                c[idx],
-                self.arrival_scv,
-            )
-        return out.tolist()
-
-    def fill_ms_per_worker(self, b: int, lam: float) -> float:
-        """Batch-fill wait per worker of the stage, ms (0 when not modelled)."""
-        if self.kind == "observed" or b == 1 or self.max_batch_wait_ms is not None:
-            return 0.0
-        return math.inf if lam <= 0 else 1000.0 * (b - 1) / lam
-
-    def fill_const_ms(self, b: int) -> float:
-        """Constant fill wait when capped by the batcher's max queue delay."""
-        if self.kind == "observed" or b == 1 or self.max_batch_wait_ms is None:
-            return 0.0
-        return float(self.max_batch_wait_ms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +123,9 @@ class CascadeSpec:
     # CP-SAT's automatic search are within noise of each other.
     linearization_level: int = 0
     fixed_search: bool = True
+    # ``min_fid``: solve each pair as its own model and keep the best (see Decomposition); False
+    # builds the one model over all pairs (same plans, kept to check that in the tests).
+    decompose_pairs: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,147 +282,198 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
             f"infeasible: {N} GPUs cannot serve {D:.3f} qps within the {inst.slo_ms:.0f} ms SLO at any threshold"
         )
 
-    m = cp_model.CpModel()
-    z = {(p, k): m.new_bool_var(f"z{p}{k}") for p, k in kept}
-    _lin(m, [(v, 1) for v in z.values()], 1, 1)  # (C1)
-    y = {(sg, i): m.new_bool_var(f"y{sg}{i}") for sg, opts in stages.items() for i in range(len(opts))}
-    n = {(sg, i): m.new_int_var(0, N, f"n{sg}{i}") for sg, opts in stages.items() for i in range(len(opts))}
-
-    def active(sg: tuple[str, str]) -> list[tuple[tuple[str, str], int]]:
-        """The (pair, threshold) choices under which stage ``sg`` runs."""
-        if sg[1] == LIGHT:
-            return [(p, k) for p, k in z if p[0] == sg[0]]
-        return [(p, k) for p, k in z if p[1] == sg[0] and grids[p][k].f > 0]
-
-    def cap_terms(sg: tuple[str, str], scale: int = 1) -> list[tuple[cp_model.IntVar, int]]:
-        return [(n[(sg, i)], scale * o.cap_mq) for i, o in enumerate(stages[sg])]
-
-    d_mq = int(math.ceil(D * _MQ - 1e-9))
-    for sg, opts in stages.items():
-        act = active(sg)
-        # (C2) light / (C3) heavy: one option exactly when the stage runs
-        _lin(m, [(y[(sg, i)], 1) for i in range(len(opts))] + [(z[pk], -1) for pk in act], 0, 0)
-        for i, o in enumerate(opts):
-            _lin2(m, n[(sg, i)], 1, y[(sg, i)], -N, -_BIG, 0)  # (C4) n <= N y
-            _lin2(m, n[(sg, i)], 1, y[(sg, i)], -o.cmin, 0, _BIG)  # (C4) n >= cmin y
-        if sg[1] == LIGHT:  # (C5)
-            _lin(m, cap_terms(sg) + [(z[pk], -d_mq) for pk in act], 0, _BIG)
-        else:  # (C6): every (p, k) with this heavy model, f = 0 ones contribute nothing
-            dem = [(z[(p, k)], -int(math.ceil(D * grids[p][k].f * _MQ - 1e-9))) for p, k in z if p[1] == sg[0]]
-            _lin(m, cap_terms(sg) + dem, 0, _BIG)
-    _lin(m, [(v, 1) for v in n.values()], 0, N)  # (C7)
-
-    def latency_terms(sg: tuple[str, str], lam: float) -> tuple[list[tuple[cp_model.IntVar, int]], list[cp_model.IntVar]]:
-        """Stage latency at rate ``lam`` as linear terms in µs ((s + w) y + phi n), and the option
-        binaries that cannot meet the SLO at this rate whatever else happens (excluded by (C8))."""
-        terms, banned = [], []
-        for i, o in enumerate(stages[sg]):
-            c = _us(stage_ms(sg, o, lam), slo_us)
-            if c > slo_us:
-                banned.append(y[(sg, i)])
-                continue
-            terms.append((y[(sg, i)], c))
-            phi = q.fill_ms_per_worker(o.batch, lam)
-            if phi > 0:
-                terms.append((n[(sg, i)], _us(phi, slo_us)))
-        return terms, banned
-
-    terms_at: dict[tuple[tuple[str, str], float], tuple[list, list]] = {}  # shared by pairs with a stage and rate
-    for (p, k), zv in z.items():  # (C8)
-        f = grids[p][k].f
-        keys_ = [((p[0], LIGHT), D)] + ([((p[1], HEAVY), D * f)] if f > 0 else [])
-        for key in keys_:
-            if key not in terms_at:
-                terms_at[key] = latency_terms(*key)
-        _lin(m, [t for key in keys_ for t in terms_at[key][0]], -_BIG, slo_us, enforce=zv)
-        banned = [v for key in keys_ for v in terms_at[key][1]]
-        if banned:  # (C8) for options alone over the SLO: z => none of them
-            _lin(m, [(v, 1) for v in banned], 0, 0, enforce=zv)
-
-    # Tie-breaks only weigh option binaries (cheap for the search): shorter batches, then (for
-    # ``quality``) lower planned utilization, i.e. more headroom.
+    # Tie-break weights over all stages, so the objective of a model restricted to some pairs
+    # has the same coefficients as the one model over every pair, and values compare exactly.
     batch_ms = {(sg, i): int(round(inst.model(sg[0]).latency_ms(o.batch))) for sg, opts in stages.items() for i, o in enumerate(opts)}
     ms_bound = sum(max((batch_ms[(sg, i)] for i in range(len(opts))), default=0) for sg, opts in stages.items()) + 1
-
-    if spec.objective == "max_threshold":
-        hr = m.new_int_var(0, HEADROOM_MAX_PCT, "headroom_pct")
-        light_all = [t for sg in stages if sg[1] == LIGHT for t in cap_terms(sg, 100)]
-        _lin(m, light_all + [(hr, -d_mq)], 100 * d_mq, _BIG)  # (C10)
-        for (p, k), zv in z.items():
-            f_mq = int(math.ceil(D * grids[p][k].f * _MQ - 1e-9))
-            if f_mq > 0:
-                _lin(m, cap_terms((p[1], HEAVY), 100) + [(hr, -f_mq)], 100 * f_mq, _BIG, enforce=zv)  # (C10)
-        order = sorted(z, key=lambda pk: grids[pk[0]][pk[1]].t)
-        w_hr = ms_bound
-        w_t = (HEADROOM_MAX_PCT + 1) * w_hr
-        m.maximize(
-            cp_model.LinearExpr.weighted_sum(
-                [z[pk] for pk in order] + [hr] + [y[key] for key in batch_ms],
-                [w_t * r for r in range(len(order))] + [w_hr] + [-c for c in batch_ms.values()],
-            )
-        )
-    elif spec.objective == "min_fid":
-        ov = list(z.values())
-        oc = [N * int(round(grids[p][k].fid * _FID_SCALE)) for (p, k) in z]
-        if spec.switch_cost_fid > 0 and inst.current is not None:
-            gamma = int(round(spec.switch_cost_fid * _FID_SCALE))
-            for prof in inst.models:
-                x = [(n[(sg, i)], 1) for sg, opts in stages.items() if sg[0] == prof.name for i in range(len(opts))]
-                x0 = int(inst.current.workers.get(prof.name, 0))
-                d = m.new_int_var(0, N, f"loads_{prof.name}")
-                _lin(m, x + [(d, -1)], -_BIG, x0)  # (C9) d >= x - x0 (and d >= 0 by domain)
-                ov.append(d)
-                oc.append(gamma)
-        # Lexicographic: FID + move cost, then the lowest planned utilization, then short batches.
-        tie = {key: int(round(100 * stages[key[0]][key[1]].rho)) * ms_bound + c for key, c in batch_ms.items()}
-        w = (100 * len(stages) + 1) * ms_bound
-        m.minimize(cp_model.LinearExpr.weighted_sum(ov + [y[key] for key in tie], [c * w for c in oc] + list(tie.values())))
-    else:
+    w_fid = (100 * len(stages) + 1) * ms_bound  # ``min_fid``: weight of FID + move cost over the ties
+    if spec.objective not in ("max_threshold", "min_fid"):
         raise ValueError(f"objective {spec.objective!r}; expected 'max_threshold' or 'min_fid'")
 
-    # Branch on (pair, threshold) best-objective first: the first feasible one is then usually
-    # the optimum and the rest of the search is the proof.
-    best_first = sorted(z, key=lambda pk: grids[pk[0]][pk[1]].fid if spec.objective == "min_fid" else -grids[pk[0]][pk[1]].t)
-    m.add_decision_strategy([z[pk] for pk in best_first], cp_model.CHOOSE_FIRST, cp_model.SELECT_MAX_VALUE)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = spec.time_limit_s
-    solver.parameters.num_search_workers = spec.search_workers
-    solver.parameters.cp_model_presolve = spec.presolve
-    solver.parameters.linearization_level = spec.linearization_level
-    if spec.fixed_search:
-        solver.parameters.search_branching = cp_model.FIXED_SEARCH
-    status = solver.solve(m)
-    if status == cp_model.INFEASIBLE:
-        raise PlannerInfeasible(
-            f"infeasible: {N} GPUs cannot serve {D:.3f} qps within the {inst.slo_ms:.0f} ms SLO at any threshold"
-        )
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        raise PlannerInfeasible(f"CP-SAT status {solver.status_name(status)} within {spec.time_limit_s} s")
+    def solve_group(group: list[tuple[tuple[str, str], int]], limit_s: float) -> tuple[int, int, dict]:
+        """Build and solve the MILP over the (pair, threshold) choices ``group`` and their stages.
 
-    (p, k) = next(key for key, v in z.items() if solver.value(v))
+        Returns (CP-SAT status, objective as an exact integer (``min_fid``; 0 otherwise), decoded
+        choice: ``pk``, and per model workers / batch / capacity qps / latency ms).
+        """
+        m = cp_model.CpModel()
+        z = {(p, k): m.new_bool_var(f"z{p}{k}") for p, k in group}
+        used = {(p[0], LIGHT) for p, _ in group} | {(p[1], HEAVY) for p, _ in group}
+        sgs = {sg: opts for sg, opts in stages.items() if sg in used}  # other stages would be forced to 0
+        _lin(m, [(v, 1) for v in z.values()], 1, 1)  # (C1)
+        y = {(sg, i): m.new_bool_var(f"y{sg}{i}") for sg, opts in sgs.items() for i in range(len(opts))}
+        n = {(sg, i): m.new_int_var(0, N, f"n{sg}{i}") for sg, opts in sgs.items() for i in range(len(opts))}
+
+        def active(sg: tuple[str, str]) -> list[tuple[tuple[str, str], int]]:
+            """The (pair, threshold) choices under which stage ``sg`` runs."""
+            if sg[1] == LIGHT:
+                return [(p, k) for p, k in z if p[0] == sg[0]]
+            return [(p, k) for p, k in z if p[1] == sg[0] and grids[p][k].f > 0]
+
+        def cap_terms(sg: tuple[str, str], scale: int = 1) -> list[tuple[cp_model.IntVar, int]]:
+            return [(n[(sg, i)], scale * o.cap_mq) for i, o in enumerate(sgs[sg])]
+
+        d_mq = int(math.ceil(D * _MQ - 1e-9))
+        for sg, opts in sgs.items():
+            act = active(sg)
+            # (C2) light / (C3) heavy: one option exactly when the stage runs
+            _lin(m, [(y[(sg, i)], 1) for i in range(len(opts))] + [(z[pk], -1) for pk in act], 0, 0)
+            for i, o in enumerate(opts):
+                _lin2(m, n[(sg, i)], 1, y[(sg, i)], -N, -_BIG, 0)  # (C4) n <= N y
+                _lin2(m, n[(sg, i)], 1, y[(sg, i)], -o.cmin, 0, _BIG)  # (C4) n >= cmin y
+            if sg[1] == LIGHT:  # (C5)
+                _lin(m, cap_terms(sg) + [(z[pk], -d_mq) for pk in act], 0, _BIG)
+            else:  # (C6): every (p, k) with this heavy model, f = 0 ones contribute nothing
+                dem = [(z[(p, k)], -int(math.ceil(D * grids[p][k].f * _MQ - 1e-9))) for p, k in z if p[1] == sg[0]]
+                _lin(m, cap_terms(sg) + dem, 0, _BIG)
+        _lin(m, [(v, 1) for v in n.values()], 0, N)  # (C7)
+
+        def latency_terms(sg: tuple[str, str], lam: float) -> tuple[list[tuple[cp_model.IntVar, int]], list[cp_model.IntVar]]:
+            """Stage latency at rate ``lam`` as linear terms in µs ((s + w) y + phi n), and the option
+            binaries that cannot meet the SLO at this rate whatever else happens (excluded by (C8))."""
+            terms, banned = [], []
+            for i, o in enumerate(sgs[sg]):
+                c = _us(stage_ms(sg, o, lam), slo_us)
+                if c > slo_us:
+                    banned.append(y[(sg, i)])
+                    continue
+                terms.append((y[(sg, i)], c))
+                phi = q.fill_ms_per_worker(o.batch, lam)
+                if phi > 0:
+                    terms.append((n[(sg, i)], _us(phi, slo_us)))
+            return terms, banned
+
+        terms_at: dict[tuple[tuple[str, str], float], tuple[list, list]] = {}  # shared by pairs with a stage and rate
+        for (p, k), zv in z.items():  # (C8)
+            f = grids[p][k].f
+            keys_ = [((p[0], LIGHT), D)] + ([((p[1], HEAVY), D * f)] if f > 0 else [])
+            for key in keys_:
+                if key not in terms_at:
+                    terms_at[key] = latency_terms(*key)
+            _lin(m, [t for key in keys_ for t in terms_at[key][0]], -_BIG, slo_us, enforce=zv)
+            banned = [v for key in keys_ for v in terms_at[key][1]]
+            if banned:  # (C8) for options alone over the SLO: z => none of them
+                _lin(m, [(v, 1) for v in banned], 0, 0, enforce=zv)
+
+        # Tie-breaks only weigh option binaries (cheap for the search): shorter batches, then (for
+        # ``quality``) lower planned utilization, i.e. more headroom.
+        ties = [key for key in batch_ms if key in y]
+        ov, oc = [], []
+        if spec.objective == "max_threshold":
+            hr = m.new_int_var(0, HEADROOM_MAX_PCT, "headroom_pct")
+            light_all = [t for sg in sgs if sg[1] == LIGHT for t in cap_terms(sg, 100)]
+            _lin(m, light_all + [(hr, -d_mq)], 100 * d_mq, _BIG)  # (C10)
+            for (p, k), zv in z.items():
+                f_mq = int(math.ceil(D * grids[p][k].f * _MQ - 1e-9))
+                if f_mq > 0:
+                    _lin(m, cap_terms((p[1], HEAVY), 100) + [(hr, -f_mq)], 100 * f_mq, _BIG, enforce=zv)  # (C10)
+            order = sorted(z, key=lambda pk: grids[pk[0]][pk[1]].t)
+            w_hr = ms_bound
+            w_t = (HEADROOM_MAX_PCT + 1) * w_hr
+            m.maximize(
+                cp_model.LinearExpr.weighted_sum(
+                    [z[pk] for pk in order] + [hr] + [y[key] for key in ties],
+                    [w_t * r for r in range(len(order))] + [w_hr] + [-batch_ms[key] for key in ties],
+                )
+            )
+        else:
+            ov, oc = list(z.values()), [N * int(round(grids[p][k].fid * _FID_SCALE)) for (p, k) in z]
+            if spec.switch_cost_fid > 0 and inst.current is not None:
+                gamma = int(round(spec.switch_cost_fid * _FID_SCALE))
+                for name in dict.fromkeys(sg[0] for sg in sgs):  # a model with no stage here loads nothing
+                    x = [(n[(sg, i)], 1) for sg, opts in sgs.items() if sg[0] == name for i in range(len(opts))]
+                    x0 = int(inst.current.workers.get(name, 0))
+                    d = m.new_int_var(0, N, f"loads_{name}")
+                    _lin(m, x + [(d, -1)], -_BIG, x0)  # (C9) d >= x - x0 (and d >= 0 by domain)
+                    ov.append(d)
+                    oc.append(gamma)
+            # Lexicographic: FID + move cost, then the lowest planned utilization, then short batches.
+            ov += [y[key] for key in ties]
+            oc = [c * w_fid for c in oc] + [int(round(100 * stages[key[0]][key[1]].rho)) * ms_bound + batch_ms[key] for key in ties]
+            m.minimize(cp_model.LinearExpr.weighted_sum(ov, oc))
+
+        # Branch on (pair, threshold) best-objective first: the first feasible one is then usually
+        # the optimum and the rest of the search is the proof.
+        best_first = sorted(z, key=lambda pk: grids[pk[0]][pk[1]].fid if spec.objective == "min_fid" else -grids[pk[0]][pk[1]].t)
+        m.add_decision_strategy([z[pk] for pk in best_first], cp_model.CHOOSE_FIRST, cp_model.SELECT_MAX_VALUE)
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = limit_s
+        solver.parameters.num_search_workers = spec.search_workers
+        solver.parameters.cp_model_presolve = spec.presolve
+        solver.parameters.linearization_level = spec.linearization_level
+        if spec.fixed_search:
+            solver.parameters.search_branching = cp_model.FIXED_SEARCH
+        status = solver.solve(m)
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return status, 0, {}
+        pk = next(key for key, v in z.items() if solver.value(v))
+        dec: dict = {"pk": pk, "workers": {}, "batch": {}, "cap": {}, "lat": {}}
+        g = grids[pk[0]][pk[1]]
+        for sg in ((pk[0][0], LIGHT), (pk[0][1], HEAVY)):
+            lam = D if sg[1] == LIGHT else D * g.f
+            for i, o in enumerate(sgs[sg]):
+                if solver.value(y[(sg, i)]):
+                    x = int(solver.value(n[(sg, i)]))
+                    dec["workers"][sg[0]], dec["batch"][sg[0]], dec["cap"][sg[0]] = x, o.batch, x * o.mu_qps
+                    dec["lat"][sg[0]] = stage_ms(sg, o, lam, x)
+        return status, sum(c * solver.value(v) for v, c in zip(ov, oc)), dec
+
+    # ``min_fid`` with several pairs: the pairs share no decision (C1), so the optimum over all
+    # is the best of the per-pair optima. Solving each pair as its own small model, best FID
+    # bound first, and skipping pairs whose bound (their best FID, no move cost, no ties) cannot
+    # beat the incumbent, gives the same plan as the one big model at a fraction of its cost.
+    # ``max_threshold`` ranks thresholds across pairs in one objective: one model.
+    bound: dict[tuple[str, str], int] = {}
+    if spec.objective == "min_fid" and spec.decompose_pairs:
+        by_pair: dict[tuple[str, str], list[tuple[tuple[str, str], int]]] = {}
+        for pk in kept:
+            by_pair.setdefault(pk[0], []).append(pk)
+        bound = {p: N * min(int(round(grids[p][k].fid * _FID_SCALE)) for _, k in g) * w_fid for p, g in by_pair.items()}
+        groups = sorted(by_pair.values(), key=lambda g: bound[g[0][0]])
+    else:
+        groups = [kept]
+    best: tuple[int, dict] | None = None
+    proven = True  # every group solved to optimality or proved infeasible
+    for g in groups:
+        if best is not None and bound[g[0][0]] >= best[0]:
+            break  # sorted by bound: no later pair can beat the incumbent either
+        left_s = spec.time_limit_s - (time.perf_counter() - t0)
+        if left_s <= 0:
+            proven = False
+            break
+        status, obj, dec = solve_group(g, left_s)
+        if status == cp_model.INFEASIBLE:
+            continue
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            proven = False
+            continue
+        proven = proven and status == cp_model.OPTIMAL
+        if best is None or obj < best[0]:  # ties: the earlier (better-bound) pair, like one model's first solution
+            best = (obj, dec)
+    if best is None:
+        if proven:
+            raise PlannerInfeasible(
+                f"infeasible: {N} GPUs cannot serve {D:.3f} qps within the {inst.slo_ms:.0f} ms SLO at any threshold"
+            )
+        raise PlannerInfeasible(f"CP-SAT found no plan within {spec.time_limit_s} s")
+
+    dec = best[1]
+    (p, k) = dec["pk"]
     g = grids[p][k]
-    workers, batch, cap, lat = {}, {}, {}, {}
-    for sg in ((p[0], LIGHT), (p[1], HEAVY)):
-        lam = D if sg[1] == LIGHT else D * g.f
-        for i, o in enumerate(stages[sg]):
-            if solver.value(y[(sg, i)]):
-                x = int(solver.value(n[(sg, i)]))
-                workers[sg[0]], batch[sg[0]], cap[sg[0]] = x, o.batch, x * o.mu_qps
-                lat[sg[0]] = stage_ms(sg, o, lam, x)
     return Plan(
         policy=policy,
-        workers=workers,
-        batch_size=batch,
+        workers=dec["workers"],
+        batch_size=dec["batch"],
         threshold=g.t,
-        capacity_qps=cap,
+        capacity_qps=dec["cap"],
         expected_fid=g.fid,
         light_fraction=1.0 - g.f,
-        slack_ms=inst.slo_ms - sum(lat.values()),
-        status="OPTIMAL" if status == cp_model.OPTIMAL else "FEASIBLE",
+        slack_ms=inst.slo_ms - sum(dec["lat"].values()),
+        status="OPTIMAL" if proven else "FEASIBLE",
         solve_time_ms=(time.perf_counter() - t0) * 1000.0,
         routing="cascade",
         heavy_share=g.f,
         light_model=p[0],
         heavy_model=p[1] if g.f > 0 else "",
-        stage_latency_ms=lat,
+        stage_latency_ms=dec["lat"],
     )

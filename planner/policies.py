@@ -33,7 +33,7 @@ class _Solver(Protocol):
     def solve(self, inst: Instance) -> Plan: ...
 
 
-_SOLVER_KNOBS = ("presolve", "linearization_level", "fixed_search")
+_SOLVER_KNOBS = ("presolve", "linearization_level", "fixed_search", "decompose_pairs")
 
 
 def _apply_overrides(owner: str, spec: CascadeSpec, overrides: tuple[tuple[str, Any], ...]) -> CascadeSpec:

@@ -181,3 +181,19 @@ def test_quality_beats_diffserve_fid_where_all_heavy_fits():
     q = make_policy("quality").plan(_paper(demand_qps=8.0))
     assert d.expected_fid == pytest.approx(18.55)
     assert q.expected_fid < 17.0 < d.expected_fid
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_per_pair_solves_give_the_plan_of_the_one_model_over_all_pairs(seed):
+    # 3-4 variants with several pairs, a move cost and a current allocation: the decomposed
+    # solve (each pair alone, bound pruning) must return the same plan as the single model.
+    rng = random.Random(5000 + seed)
+    inst = _random_instance(rng, 3 + seed % 2, slowdown=1.0)
+    cur = {m.name: rng.randint(0, 2) for m in inst.models}
+    inst = Instance(**{**inst.__dict__, "num_workers": rng.randint(4, 24), "current": Allocation(workers=cur, batch_size={})})
+    kw = {"utilization_levels": (0.6, 0.9), "switch_cost_fid": 1.0}
+    split = make_policy("quality", **kw).plan(inst)
+    whole = make_policy("quality", solver_overrides=(("decompose_pairs", False),), **kw).plan(inst)
+    assert split.status == whole.status
+    key = lambda p: (p.light_model, p.heavy_model, p.threshold, dict(p.workers), dict(p.batch_size))  # noqa: E731
+    assert key(split) == key(whole)
