@@ -92,7 +92,8 @@ def build(args: argparse.Namespace) -> Orchestrator:
                      control_path=Path(args.control_file) if args.control_file else None,
                      log_path=log_dir / "orchestrator.jsonl", weights_path=log_dir / "routing_weights.json",
                      envoy_rds_path=Path(args.envoy_rds) if args.envoy_rds else None,
-                     backoff=Backoff(args.backoff_base_s, args.backoff_max_s))
+                     backoff=Backoff(args.backoff_base_s, args.backoff_max_s),
+                     health_interval_s=args.health_interval_s if args.health_interval_s > 0 else None)
     return Orchestrator(nodes, control, make_policy(args.policy), cfg, estimator=estimator)
 
 
@@ -198,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
         r.add_argument("--envoy-rds", default="", help="also write an Envoy file-based RDS route config here")
         r.add_argument("--backoff-base-s", type=float, default=1.0)
         r.add_argument("--backoff-max-s", type=float, default=60.0)
+        r.add_argument("--health-interval-s", type=float, default=1.0,
+                       help="heal dead/unready models this often between windows (0: once per window)")
         r.add_argument("--max-windows", type=int, default=None)
     s = sub.add_parser("stop", help="stop the orchestrator started by `start`")
     s.add_argument("--log-dir", default=str(RUNS))

@@ -55,10 +55,13 @@ class LoopConfig:
     envoy_rds_path: Path | None = None
     backoff: Backoff = Backoff()
     max_resolves: int = 2
+    health_interval_s: float | None = 1.0  # None: check health only once per window
 
     def __post_init__(self) -> None:
         if not self.window_s > 0:
             raise ValueError(f"window_s={self.window_s}; expected > 0 seconds")
+        if self.health_interval_s is not None and not self.health_interval_s > 0:
+            raise ValueError(f"health_interval_s={self.health_interval_s}; expected > 0 seconds or None")
         if self.light == self.heavy:
             raise ValueError(f"light and heavy are both {self.light!r}; expected two different models")
 
@@ -94,7 +97,8 @@ class Orchestrator:
         self.control_state: ControlState | None = None
         self.plan: Plan | None = None
         self.window = 0
-        self._prev: dict[str, NodeSample] = {}
+        self._prev: dict[str, NodeSample] = {}  # at the last window
+        self._health_prev: dict[str, NodeSample] = {}  # at the last health look (window or between)
 
     # -- adoption --------------------------------------------------------------------------
     def adopt(self) -> dict[str, Any]:
@@ -177,7 +181,7 @@ class Orchestrator:
                                   "pending": ws.pending, "arrival_rate_qps": round(observation.arrival_rate_qps, 3),
                                   "queue_delay_ms": {k: round(v, 2) for k, v in ws.queue_delay_ms.items()},
                                   "failures_by_model": dict(ws.failures_by_model)}
-            rec["healed"] = self._heal(now, stats)
+            rec["healed"] = self._heal(now, samples)
         elif first and self._placed_workers() > 0:
             # Just adopted a running deployment: keep it until one full window is observed.
             rec["note"] = "adopted running state; first plan after one observed window"
@@ -194,22 +198,49 @@ class Orchestrator:
         self.log.write(rec)
         self.window += 1
 
-    def _heal(self, now: float, stats_by_node: dict) -> list[dict]:
-        """Reload (fresh instances) every placed stage model that failed requests or is not ready."""
-        healed = []
+    def check_health(self) -> list[dict]:
+        """Between windows: sample every node and heal what failed since the last look.
+
+        Cheap (one statistics + one metrics read per node), so the loop runs it every
+        ``health_interval_s``: a dead stub is replaced within about a second instead of at the
+        next window boundary. Returns (and logs, when not empty) the heal actions."""
+        samples = {}
         for node in self.nodes:
             if node.url in self.down:
                 continue
-            ws = stats_by_node.get(node.url)
+            try:
+                samples[node.url] = node.sample()
+            except DiffServeError:
+                continue  # the next window marks it down
+        healed = self._heal(self.clock(), samples)
+        if healed:
+            self.log.write({"event": "health", "window": self.window, "t_unix_s": time.time(), "healed": healed,
+                            "placement": {u: p.as_json() for u, p in self.placement.items()}})
+        return healed
+
+    def _heal(self, now: float, samples: dict[str, NodeSample]) -> list[dict]:
+        """Reload (fresh instances) every placed stage model that failed requests since the last
+        health look, or is not ready. Stage models never fail a valid request by design (the
+        cascade validates first), so a failure means a broken instance, e.g. a dead stub."""
+        healed = []
+        for node in self.nodes:
+            if node.url in self.down or node.url not in samples:
+                continue
+            prev, cur = self._health_prev.get(node.url), samples[node.url]
+            self._health_prev[node.url] = cur
             for m in self.models:
                 slots = self.placement.get(node.url, Placement()).slots.get(m, ())
                 if not slots or self.health.in_backoff((node.url, m), now):
                     continue
-                failed = ws is not None and ws.failures_by_model.get(m, 0) > 0
-                if not failed and node.is_ready(m):
+                fails = 0
+                if prev is not None and m in cur.models and m in prev.models:
+                    fails = max(0, cur.models[m].fail - prev.models[m].fail)
+                if fails == 0 and node.is_ready(m):
                     continue
-                reason = f"{ws.failures_by_model.get(m, 0) if ws else 0} failed requests" if failed else "not ready"
+                reason = f"{fails} failed requests" if fails else "not ready"
                 healed.append(self._run(node, m, slots, now, reason=reason, bump=True))
+                if node.url in self._health_prev:  # counters restart with the reload
+                    del self._health_prev[node.url]
         return healed
 
     def _decide_and_apply(self, now: float, observation: Observation | None, rec: dict[str, Any]) -> None:
@@ -296,7 +327,8 @@ class Orchestrator:
             out["result"] = "ok"
         except DiffServeError as exc:
             added = tuple(s for s in slots if s not in before) or tuple(slots) or before
-            self.health = self.health.failed(key, now, added, str(exc), self.config.backoff)
+            # The backoff starts when the failure is known (a failed load can take seconds).
+            self.health = self.health.failed(key, self.clock(), added, str(exc), self.config.backoff)
             self._set_slots(node.url, model, self._running_slots(node, model))
             out["result"] = f"failed: {str(exc)[:300]}"
         out["wall_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
@@ -372,6 +404,7 @@ class Orchestrator:
         """Step every ``window_s`` until ``stop`` is set (or ``max_windows`` steps)."""
         next_t = self.clock()
         n = 0
+        health_every_s = self.config.health_interval_s or self.config.window_s
         while not stop.is_set() and (max_windows is None or n < max_windows):
             try:
                 rec = self.step()
@@ -383,4 +416,12 @@ class Orchestrator:
                 on_window(rec)
             n += 1
             next_t += self.config.window_s
-            stop.wait(max(0.0, next_t - self.clock()))
+            while not stop.is_set():
+                remaining = next_t - self.clock()
+                if remaining <= 0 or stop.wait(min(remaining, health_every_s)):
+                    break
+                if next_t - self.clock() > 0.2 * health_every_s:
+                    try:
+                        self.check_health()
+                    except Exception as exc:  # noqa: BLE001 - never let a health look kill the loop
+                        self.log.write({"event": "error", "t_unix_s": time.time(), "error": repr(exc)[:500]})

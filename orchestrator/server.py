@@ -125,6 +125,25 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def precompile_models(model_repository: str | Path) -> None:
+    """Write ``__pycache__`` for every ``<model>/<version>/*.py`` before Triton loads them.
+
+    Otherwise the Python stub (which ignores PYTHONDONTWRITEBYTECODE) writes it right after
+    the first load; that changes the model folder, and Triton then turns the next
+    ``load_model`` -- even an instance_group-only change, which should update instances in
+    place -- into a full reload (verified on 2.51). Same interpreter version as the stub, so
+    the stub finds the cache valid and writes nothing. A read-only repository is left alone.
+    """
+    import compileall  # noqa: PLC0415
+
+    root = Path(model_repository)
+    for version_dir in sorted(p for p in root.glob("*/*") if p.is_dir() and p.name.isdigit()):
+        try:
+            compileall.compile_dir(str(version_dir), maxlevels=0, quiet=2)
+        except OSError:
+            pass
+
+
 class TritonServer:
     """One tritonserver process; a context manager that always stops it."""
 
@@ -182,6 +201,7 @@ class TritonServer:
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> "TritonServer":
         """Launch the process and block until the server reports ready (or raise)."""
+        precompile_models(self.config.model_repository)
         if self.log_path is None:
             DEFAULT_STATE_DIR.mkdir(parents=True, exist_ok=True)
             self.log_path = DEFAULT_STATE_DIR / f"tritonserver-{self.grpc_port}.log"

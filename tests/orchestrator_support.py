@@ -67,7 +67,7 @@ def instance_counts(server, models=("light", "heavy")) -> dict[str, int]:
 
 def stub_pids(server, model: str) -> list[int]:
     """PIDs of the Python-backend stub processes serving ``model`` on ``server``."""
-    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(server.process.pid)], capture_output=True,
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(server.process.pid)], capture_output=True,
                          text=True, check=True).stdout
     return sorted(int(line.split()[0]) for line in out.splitlines() if f"/{model}/1/model.py" in line)
 

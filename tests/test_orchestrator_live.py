@@ -75,6 +75,7 @@ def test_each_window_observes_demand_and_applies_the_plan(stack):
 def test_threshold_and_batch_sizes_change_at_runtime_without_reloading(stack):
     server, control, tmp = stack
     pids = {m: stub_pids(server, m) for m in ("light", "heavy", "cascade")}
+    assert all(pids.values()), pids  # a vacuous comparison would prove nothing
     # Same workers as the previous test's plan, new threshold: everything "hard" goes to heavy.
     orch = make_orchestrator([server], tmp, policy="static",
                              policy_kw=dict(light_workers=2, heavy_workers=1, light_batch=8, heavy_batch=1, threshold=0.5))
@@ -95,6 +96,7 @@ def test_threshold_and_batch_sizes_change_at_runtime_without_reloading(stack):
 def test_restarted_orchestrator_adopts_running_state_instead_of_reloading(stack):
     server, control, tmp = stack
     before = {m: stub_pids(server, m) for m in ("light", "heavy")}
+    assert len(before["light"]) == 2 and len(before["heavy"]) == 1
     version = json.loads(control.read_text())["version"]
     orch = make_orchestrator([server], tmp, policy="static",
                              policy_kw=dict(light_workers=2, heavy_workers=1, light_batch=8, heavy_batch=1, threshold=0.0))
