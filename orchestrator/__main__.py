@@ -63,6 +63,18 @@ def detect_gpus() -> tuple[int, ...]:
     return tuple(i for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU ")))
 
 
+def resolve_device(profiles_dir: str | Path, device: str) -> str:
+    """``auto``: the one ``<device>.json`` profile in ``profiles_dir`` (``make profile`` names it
+    after the machine); ValueError naming what is there when there is none or several."""
+    if device != "auto":
+        return device
+    found = sorted(p.stem for p in Path(profiles_dir).glob("*.json") if p.name != "quality_curve.json")
+    if len(found) != 1:
+        raise ValueError(f"--device auto: expected exactly one profile JSON in {profiles_dir}, found {found}; "
+                         "run `make profile` or pass --device <name>")
+    return found[0]
+
+
 def build(args: argparse.Namespace) -> Orchestrator:
     from planner import data, make_policy  # noqa: PLC0415
 
@@ -78,7 +90,7 @@ def build(args: argparse.Namespace) -> Orchestrator:
     for e in entries:
         kind, slots = parse_slots(e.get("slots", args.slots), args.cpu_slots)
         nodes.append(TritonNode(NodeSpec(e["url"], kind, slots), e["metrics_url"], admin_key=args.admin_key or None))
-    profiles, deferral, quality = data.load_calibration(args.profiles, args.device)
+    profiles, deferral, quality = data.load_calibration(args.profiles, resolve_device(args.profiles, args.device))
     # The planner keys plans by profile name; the live loop keys them by Triton model name.
     models = (dataclasses.replace(profiles[0], name=args.light_model),
               dataclasses.replace(profiles[-1], name=args.heavy_model))
@@ -182,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
         r.add_argument("--cpu-slots", type=int, default=int(os.environ.get("CPU_SLOTS", "2")),
                        help="CPU instance slots when --slots auto finds no GPU")
         r.add_argument("--profiles", required=True, help="profiles/<cascade>/ (device JSON, deferral, quality curves)")
-        r.add_argument("--device", default="cpu", help="profile file name under --profiles (default cpu)")
+        r.add_argument("--device", default="auto", help="profile file name under --profiles ('auto': the only one)")
         r.add_argument("--policy", default="diffserve", help="planner policy (planner.POLICY_NAMES)")
         r.add_argument("--window-s", type=float, default=5.0)
         r.add_argument("--slo-ms", type=float, default=5000.0)
