@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.sim.trace import Trace, calibrate_confidences, load_trace, query_confidences, scale_trace
+from benchmarks.sim.trace import Trace, calibrate_confidences, load_trace, query_confidences, rate_scale_trace, scale_trace
 from planner.types import DeferralCurve
 
 PAPER_F = DeferralCurve((0.0, 0.05, 0.1, 0.5, 0.6, 1.0), (0.0, 0.36, 0.449, 0.993, 1.0, 1.0))
@@ -60,3 +60,19 @@ def test_query_confidence_of_an_unknown_prompt_is_an_error():
     tr = Trace(np.array([0.0, 1.0]), np.array([1, 99]))
     with pytest.raises(ValueError, match="prompt_id 99 has no confidence"):
         query_confidences(tr, {1: 0.9, 2: 0.3}, PAPER_F)
+
+
+def test_rate_scaling_by_a_fraction_multiplies_the_count_and_is_seeded():
+    rng = np.random.default_rng(0)
+    base = Trace.from_unsorted(rng.uniform(0, 60_000, 2000), np.arange(2000))
+    assert rate_scale_trace(base, 1.0, seed=1) is base
+    for factor in (0.5, 1.5, 2.0, 3.25):
+        tr = rate_scale_trace(base, factor, seed=1)
+        assert len(tr) == pytest.approx(factor * 2000, rel=0.05)
+        assert np.all(np.diff(tr.arrival_ms) >= 0)
+        assert np.array_equal(rate_scale_trace(base, factor, seed=1).arrival_ms, tr.arrival_ms)
+    # the original arrivals are all kept when the factor is >= 1
+    assert np.isin(base.arrival_ms, rate_scale_trace(base, 1.5, seed=2).arrival_ms).all()
+    assert not np.array_equal(rate_scale_trace(base, 1.5, seed=2).arrival_ms, rate_scale_trace(base, 1.5, seed=3).arrival_ms)
+    with pytest.raises(ValueError, match="rate factor 0"):
+        rate_scale_trace(base, 0.0, seed=1)

@@ -126,3 +126,32 @@ def plot_bars(path: Path, names: Sequence[str], violation: Sequence[float], fid:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_vs_load(path: Path, factors: Sequence[float], summaries: Mapping[str, Sequence[Mapping[str, Any]]],
+                 fid_bound: Sequence[float], title: str) -> Path:
+    """SLO violation ratio and mean FID against the load factor, one line per policy
+    (``summaries[policy][i]`` is the run at ``factors[i]``), with the fluid FID bound."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, runs in summaries.items():
+        a.plot(factors, [r["violation_ratio"] for r in runs], marker="o", lw=1.2, label=name)
+        b.plot(factors, [r["mean_fid"] for r in runs], marker="o", lw=1.2, label=name)
+    b.plot(factors, fid_bound, color="black", ls="--", lw=1, label="fluid bound")
+    a.set_ylabel("SLO violation ratio")
+    a.set_yscale("symlog", linthresh=1e-3)
+    b.set_ylabel("mean FID (lower is better)")
+    for ax in (a, b):
+        ax.set_xlabel("load factor (x the trace's arrival rate)")
+        ax.grid(alpha=0.3)
+    b.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

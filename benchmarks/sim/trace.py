@@ -95,6 +95,37 @@ def scale_trace(trace: Trace, factor: int, seed: int) -> Trace:
     return Trace.from_unsorted(arrivals, prompts, name=f"{trace.name}x{factor}")
 
 
+def rate_scale_trace(trace: Trace, factor: float, seed: int) -> Trace:
+    """The trace with its arrival rate multiplied by ``factor`` (> 0, not only integers),
+    deterministic from ``seed``.
+
+    The original arrivals come first and unchanged; ``floor(factor) - 1`` more copies are
+    superimposed, each shifted by an independent uniform offset in [0, 1000) ms (as
+    :func:`scale_trace`, so the per-second rate shape is kept); the fractional part adds one more
+    shifted copy thinned to that fraction (each arrival kept with that probability). ``factor``
+    < 1 thins the original. Factor 1 returns the trace itself.
+    """
+    if not factor > 0:
+        raise ValueError(f"rate factor {factor}; expected > 0")
+    if factor == 1:
+        return trace
+    rng = np.random.default_rng(seed)
+    whole, frac = int(np.floor(factor)), factor - np.floor(factor)
+    arrivals, prompts = [], []
+    if whole >= 1:
+        arrivals.append(trace.arrival_ms)
+        prompts.append(trace.prompt_id)
+    for _ in range(max(0, whole - 1)):
+        arrivals.append(trace.arrival_ms + rng.uniform(0.0, 1000.0))
+        prompts.append(trace.prompt_id)
+    if frac > 0:
+        keep = rng.random(len(trace)) < frac
+        shift = rng.uniform(0.0, 1000.0) if whole >= 1 else 0.0  # thinning alone keeps the times
+        arrivals.append(trace.arrival_ms[keep] + shift)
+        prompts.append(trace.prompt_id[keep])
+    return Trace.from_unsorted(np.concatenate(arrivals), np.concatenate(prompts), name=f"{trace.name}@{factor:g}x")
+
+
 def load_confidences(path: str | Path, column: str = "sdturbo") -> dict[int, float]:
     """Per-prompt light-image confidence from the paper's ``confidence_*.csv``
     (``content_id,sdturbo,sdv15``). Returns {prompt_id: confidence}."""
