@@ -56,6 +56,7 @@ class LoopConfig:
     backoff: Backoff = Backoff()
     max_resolves: int = 2
     health_interval_s: float | None = 1.0  # None: check health only once per window
+    control_grace_s: float = 0.3  # after routing away from a model, before unloading it (3 x 100 ms re-read)
 
     def __post_init__(self) -> None:
         if not self.window_s > 0:
@@ -255,6 +256,7 @@ class Orchestrator:
         rec["planner_wall_ms"] = round(decision.planner_wall_ms, 3)
         plan, actions, resolves = decision.plan, [], []
         rec["plan"] = plan_json(plan)
+        self._route_away_before_unload(plan, rec)
         for attempt in range(self.config.max_resolves + 1):
             failed = self._apply_placement(plan, available, now, actions)
             if not failed or attempt == self.config.max_resolves:
@@ -274,6 +276,19 @@ class Orchestrator:
         self.plan = plan
         self._write_control(plan, rec)
         self._publish(plan, rec)
+
+    def _route_away_before_unload(self, plan: Plan, rec: dict[str, Any]) -> None:
+        """Before a model is unloaded everywhere, stop routing to it and let the serving models
+        re-read the control file (they check every 100 ms), so no request is sent to a model
+        that is going away. Loads need no such step: the control file is written after them."""
+        running = self._running_workers()
+        leaving = [m for m in self.models if running[m] > 0 and int(plan.workers.get(m, 0)) == 0]
+        if not leaving or self.control_path is None:
+            return
+        interim = dataclasses.replace(plan, workers={m: (0 if m in leaving else running[m]) for m in self.models})
+        self._write_control(interim, rec)
+        rec["routed_away_before_unload"] = leaving
+        time.sleep(self.config.control_grace_s)
 
     def _available(self, now: float) -> dict[str, tuple[int, ...]]:
         out = {}
