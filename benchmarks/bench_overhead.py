@@ -34,10 +34,12 @@ OUT = PROJECT_ROOT / "runs" / "bench_overhead"
 MODELS = ("light", "heavy", "discriminator", "cascade")
 
 
-def prepare_repository(source: Path | None, dest: Path, control_file: Path, ort_threads: int = 0) -> Path:
+def prepare_repository(source: Path | None, dest: Path, control_file: Path, ort_threads: int = 0,
+                       stage_queue_delay_us: int | None = None) -> Path:
     """Copy an exported repository (or export a tiny random cascade when ``source`` is None) to
-    ``dest``, add the cascade model, point every model's control file at ``control_file`` and
-    set the stages' ONNX Runtime thread count (0 = ORT's default)."""
+    ``dest``, add the cascade model, point every model's control file at ``control_file``, set
+    the stages' ONNX Runtime thread count (0 = ORT's default) and, when given, the stages'
+    dynamic-batching window ``max_queue_delay_microseconds``."""
     import re  # noqa: PLC0415
 
     if dest.exists():
@@ -52,9 +54,15 @@ def prepare_repository(source: Path | None, dest: Path, control_file: Path, ort_
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.tmp", "*.old"))
     shutil.copytree(PROJECT_ROOT / "model_repository" / "cascade", dest / "cascade", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))
+    for stage in MODELS[:3]:  # `python -m export export --repo elsewhere` writes no thin model.py files
+        if not (dest / stage / "1" / "model.py").exists():
+            shutil.copy(PROJECT_ROOT / "model_repository" / stage / "1" / "model.py", dest / stage / "1" / "model.py")
     for cfg in dest.glob("*/config.pbtxt"):
         text = re.sub(r'(key: "control_file" value: \{ string_value: )"[^"]*"', rf'\1"{control_file}"', cfg.read_text())
-        cfg.write_text(re.sub(r'(key: "ort_threads" value: \{ string_value: )"[^"]*"', rf'\1"{ort_threads}"', text))
+        text = re.sub(r'(key: "ort_threads" value: \{ string_value: )"[^"]*"', rf'\1"{ort_threads}"', text)
+        if stage_queue_delay_us is not None and cfg.parent.name != "cascade":
+            text = re.sub(r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {stage_queue_delay_us}", text)
+        cfg.write_text(text)
     return dest
 
 
@@ -95,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--ort-threads", type=int, default=0,
                     help="ONNX Runtime intra-op threads, both sides (0 = ORT default; 1 = no thread pool, no spinning)")
+    ap.add_argument("--stage-queue-delay-us", type=int, default=None,
+                    help="override the stages' dynamic-batching window (default: as exported)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
 
@@ -109,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     control = write_control(out / "control.json", {"threshold": args.threshold, "routing": "cascade"})
     repo = prepare_repository(None if args.tiny_random else Path(args.model_repository), out / "repository", control,
-                              args.ort_threads)
+                              args.ort_threads, args.stage_queue_delay_us)
     art = {m: repo / m / "1" / "artifacts" for m in MODELS[:3]}
     light, heavy = load_stage(art["light"], threads=args.ort_threads), load_stage(art["heavy"], threads=args.ort_threads)
     disc = load_discriminator(art["discriminator"], threads=args.ort_threads)
@@ -153,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = med["triton"] / med["in_process"]
     result = {
         "requests_per_side": args.requests, "threshold": args.threshold, "batch_size": 1,
-        "ort_threads": args.ort_threads, "deferred": sum(v == "heavy" for v in served_log),
+        "ort_threads": args.ort_threads, "stage_queue_delay_us": args.stage_queue_delay_us, "deferred": sum(v == "heavy" for v in served_log),
         "repository": "tiny-random export" if args.tiny_random else str(args.model_repository),
         "median_ms": {k: round(v, 2) for k, v in med.items()},
         "mean_ms": {k: round(statistics.fmean(v), 2) for k, v in times.items()},
