@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from export.runtime.control import ControlState, read_control, resolve_control_path, write_control
+from export.runtime.control import (ControlState, default_control_path, read_control, resolve_control_path,
+                                    write_control)
 from orchestrator.control import ControlConfig, DemandEstimator, Observation, Policy, build_instance, decide
 from orchestrator.errors import DiffServeError
 from orchestrator.health import Backoff, HealthBook
@@ -67,6 +68,10 @@ class LoopConfig:
             raise ValueError(f"light and heavy are both {self.light!r}; expected two different models")
 
 
+def _params(model_config: dict) -> dict[str, str]:
+    return {k: v.get("string_value", "") for k, v in (model_config.get("parameters") or {}).items()}
+
+
 def plan_json(plan: Plan) -> dict[str, Any]:
     return {"policy": plan.policy, "workers": dict(plan.workers), "batch_size": dict(plan.batch_size),
             "threshold": plan.threshold, "capacity_qps": {k: round(v, 3) for k, v in plan.capacity_qps.items()},
@@ -105,6 +110,8 @@ class Orchestrator:
     def adopt(self) -> dict[str, Any]:
         """Read what runs (repository index, model configs, control file) without changing it;
         load only the models that must always be up (cascade, discriminator) if they are not."""
+        if self.control_path is None:  # first: it may load light to read its config
+            self.control_path = self._control_path_from_config()
         adopted = {}
         for node in self.nodes:
             try:
@@ -113,8 +120,6 @@ class Orchestrator:
             except DiffServeError as exc:
                 self.down.add(node.url)
                 adopted[node.url] = {"error": str(exc)}
-        if self.control_path is None:
-            self.control_path = self._control_path_from_config()
         try:
             self.control_state = read_control(self.control_path)
         except (OSError, ValueError):
@@ -140,16 +145,24 @@ class Orchestrator:
         return {"index": index, "placement": self.placement[node.url].as_json()}
 
     def _control_path_from_config(self) -> Path:
+        """Where the serving models read the control file, resolved like they do: the cascade's
+        ``control_file`` parameter, else the light stage's, else ``runs/control/<its cascade>.json``."""
         for node in self.nodes:
             if node.url in self.down:
                 continue
             try:
-                params = node.model_config(self.config.cascade).get("parameters", {})
+                cascade = _params(node.model_config(self.config.cascade))
+                if cascade.get("control_file"):
+                    return resolve_control_path(cascade["control_file"])
+                if not node.is_ready(self.config.light):
+                    node.load_default(self.config.light)  # its config names the control file
+                light = _params(node.model_config(self.config.light))
             except DiffServeError:
                 continue
-            if "control_file" in params:
-                return resolve_control_path(params["control_file"]["string_value"])
-        raise ValueError(f"no control_file parameter on model {self.config.cascade!r} of any node; pass control_path")
+            if light.get("control_file"):
+                return resolve_control_path(light["control_file"])
+            return default_control_path(light.get("cascade") or "tiny")
+        raise ValueError(f"no node answered for model {self.config.cascade!r}; pass control_path")
 
     # -- one window ------------------------------------------------------------------------
     def step(self) -> dict[str, Any]:
