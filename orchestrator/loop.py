@@ -233,9 +233,9 @@ class Orchestrator:
         return healed
 
     def _heal(self, now: float, samples: dict[str, NodeSample]) -> list[dict]:
-        """Reload (fresh instances) every placed stage model that failed requests since the last
-        health look, or is not ready. Stage models never fail a valid request by design (the
-        cascade validates first), so a failure means a broken instance, e.g. a dead stub."""
+        """Reload (fresh instances) every placed stage model that failed at least half of its
+        requests since the last health look, or is not ready. The cascade validates requests
+        before calling stages, so stage failures mean a broken instance, e.g. a dead stub."""
         healed = []
         for node in self.nodes:
             if node.url in self.down or node.url not in samples:
@@ -246,10 +246,13 @@ class Orchestrator:
                 slots = self.placement.get(node.url, Placement()).slots.get(m, ())
                 if not slots or self.health.in_backoff((node.url, m), now):
                     continue
-                fails = 0
+                fails = oks = 0
                 if prev is not None and m in cur.models and m in prev.models:
                     fails = max(0, cur.models[m].fail - prev.models[m].fail)
-                if fails == 0 and node.is_ready(m):
+                    oks = max(0, cur.models[m].success - prev.models[m].success)
+                # At least half failing: a broken instance (a dead stub fails everything it gets),
+                # not a client's occasional bad request to a stage (inference is open to clients).
+                if (fails == 0 or fails < oks) and node.is_ready(m):
                     continue
                 reason = f"{fails} failed requests" if fails else "not ready"
                 healed.append(self._run(node, m, slots, now, reason=reason, bump=True))
