@@ -14,8 +14,11 @@ Data
   ``Q[p,k] = FID_p(1 - f[p,k])``;
 - utilization levels ``rho[r]`` in (0, 1] (``diffserve``: only 1.0);
 - demand ``D`` queries/s, GPUs ``N``, latency SLO ``SLO`` ms, current workers ``x0[m]``;
+  backlog rate ``B[m]`` queries/s (queued queries to drain; 0 unless ``quality`` drains queues);
 - a stage ``sg = (m, role)`` is model ``m`` as the light or as the heavy model of a pair; its
-  options ``i = (b, r)``. The stage's arrival rate is ``lam = D`` (light) or ``D f[p,k]`` (heavy);
+  options ``i = (b, r)``. The stage's arrival rate is ``lam = D + B[l]`` (light) or
+  ``D f[p,k] + B[h]`` (heavy, when ``f[p,k] > 0``); below, ``D`` in (C5) and ``D f`` in (C6) stand
+  for these rates;
   ``w[sg,i,k]`` ms is the queueing estimate at that rate, ``phi[sg,i,k]`` ms per worker the
   batch-fill coefficient and ``cmin[sg,i]`` the fewest workers the estimate assumes.
   ``diffserve``: ``w`` = the observed delay (Little's law), ``phi = 0``, ``cmin = 1``.
@@ -87,6 +90,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from typing import Mapping
+
 from ortools.sat.python import cp_model
 
 from planner.queueing import QueueModel  # noqa: F401  (re-exported: policies build it from here)
@@ -126,6 +131,9 @@ class CascadeSpec:
     # ``min_fid``: solve each pair as its own model and keep the best (see Decomposition); False
     # builds the one model over all pairs (same plans, kept to check that in the tests).
     decompose_pairs: bool = True
+    # Queued queries per model to drain, as extra arrival rate (queries/s) at that model's stage
+    # (``quality`` with ``drain_queues``); empty: none.
+    backlog_qps: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +208,15 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
     """Solve the cascade MILP for ``inst``; returns the plan or raises :class:`PlannerInfeasible`."""
     t0 = time.perf_counter()
     N, D, q = inst.num_workers, inst.demand_qps, spec.queue
+
+    def lam_l(m: str) -> float:
+        """Arrival rate (queries/s) at light model ``m``'s stage: every query, plus its backlog."""
+        return D + spec.backlog_qps.get(m, 0.0)
+
+    def lam_h(m: str, f: float) -> float:
+        """Arrival rate at heavy model ``m``'s stage when a share ``f`` is deferred (0: no stage)."""
+        return D * f + spec.backlog_qps.get(m, 0.0) if f > 0 else 0.0
+
     slo_us = int(math.floor(inst.slo_ms * _US))
     grids: dict[tuple[str, str], list[_GridPoint]] = {}
     for p in spec.pairs:
@@ -212,15 +229,15 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
     # Stage options (b, rho) and the arrival rates each stage may see: D (light), D f (heavy).
     rates: dict[tuple[str, str], list[float]] = {}
     for p, g in grids.items():
-        rates.setdefault((p[0], LIGHT), [D])
+        rates.setdefault((p[0], LIGHT), [lam_l(p[0])])
         rates.setdefault((p[1], HEAVY), [])
-        rates[(p[1], HEAVY)] = sorted(set(rates[(p[1], HEAVY)]) | {D * pt.f for pt in g if pt.f > 0})
+        rates[(p[1], HEAVY)] = sorted(set(rates[(p[1], HEAVY)]) | {lam_h(p[1], pt.f) for pt in g if pt.f > 0})
     stages: dict[tuple[str, str], list[_Option]] = {}
     for sg in rates:
         prof = inst.model(sg[0])
         stages[sg] = [
             _Option(b, rho, int(math.floor(rho * prof.throughput_qps(b) * _MQ)), prof.throughput_qps(b),
-                    q.min_workers(prof, b, rho, D) if sg[1] == LIGHT else 1)
+                    q.min_workers(prof, b, rho, lam_l(sg[0])) if sg[1] == LIGHT else 1)
             for b in prof.batch_sizes
             if prof.latency_ms(b) <= inst.slo_ms  # a slower batch can never meet the SLO
             for rho in q.utilization_levels
@@ -241,7 +258,7 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
         if sg[1] == LIGHT:
             best: dict[tuple[int, int], _Option] = {}
             for o in opts:
-                if o.cmin <= N and stage_ms(sg, o, D) <= inst.slo_ms:
+                if o.cmin <= N and stage_ms(sg, o, lam_l(sg[0])) <= inst.slo_ms:
                     key = (o.batch, o.cmin)  # same workers floor, same wait: keep the loosest rho
                     if key not in best or o.rho > best[key].rho:
                         best[key] = o
@@ -266,12 +283,12 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
     floors: dict[tuple[tuple[str, str], float], tuple[int, float]] = {}
     kept = []
     for p, g in grids.items():
-        lk = ((p[0], LIGHT), D)
+        lk = ((p[0], LIGHT), lam_l(p[0]))
         if lk not in floors:
             floors[lk] = floor(*lk)
         xl, ml = floors[lk]
         for k, pt in enumerate(g):
-            hk = ((p[1], HEAVY), D * pt.f)
+            hk = ((p[1], HEAVY), lam_h(p[1], pt.f))
             if pt.f > 0 and hk not in floors:
                 floors[hk] = floor(*hk)
             xh, mh = floors[hk] if pt.f > 0 else (0, 0.0)
@@ -322,9 +339,10 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
                 _lin2(m, n[(sg, i)], 1, y[(sg, i)], -N, -_BIG, 0)  # (C4) n <= N y
                 _lin2(m, n[(sg, i)], 1, y[(sg, i)], -o.cmin, 0, _BIG)  # (C4) n >= cmin y
             if sg[1] == LIGHT:  # (C5)
-                _lin(m, cap_terms(sg) + [(z[pk], -d_mq) for pk in act], 0, _BIG)
+                dl_mq = int(math.ceil(lam_l(sg[0]) * _MQ - 1e-9))
+                _lin(m, cap_terms(sg) + [(z[pk], -dl_mq) for pk in act], 0, _BIG)
             else:  # (C6): every (p, k) with this heavy model, f = 0 ones contribute nothing
-                dem = [(z[(p, k)], -int(math.ceil(D * grids[p][k].f * _MQ - 1e-9))) for p, k in z if p[1] == sg[0]]
+                dem = [(z[(p, k)], -int(math.ceil(lam_h(sg[0], grids[p][k].f) * _MQ - 1e-9))) for p, k in z if p[1] == sg[0]]
                 _lin(m, cap_terms(sg) + dem, 0, _BIG)
         _lin(m, [(v, 1) for v in n.values()], 0, N)  # (C7)
 
@@ -346,7 +364,7 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
         terms_at: dict[tuple[tuple[str, str], float], tuple[list, list]] = {}  # shared by pairs with a stage and rate
         for (p, k), zv in z.items():  # (C8)
             f = grids[p][k].f
-            keys_ = [((p[0], LIGHT), D)] + ([((p[1], HEAVY), D * f)] if f > 0 else [])
+            keys_ = [((p[0], LIGHT), lam_l(p[0]))] + ([((p[1], HEAVY), lam_h(p[1], f))] if f > 0 else [])
             for key in keys_:
                 if key not in terms_at:
                     terms_at[key] = latency_terms(*key)
@@ -410,7 +428,7 @@ def solve_cascade(inst: Instance, spec: CascadeSpec, policy: str) -> Plan:
         dec: dict = {"pk": pk, "workers": {}, "batch": {}, "cap": {}, "lat": {}}
         g = grids[pk[0]][pk[1]]
         for sg in ((pk[0][0], LIGHT), (pk[0][1], HEAVY)):
-            lam = D if sg[1] == LIGHT else D * g.f
+            lam = lam_l(sg[0]) if sg[1] == LIGHT else lam_h(sg[0], g.f)
             for i, o in enumerate(sgs[sg]):
                 if solver.value(y[(sg, i)]):
                     x = int(solver.value(n[(sg, i)]))

@@ -101,6 +101,9 @@ class QualityPolicy:
     threshold_step: float | None = None
     solver_overrides: tuple[tuple[str, Any], ...] = ()
     spread_spare_workers: bool = False  # give GPUs the plan leaves idle to its models (planner.spare)
+    # Plan capacity to drain the observed queues: each model's mean queue length over the last
+    # window, spread over one SLO, is added to its stage's arrival rate.
+    drain_queues: bool = False
     name: str = "quality"
 
     def __post_init__(self) -> None:
@@ -138,6 +141,8 @@ class QualityPolicy:
             dedupe_deferral=True,
             time_limit_s=self.time_limit_s,
             search_workers=self.search_workers,
+            backlog_qps={m: float(v) / (inst.slo_ms / 1000.0) for m, v in inst.queue_length.items() if v > 0}
+            if self.drain_queues else {},
         )
         plan = solve_cascade(inst, _apply_overrides(self.name, spec, self.solver_overrides), self.name)
         return spread_spare_workers(plan, inst) if self.spread_spare_workers else plan

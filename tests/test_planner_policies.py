@@ -237,3 +237,18 @@ def test_spare_gpus_become_headroom_without_changing_the_plan():
     assert set(spread.workers) == set(base.workers)
     assert all(spread.capacity_qps[m] >= base.capacity_qps[m] for m in base.workers)
     assert "spare" in spread.reason
+
+
+def test_quality_draining_queues_gives_the_queued_model_more_capacity():
+    light = ModelProfile("light", {1: 100.0, 4: 220.0}, 0)
+    heavy = ModelProfile("heavy", {1: 1000.0, 2: 1400.0}, 1)
+    base = tiny(models=(light, heavy), num_workers=12, slo_ms=5000.0, demand_qps=4.0,
+                queue_length={"heavy": 20.0, "light": 0.0})
+    plain = make_policy("quality").plan(base)
+    drain = make_policy("quality", drain_queues=True).plan(base)
+    assert plain.status == drain.status == "OPTIMAL"
+    # 20 queued heavy queries over the 5 s SLO are 4 qps more at the heavy stage: the plan must
+    # give it capacity for them on top of the deferred share (or defer less).
+    assert drain.heavy_share == plain.heavy_share > 0  # enough GPUs: same threshold, more heavy GPUs
+    need = 4.0 * drain.heavy_share + 20.0 / 5.0
+    assert drain.capacity_qps["heavy"] >= need > plain.capacity_qps["heavy"]

@@ -30,7 +30,8 @@ from .trace import Trace, load_trace, query_confidences, rate_scale_trace, scale
 
 PAPER_POLICIES = ("clipper-light", "clipper-heavy", "proteus", "static", "diffserve", "diffserve-fine", "quality")
 LABEL = {"proteus": "proteus-like", "quality": "ours (quality)", "static": "diffserve-static",
-         "diffserve-fine": "diffserve (0.01 grid)", "quality-nospread": "ours without spare-GPU headroom"}
+         "diffserve-fine": "diffserve (0.01 grid)", "quality-nospread": "ours without spare-GPU headroom",
+         "quality-drain": "ours draining observed queues"}
 # Runs that are a planner policy with parameters: run name -> (policy name, keyword arguments).
 # ``quality``: the batcher in the simulator (and in our Triton config) never waits for a full
 #   batch, so the policy is told so (max_batch_wait_ms=0); its threshold grid is 0.01 so that it
@@ -43,6 +44,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "diffserve-fine": ("diffserve", {"threshold_step": 0.01}),
     # Ablation (not in the default runs): ours without the spare-GPU headroom.
     "quality-nospread": ("quality", {"threshold_step": 0.01, "max_batch_wait_ms": 0.0}),
+    # Ablation: ours also provisioning to drain the observed queues (QualityPolicy.drain_queues).
+    "quality-drain": ("quality", {"threshold_step": 0.01, "max_batch_wait_ms": 0.0, "spread_spare_workers": True,
+                                  "drain_queues": True}),
 }
 # The shared MAF traces and the cluster each is sized for (artifact README: hi/2 GPUs), one
 # GPU of which is the result sink, as in the paper's 16-GPU / 15-model-worker setup.
