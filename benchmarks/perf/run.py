@@ -81,7 +81,7 @@ def print_summary(results: list[dict]) -> None:
     print(f"{'mode':<13} {'load':>7} {'infer/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
     for res in results:
         key = "Concurrency" if res["mode"] == "concurrency" else "Request Rate"
-        for row in res["rows"]:
+        for row in sorted(res["rows"], key=lambda r: float(r.get(key, 0) or 0)):  # perf_analyzer sorts by throughput
             ms = {p: float(row.get(f"p{p} latency", "nan")) / 1000.0 for p in (50, 90, 99)}
             print(f"{res['mode']:<13} {row.get(key, '?'):>7} {float(row['Inferences/Second']):>8.2f} "
                   f"{ms[50]:>8.1f} {ms[90]:>8.1f} {ms[99]:>8.1f}")
