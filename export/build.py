@@ -118,7 +118,7 @@ def export_generator_stage(name: str, cascade: CascadeConfig, repo: Path, opts: 
         result["components"] = [V.verify_component(c, OrtEngine(tmp / c.onnx_file))
                                 for c in tqdm(comps, desc=f"{name}: verify components", unit="graph")]
         runtime = load_stage(tmp, backend="onnxruntime")
-        result["tokenizers"] = V.verify_tokenizers(pipe, runtime, V.VERIFY_PROMPTS)
+        result["tokenizers"] = V.verify_tokenizers(pipe, runtime, V.TOKENIZER_PROMPTS)
         with tqdm(total=1, desc=f"{name}: verify end to end", unit="run") as bar:
             result["end_to_end"] = V.verify_end_to_end(pipe, runtime)
             bar.update()

@@ -22,6 +22,9 @@ FP16_REL_TOL = 5e-2  # table flag for fp16 GPU engines (TensorRT / AOTInductor)
 # one longer than any text encoder's context (the truncation policy).
 VERIFY_PROMPTS = ("a red circle on the left", "", "two blue squares above a green triangle " * 12)
 VERIFY_SEEDS = (0, 1, 2**32 - 1)
+# Tokenizer parity also covers case, punctuation, whitespace runs and characters outside the vocabulary.
+TOKENIZER_PROMPTS = VERIFY_PROMPTS + ("A RED Circle, on the LEFT.", "  two\tblue\n squares  ", "ünïcødé ⬛ 🐱",
+                                      "a photo of a cat!!! 123", "three small green triangles above a big square")
 
 
 def psnr_db(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
