@@ -43,6 +43,33 @@ def test_demo_serves_prompts_writes_images_and_sheet_and_stops_the_server(tiny_e
     assert started and started[0].process.poll() is not None  # the server was stopped
 
 
+def test_demo_stops_the_server_when_a_request_fails_midway(tiny_exported, tmp_path, monkeypatch):
+    from benchmarks.client import CascadeClient  # noqa: PLC0415
+    from conftest import add_cascade_model, point_control_files  # noqa: PLC0415
+
+    cfg, exported = tiny_exported("sd")
+    repo = Path(shutil.copytree(exported, tmp_path / "repository"))
+    add_cascade_model(repo)
+    point_control_files(repo, tmp_path / "control.json")
+    started = []
+    real_start = demo.TritonServer.start
+    monkeypatch.setattr(demo.TritonServer, "start", lambda self: started.append(self) or real_start(self))
+    calls = []
+
+    def failing_generate(self, *a, **kw):
+        calls.append(a)
+        if len(calls) > 2:
+            raise RuntimeError("simulated failure in the middle of the demo")
+        return real_generate(self, *a, **kw)
+
+    real_generate = CascadeClient.generate
+    monkeypatch.setattr(CascadeClient, "generate", failing_generate)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        demo.main(["--cascade", str(cfg), "--model-repository", str(repo), "--out", str(tmp_path / "demo"),
+                   "--per-difficulty", "2"])
+    assert started and started[0].process.poll() is not None  # stopped although the demo failed
+
+
 def test_demo_refuses_an_unexported_repository(tmp_path, capsys):
     (tmp_path / "cascade").mkdir()
     assert demo.main(["--model-repository", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
