@@ -217,3 +217,14 @@ def test_under_overload_requests_are_either_served_or_dropped_at_once_never_hung
     assert served and dropped, (len(served), len(dropped))
     assert wall_s < 5.0, wall_s
     print(f"overload: {len(served)} served, {len(dropped)} dropped in {wall_s:.2f} s")
+
+
+def test_a_broken_control_file_keeps_the_last_good_state_and_is_logged(stack, client):
+    server, control = stack[0], stack[1]
+    set_control(control, threshold=0.95)
+    assert client.generate(EASY).served_by == "heavy"
+    control.write_text('{"threshold": 7}')
+    time.sleep(0.25)
+    res = client.generate(EASY)
+    assert (res.served_by, res.threshold) == ("heavy", pytest.approx(0.95))
+    assert "keeping the last good control state" in server.log_path.read_text()

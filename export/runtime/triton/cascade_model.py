@@ -232,6 +232,7 @@ class TritonPythonModel:
                                   SharedState.slot_for(args.get("model_instance_name", self.name)))
         self.metrics = CascadeMetrics(pb_utils, self.name)
         self._threshold_shown = self.control.get().threshold
+        self._control_error_logged: str | None = None
         self.metrics.threshold.set(self._threshold_shown)
         self.logger = pb_utils.Logger
         self.logger.log_info(f"{self.name}: control file {self.cfg.control_file}, default SLO {self.cfg.slo_ms} ms, "
@@ -399,6 +400,10 @@ class TritonPythonModel:
         responses: list[Any] = [None] * len(requests)
         try:
             policy = self.control.get()
+            if self.control.last_error != self._control_error_logged:  # log a broken control file once
+                self._control_error_logged = self.control.last_error
+                if self.control.last_error:
+                    self.logger.log_warn(f"{self.name}: keeping the last good control state: {self.control.last_error}")
             if policy.threshold != self._threshold_shown:
                 self.metrics.threshold.set(policy.threshold)
                 self._threshold_shown = policy.threshold
