@@ -20,7 +20,7 @@ PROFILE_DIR ?= profiles/$(basename $(notdir $(CASCADE)))
 ADMIN_KEY_FILE ?= runs/server/admin_key
 LIVE_ARGS ?=
 
-.PHONY: setup test serve stop bench-live export zoo profile calibrate demo perf bench-overhead bench-sim bench-planner clean help
+.PHONY: setup test serve stop bench-live export zoo tiny-report profile calibrate demo perf bench-overhead bench-sim bench-planner clean help
 
 help:
 	@grep -E '^## ' Makefile | sed 's/## //'
@@ -81,6 +81,14 @@ perf: export
 ## bench-overhead  cascade through Triton vs the same pipeline in-process, batch 1 -> runs/bench_overhead/
 bench-overhead: export
 	$(PY) -m benchmarks.bench_overhead
+
+## zoo        retrain the embedded tiny cascade from seeds (CUDA if present, else CPU: hours) -> export/tiny/weights/
+zoo: setup
+	$(PY) -m export.tiny.zoo $(ZOO_ARGS)
+
+## tiny-report  fidelity/FID by difficulty, discriminator AUC, cascade curve, CPU cost -> benchmarks/results/tiny/
+tiny-report: setup
+	$(PY) benchmarks/tiny_report.py $(TINY_REPORT_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,0 +1,59 @@
+"""Sampling the tiny pipelines through diffusers' ``StableDiffusionPipeline`` (the reference path)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
+from tqdm import tqdm
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """How a stage is sampled: DDIM ``steps`` and classifier-free ``guidance_scale`` (<= 1: no CFG)."""
+
+    steps: int
+    guidance_scale: float
+
+
+# The cascade's defaults (what configs/tiny.yaml should name): heavy = 25-step DDIM with CFG,
+# light = one step of an x0-predicting model without CFG.
+SAMPLING = {"heavy": SamplingConfig(steps=25, guidance_scale=3.0), "light": SamplingConfig(steps=1, guidance_scale=1.0)}
+
+
+def load_pipeline(path: str | Path, device: torch.device | str = "cpu") -> StableDiffusionPipeline:
+    """``StableDiffusionPipeline.from_pretrained(path)`` in fp32 on ``device``, progress bar off."""
+    diffusers_logging.set_verbosity_error()
+    pipe = StableDiffusionPipeline.from_pretrained(str(path), torch_dtype=torch.float32, safety_checker=None,
+                                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def generate(
+    pipe: StableDiffusionPipeline,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    sampling: SamplingConfig,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> np.ndarray:
+    """Images uint8 (B, 32, 32, 3) for ``prompts``; image i depends only on (prompt i, seed i).
+
+    Raises ValueError when prompts and seeds differ in length.
+    """
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    out = []
+    starts = range(0, len(prompts), batch_size)
+    for i in tqdm(starts, desc="generate", disable=not progress):
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds[i:i + batch_size]]
+        with torch.no_grad():
+            res = pipe(list(prompts[i:i + batch_size]), num_inference_steps=sampling.steps,
+                       guidance_scale=sampling.guidance_scale, generator=gens, output_type="np")
+        out.append((np.clip(res.images, 0, 1) * 255).round().astype(np.uint8))
+    return np.concatenate(out) if out else np.zeros((0, 32, 32, 3), np.uint8)

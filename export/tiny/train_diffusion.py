@@ -1,0 +1,198 @@
+"""Train the heavy or the light text-to-image model of the tiny cascade; reproducible from a seed.
+
+- heavy: epsilon-prediction UNet (min-SNR weighting, classifier-free-guidance dropout), sampled
+  with 25 DDIM steps and CFG;
+- light: a smaller UNet that predicts the clean latent from pure noise in ONE step (no CFG): a
+  conditional-mean regressor that is fine on one object and muddles multi-object prompts.
+
+Both train the CLIP text encoder jointly with the UNet, keep an EMA of the weights, and save a
+``StableDiffusionPipeline`` folder (EMA weights) every ``checkpoint_every`` steps, so training
+can stop at any time with usable weights. ``--resume`` continues from the saved state.
+Usage: ``python -m export.tiny.train_diffusion --role heavy --vae runs/tiny/vae --out runs/tiny/heavy``
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, StableDiffusionPipeline
+from tqdm import tqdm
+
+from export.tiny.common import pick_device, seed_everything, to_tensor01
+from export.tiny.domain import eval_prompts, sample_batch
+from export.tiny.models import TextEncoderConfig, UNetConfig, build_scheduler, build_text_encoder, build_unet
+from export.tiny.sampling import SAMPLING, generate
+from export.tiny.tokenizer import build_tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionTrainConfig:
+    """One role's architecture and schedule. ``one_step``: train only at the last timestep."""
+
+    unet: UNetConfig
+    text: TextEncoderConfig
+    prediction_type: str
+    one_step: bool
+    steps: int = 20000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    cfg_dropout: float = 0.1
+    min_snr_gamma: float = 5.0
+    hard_share: float = 0.6
+    # Share of samples drawn at high noise (t >= high_noise_min_t), where the text decides which
+    # objects appear: the slow-to-learn part on a CPU budget; the rest is uniform over t.
+    high_noise_share: float = 0.5
+    high_noise_min_t: int = 600
+    checkpoint_every: int = 250
+    eval_every: int = 500
+    seed: int = 3
+
+
+ROLES: dict[str, DiffusionTrainConfig] = {
+    "heavy": DiffusionTrainConfig(UNetConfig(channels=(32, 64, 64)), TextEncoderConfig(), "epsilon", False, seed=3),
+    "light": DiffusionTrainConfig(UNetConfig(channels=(16, 32, 32)), TextEncoderConfig(), "sample", True,
+                                  cfg_dropout=0.0, seed=4),
+}
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1.0 - decay)
+
+
+def _pipeline(vae, text_encoder, tokenizer, unet, scheduler) -> StableDiffusionPipeline:
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def _evaluate(pipe, role: str, judge_path: Path | None, n_per_difficulty: int = 32) -> dict:
+    """Judge fidelity by difficulty on a fixed prompt set (skipped without a judge)."""
+    if judge_path is None or not (judge_path / "config.json").is_file():
+        return {}
+    from export.tiny.judge import load_judge
+
+    judge = load_judge(judge_path)
+    prompts = eval_prompts(seed=123, n_per_difficulty=n_per_difficulty)
+    images = generate(pipe, prompts, list(range(len(prompts))), SAMPLING[role])
+    ok = judge.fidelity(images, prompts)
+    return {"fidelity_easy": float(ok[:n_per_difficulty].mean()), "fidelity_hard": float(ok[n_per_difficulty:].mean())}
+
+
+def train(role: str, cfg: DiffusionTrainConfig, vae_path: Path, out: Path, device: torch.device,
+          judge_path: Path | None, resume: bool) -> None:
+    """Train ``role`` for ``cfg.steps`` steps, checkpointing the EMA pipeline to ``out``."""
+    rng = seed_everything(cfg.seed)
+    tokenizer = build_tokenizer()
+    vae = AutoencoderKL.from_pretrained(vae_path).to(device).eval().requires_grad_(False)
+    text_encoder = build_text_encoder(cfg.text, tokenizer).to(device)
+    unet = build_unet(cfg.unet, cfg.text.hidden_dim).to(device)
+    scheduler = build_scheduler(cfg.prediction_type)
+    ema_te, ema_unet = copy.deepcopy(text_encoder).eval(), copy.deepcopy(unet).eval()
+    params = list(text_encoder.parameters()) + list(unet.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    lr_at = lambda s: min(1.0, (s + 1) / cfg.warmup_steps)  # noqa: E731 (warmup, then constant)
+    state_file = out.parent / f"{out.name}_state.pt"
+    start = 0
+    if resume and state_file.is_file():
+        st = torch.load(state_file, weights_only=False)
+        for m, k in ((text_encoder, "te"), (unet, "unet"), (ema_te, "ema_te"), (ema_unet, "ema_unet"), (opt, "opt")):
+            m.load_state_dict(st[k])
+        rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        start = st["step"]
+    alphas = scheduler.alphas_cumprod.to(device)
+    snr = alphas / (1 - alphas)
+    empty_ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
+                          return_tensors="pt").input_ids.to(device)
+    log = open(out.parent / f"{out.name}.log.jsonl", "a")
+    t0 = time.time()
+    for step in (bar := tqdm(range(start, cfg.steps), desc=role, initial=start, total=cfg.steps)):
+        images, captions, _ = sample_batch(rng, cfg.batch_size, hard_share=cfg.hard_share)
+        with torch.no_grad():
+            x = to_tensor01(images, device) * 2 - 1
+            latents = vae.encode(x).latent_dist.sample() * vae.config.scaling_factor
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids.to(device)
+        if cfg.cfg_dropout > 0:
+            drop = torch.rand(len(ids), device=device) < cfg.cfg_dropout
+            ids = torch.where(drop[:, None], empty_ids, ids)
+        noise = torch.randn_like(latents)
+        if cfg.one_step:
+            t = torch.full((len(latents),), scheduler.config.num_train_timesteps - 1, device=device)
+        else:
+            n_t = scheduler.config.num_train_timesteps
+            t = torch.randint(0, n_t, (len(latents),), device=device)
+            high = torch.randint(cfg.high_noise_min_t, n_t, (len(latents),), device=device)
+            t = torch.where(torch.rand(len(latents), device=device) < cfg.high_noise_share, high, t)
+        noisy = scheduler.add_noise(latents, noise, t)
+        pred = unet(noisy, t, text_encoder(ids).last_hidden_state).sample
+        target = noise if cfg.prediction_type == "epsilon" else latents
+        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+        if cfg.prediction_type == "epsilon" and cfg.min_snr_gamma > 0:
+            per_sample = per_sample * torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]
+        loss = per_sample.mean()
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * lr_at(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        _ema_update(ema_te, text_encoder, decay)
+        _ema_update(ema_unet, unet, decay)
+        done = step + 1
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        record = {"step": done, "loss": loss.item(), "elapsed_s": time.time() - t0}
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            pipe = _pipeline(vae, ema_te, tokenizer, ema_unet, scheduler)
+            pipe.save_pretrained(out)
+            torch.save({"te": text_encoder.state_dict(), "unet": unet.state_dict(), "ema_te": ema_te.state_dict(),
+                        "ema_unet": ema_unet.state_dict(), "opt": opt.state_dict(), "step": done,
+                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, state_file)
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                pipe.set_progress_bar_config(disable=True)
+                record.update(_evaluate(pipe, role, judge_path))
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        elif step % 25 == 0:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+
+
+def main() -> None:
+    """CLI entry point."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--role", choices=sorted(ROLES), required=True)
+    p.add_argument("--vae", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--judge", type=Path, default=None, help="judge folder for periodic fidelity logging")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume", action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = ROLES[a.role]
+    if a.steps is not None:
+        cfg = dataclasses.replace(cfg, steps=a.steps)
+    if a.seed is not None:
+        cfg = dataclasses.replace(cfg, seed=a.seed)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    train(a.role, cfg, a.vae, a.out, pick_device(a.device), a.judge, a.resume)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Reproduce the embedded tiny cascade from seeds (``make zoo``) and publish fp16 weights.
+
+Order: VAE -> judge (real images only) -> heavy -> light -> discriminator (needs both models'
+samples). Training runs on CUDA when available, else on the CPU (hours on 2 cores, minutes on a
+GPU). Intermediate fp32 checkpoints go to ``--work`` (default ``runs/tiny``); the published
+weights (fp16 safetensors) go to ``export/tiny/weights/{heavy,light,discriminator,judge}``.
+
+Publish only (from existing checkpoints): ``python -m export.tiny.zoo --publish-only``.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from export.discriminators import load_discriminator, save_discriminator
+from export.tiny.judge import load_judge, save_judge
+from export.tiny.sampling import load_pipeline
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+# Steps of each stage as used for the committed weights (see export/tiny/README.md).
+STEPS = {"vae": 700, "judge": 1200, "heavy": 6000, "light": 3000, "discriminator": 800}
+
+
+def publish_pipeline(src: Path, dst: Path) -> None:
+    """Re-save a fp32 pipeline folder as fp16 safetensors (loads back as fp32 by default)."""
+    pipe = load_pipeline(src)
+    pipe.to(torch.float16)
+    if dst.exists():
+        shutil.rmtree(dst)
+    pipe.save_pretrained(dst, safe_serialization=True)
+
+
+def publish(work: Path, weights: Path = WEIGHTS_DIR) -> None:
+    """Copy the checkpoints under ``work`` to ``weights`` in fp16."""
+    weights.mkdir(parents=True, exist_ok=True)
+    for role in ("heavy", "light"):
+        publish_pipeline(work / role, weights / role)
+    save_judge(load_judge(work / "judge"), weights / "judge")
+    save_discriminator(load_discriminator(work / "discriminator"), weights / "discriminator")
+
+
+def _run(*args: str) -> None:
+    cmd = [sys.executable, "-m", *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def main() -> None:
+    """CLI entry point: train every stage in order, then publish."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--work", type=Path, default=Path("runs/tiny"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", default="2")
+    p.add_argument("--publish-only", action="store_true")
+    a = p.parse_args()
+    w = a.work
+    common = ["--device", a.device, "--threads", a.threads]
+    if not a.publish_only:
+        _run("export.tiny.train_vae", "--out", str(w / "vae"), "--steps", str(STEPS["vae"]), *common)
+        _run("export.tiny.train_judge", "--out", str(w / "judge"), "--steps", str(STEPS["judge"]), *common)
+        for role in ("heavy", "light"):
+            _run("export.tiny.train_diffusion", "--role", role, "--vae", str(w / "vae"), "--out", str(w / role),
+                 "--judge", str(w / "judge"), "--steps", str(STEPS[role]), *common)
+        _run("export.tiny.train_discriminator", "--heavy", str(w / "heavy"), "--light", str(w / "light"),
+             "--out", str(w / "discriminator"), "--steps", str(STEPS["discriminator"]), *common)
+    publish(w)
+
+
+if __name__ == "__main__":
+    main()
