@@ -70,12 +70,12 @@ def _orchestrator_cli(server, tmp_path, window_s: float) -> subprocess.Popen:
 
 def test_killed_stub_and_killed_orchestrator_every_request_answered_and_recovery_within_two_windows(
         triton_server_factory, tmp_path):
-    # Health is checked every second between windows; what remains of the recovery is Triton's:
-    # calls already sent to the dead stub take seconds to fail (Python backend), then the
-    # reload (~1.5 s on 2 busy cores) and the cascade's backlog drain. Measured: see the print.
-    # SLO 5 s (the paper's): the cascade sheds past 1.5 x SLO from its stage-latency EWMA, which
-    # the ~4 s stall inflates; with a 2 s SLO it kept shedding ~7 s after the kill.
-    window_s = 3.0
+    # The deployed default window (5 s). Health is checked every second between windows, so the
+    # loop replaces the dead stub within ~1 s plus the reload (~2 s on 2 busy cores). What takes
+    # longer is Triton's: a call that was in flight on the killed stub blocks its cascade
+    # instance for several seconds (measured 4-8 s), and the backlog behind it is shed by the
+    # cascade (explicit RequestDropped) until it drains. SLO 5 s, the paper's.
+    window_s = 5.0
     repo, _ = build_repository(tmp_path)
     server = start_server(triton_server_factory, repo)
     orch = _orchestrator_cli(server, tmp_path, window_s)
@@ -84,7 +84,7 @@ def test_killed_stub_and_killed_orchestrator_every_request_answered_and_recovery
         result: dict = {}
         t0 = time.monotonic()
         load = threading.Thread(target=lambda: result.setdefault(
-            "out", replay(server.grpc_url, constant_rate(5, 26, [EASY, HARD]), timeout_s=30)))
+            "out", replay(server.grpc_url, constant_rate(5, 32, [EASY, HARD]), timeout_s=30)))
         load.start()
         time.sleep(3)
         t_kill_stub = time.monotonic() - t0
@@ -105,7 +105,8 @@ def test_killed_stub_and_killed_orchestrator_every_request_answered_and_recovery
     assert all(o.ok or (o.error_kind not in ("", "Lost") and o.error) for o in outcomes)
     failed = [o for o in outcomes if not o.ok]
     assert failed, "killing the light stub should have failed some requests"
-    assert min(o.t_send_s for o in failed) >= t_kill_stub - 0.5
+    # Nothing failed before the kill (requests in flight at the kill may fail: they end after it).
+    assert min(o.t_send_s + o.latency_ms / 1000.0 for o in failed) >= t_kill_stub
     recovered_by = max(o.t_send_s for o in failed) - t_kill_stub
     timeline = [(round(o.t_send_s - t_kill_stub, 2), o.error_kind, o.error[:60]) for o in failed]
     assert recovered_by <= 2 * window_s, f"last failure {recovered_by:.2f} s after the kill: {timeline}"
