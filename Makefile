@@ -48,6 +48,7 @@ stop:
 
 ## bench-live live replay of a trace against Triton + orchestrator: dynamic vs clipper-light/-heavy/static -> benchmarks/results/live/
 bench-live: export
+	@test -f $(PROFILE_DIR)/quality_curve.json || $(MAKE) profile calibrate CASCADE=$(CASCADE)
 	$(PY) -m benchmarks.live.run --cascade $(CASCADE) $(LIVE_ARGS)
 
 ## export     export $(CASCADE) (light, heavy, discriminator) into model_repository/, verify, render configs
