@@ -10,6 +10,7 @@ CASCADE ?= configs/tiny.yaml
 PYTEST_ARGS ?=
 EXPORT_ARGS ?=
 MODELS ?=
+DEMO_ARGS ?= --threshold median
 # make serve: the orchestrator's planner policy, control window, worker slots (auto: GPUs, else
 # CPU_SLOTS CPU instance slots), calibration folder and the admin key file (created 0600).
 POLICY ?= diffserve

@@ -1,6 +1,6 @@
 """``make demo``: serve the exported cascade on Triton, send easy and hard prompts, show what served them.
 
-    python -m benchmarks.demo [--cascade configs/tiny.yaml] [--threshold 0.5] [--per-difficulty 4]
+    python -m benchmarks.demo [--cascade configs/tiny.yaml] [--threshold 0.5|median] [--per-difficulty 4]
 
 Starts tritonserver on free local ports with ``light``, ``heavy``, ``discriminator`` and
 ``cascade``; sends each prompt as one gRPC request; writes every image and a contact sheet
@@ -9,6 +9,9 @@ difficulty, served_by, confidence, latency). The server is stopped on every exit
 ``TritonServer`` context manager), also on errors and Ctrl-C.
 
 The threshold: ``--threshold`` if given, else the control file's (if one exists), else 0.5.
+``--threshold median`` (what ``make demo`` passes) first sends the prompts at threshold 0 (all
+served by light, confidences reported) and then uses the median confidence, so that about half
+of the prompts are deferred and both branches show: a demo choice, not a calibrated threshold.
 The demo writes the control file the cascade reads only when it does not exist yet or when
 ``--threshold`` is given (so it does not silently change a running orchestrator's setting).
 """
@@ -19,6 +22,7 @@ import json
 import math
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cascade", default="configs/tiny.yaml")
     ap.add_argument("--model-repository", default=str(PROJECT_ROOT / "model_repository"))
     ap.add_argument("--out", default=str(PROJECT_ROOT / "runs" / "demo"))
-    ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--threshold", default=None, help="a number in [0, 1], or 'median' (see above)")
     ap.add_argument("--per-difficulty", type=int, default=4, help="easy prompts and hard prompts to send")
     ap.add_argument("--prompt-seed", type=int, default=11)
     args = ap.parse_args(argv)
@@ -86,12 +90,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     cascade = load_cascade(args.cascade)
     control = cascade_control_file(repo)
-    if args.threshold is not None or not control.exists():
-        base = read_control(control) if control.exists() else ControlState(slo_ms=cascade.slo_ms)
-        threshold = base.threshold if args.threshold is None else args.threshold
-        write_control(control, ControlState(**{**base.to_json(), "threshold": threshold, "routing": "cascade"}))
-    state = read_control(control)
-    print(f"cascade {cascade.name}: threshold {state.threshold} (control file {control}), SLO {state.slo_ms} ms")
+    median = args.threshold == "median"
+    try:
+        fixed = None if args.threshold is None or median else float(args.threshold)
+    except ValueError:
+        print(f"--threshold={args.threshold!r}; expected a number in [0, 1] or 'median'", file=sys.stderr)
+        return 2
+    base = read_control(control) if control.exists() else ControlState(slo_ms=cascade.slo_ms)
+
+    def set_threshold(t: float) -> None:
+        write_control(control, ControlState(**{**base.to_json(), "threshold": t, "routing": "cascade"}))
+        time.sleep(0.25)  # past the models' 100 ms control-file check interval
+
+    if fixed is not None or not control.exists():
+        set_threshold(base.threshold if fixed is None else fixed)
 
     out.mkdir(parents=True, exist_ok=True)
     prompts = eval_prompts(seed=args.prompt_seed, n_per_difficulty=args.per_difficulty)
@@ -101,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tritonserver ready: grpc {server.grpc_url}, metrics {server.metrics_url}")
         with CascadeClient(server.grpc_url, timeout_s=300) as client:
             client.generate(prompts[0], seed=0)  # warm-up: first calls pay lazy initialisation
+            if median:
+                set_threshold(0.0)
+                conf = [client.generate(p, seed=k).confidence for k, p in enumerate(prompts)]
+                set_threshold(round(float(np.median(conf)), 4))
+                print(f"threshold = median confidence of the demo prompts at threshold 0: {np.median(conf):.4f}")
+            state = read_control(control)
+            print(f"cascade {cascade.name}: threshold {state.threshold} (control file {control}), SLO {state.slo_ms} ms")
             for k, prompt in enumerate(tqdm(prompts, desc="demo prompts", unit="prompt")):
                 res = client.generate(prompt, seed=k)
                 diff = difficulty_of(prompt)

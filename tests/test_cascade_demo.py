@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -30,16 +31,18 @@ def test_demo_serves_prompts_writes_images_and_sheet_and_stops_the_server(tiny_e
 
     monkeypatch.setattr(demo.TritonServer, "start", spy_start)
     rc = demo.main(["--cascade", str(cfg), "--model-repository", str(repo), "--out", str(tmp_path / "demo"),
-                    "--per-difficulty", "2", "--threshold", "1.0"])
+                    "--per-difficulty", "2", "--threshold", "median"])
     assert rc == 0
     rows = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert [r["difficulty"] for r in rows] == ["easy", "easy", "hard", "hard"]
-    assert all(r["served_by"] == "heavy" for r in rows)  # threshold 1.0 defers everything
+    t = rows[0]["threshold"]
+    assert t == pytest.approx(float(np.median([r["confidence"] for r in rows])), abs=1e-3)
+    assert all((r["served_by"] == "heavy") == (r["confidence"] < t) for r in rows)
     assert all(Image.open(r["image"]).size == (32, 32) for r in rows)
     assert Image.open(tmp_path / "demo" / "contact_sheet.png").size[0] > 400
     table = capsys.readouterr().out
     assert "served_by" in table and "confidence" in table and "latency ms" in table
-    assert json.loads(control.read_text())["threshold"] == 1.0
+    assert json.loads(control.read_text())["threshold"] == pytest.approx(t)
     assert started and started[0].process.poll() is not None  # the server was stopped
 
 
