@@ -110,7 +110,12 @@ class Orchestrator:
     def adopt(self) -> dict[str, Any]:
         """Read what runs (repository index, model configs, control file) without changing it;
         load only the models that must always be up (cascade, discriminator) if they are not."""
-        if self.control_path is None:  # first: it may load light to read its config
+        for node in self.nodes:  # the always-up models first: the control file path is in their configs
+            try:
+                self._ensure_loaded(node)
+            except DiffServeError:
+                pass  # marked down below
+        if self.control_path is None:  # it may load light to read its config
             self.control_path = self._control_path_from_config()
         adopted = {}
         for node in self.nodes:
@@ -139,10 +144,15 @@ class Orchestrator:
                 slots[m] = slots_from_instance_group(node.spec.kind, cfg.get("instance_group", []), taken, node.spec.slots)
                 taken.update(slots[m])
         self.placement[node.url] = Placement(slots)
+        self._ensure_loaded(node, index)
+        return {"index": index, "placement": self.placement[node.url].as_json()}
+
+    def _ensure_loaded(self, node: TritonNode, index: dict[str, str] | None = None) -> None:
+        """Load the cascade and the discriminator from the repository if they are not up."""
+        index = node.repository_index() if index is None else index
         for m in (self.config.cascade, self.config.discriminator):
             if m and index.get(m) != "READY" and m in index:
                 node.load_default(m)
-        return {"index": index, "placement": self.placement[node.url].as_json()}
 
     def _control_path_from_config(self) -> Path:
         """Where the serving models read the control file, resolved like they do: the cascade's
