@@ -96,6 +96,7 @@ def export_generator_stage(name: str, cascade: CascadeConfig, repo: Path, opts: 
     vae = pipe.vae.config
     spec = {
         "stage": name, "cascade": cascade.name, "config_hash": cascade.config_hash, "kind": geo.kind,
+        "weights_fingerprint": weights_location(cascade, name)[1],
         "pipeline_class": type(pipe).__name__, "source_model": stage.model, "steps": stage.steps,
         "guidance_scale": stage.guidance_scale, "scheduler": E.scheduler_config(pipe), "height_px": geo.height_px,
         "width_px": geo.width_px, "latent_shape": list(geo.latent_shape),
@@ -181,6 +182,7 @@ def export_discriminator_stage(cascade: CascadeConfig, repo: Path, opts: ExportO
     entry = {"onnx": path.name, "inputs": ["images"], "outputs": ["logits"], "engines": {}}
     R.write_stage_json(tmp, {"stage": "discriminator", "kind": "discriminator", "cascade": cascade.name,
                              "config_hash": cascade.config_hash, "source_model": cascade.discriminator.path,
+                             "weights_fingerprint": weights_location(cascade, "discriminator")[1],
                              "image_size_px": cascade.discriminator.image_size_px,
                              "components": {"discriminator": entry}, "onnx_opset": E.OPSET})
     result: dict[str, Any] = {"stage": "discriminator", "model": cascade.discriminator.path,
@@ -201,13 +203,37 @@ def export_discriminator_stage(cascade: CascadeConfig, repo: Path, opts: ExportO
     return result
 
 
+def weights_location(cascade: CascadeConfig, stage: str) -> tuple[Path | None, str | None]:
+    """(local weights folder or None for a hub id, its fingerprint or None)."""
+    from export.config import PROJECT_ROOT, resolve_model  # noqa: PLC0415
+
+    if stage == "discriminator":
+        p = Path(cascade.discriminator.path)
+        folder = p if p.is_absolute() else PROJECT_ROOT / p
+    else:
+        try:
+            kind, where = resolve_model(cascade.stage(stage).model)
+        except ConfigError:
+            return None, None
+        folder = Path(where) if kind == "local" else None
+    return folder, (R.weights_fingerprint(folder) if folder is not None else None)
+
+
 def repository_status(cascade: CascadeConfig, repo: str | Path) -> dict[str, str]:
-    """Per stage: ``up-to-date``, ``missing`` or ``stale (exported from <hash>)``."""
+    """Per stage: ``up-to-date``, ``missing``, ``stale (exported from <hash>)`` or
+    ``stale (weights changed since export)`` (local weights folders are fingerprinted)."""
     out = {}
     for s in STAGES:
         h = R.exported_hash(repo, s)
         ok = (Path(repo) / s / "config.pbtxt").exists()
-        out[s] = "missing" if h is None else ("up-to-date" if h == cascade.config_hash and ok else f"stale (exported from {h})")
+        if h is None:
+            out[s] = "missing"
+        elif h != cascade.config_hash or not ok:
+            out[s] = f"stale (exported from {h})"
+        else:
+            now = weights_location(cascade, s)[1]
+            then = R.exported_field(repo, s, "weights_fingerprint")
+            out[s] = "stale (weights changed since export)" if now is not None and now != then else "up-to-date"
     return out
 
 

@@ -5,6 +5,7 @@ and ``<repo>/<model>/1/artifacts/`` (generated); ``<repo>/<model>/1/model.py`` i
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -97,3 +98,33 @@ def exported_hash(repo: str | Path, model: str) -> str | None:
         return json.loads(path.read_text()).get("config_hash")
     except json.JSONDecodeError:
         return None
+
+
+FULL_HASH_MAX_BYTES = 256 * 2**20  # bigger files are fingerprinted by size + mtime (hashing GBs on every check is slow)
+
+
+def weights_fingerprint(folder: str | Path) -> str | None:
+    """sha256 (16 hex digits) over a weights folder: every file's relative path, size and content
+    (size + mtime for files over 256 MiB). None when ``folder`` is not a local folder (hub id)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(folder)}\0{st.st_size}\0".encode())
+        if st.st_size <= FULL_HASH_MAX_BYTES:
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+        else:
+            h.update(str(st.st_mtime_ns).encode())
+    return h.hexdigest()[:16]
+
+
+def exported_field(repo: str | Path, model: str, key: str):
+    """A field of ``<repo>/<model>/1/artifacts/stage.json`` (None when absent or unreadable)."""
+    path = artifact_dir(repo, model) / "stage.json"
+    try:
+        return json.loads(path.read_text()).get(key)
+    except (OSError, json.JSONDecodeError):
+        return None
+

@@ -156,3 +156,18 @@ def test_sd_pipeline_with_a_tiny_autoencoder_exports_like_sdxs(tmp_path):
                                    log=lambda _m: None)
     assert results["light"]["end_to_end"]["min_psnr_db"] >= 40.0
     assert max(c["max_rel_err"] for c in results["light"]["components"]) < 1e-4
+
+
+def test_retrained_weights_make_the_repository_stale(tiny_exported, tmp_path):
+    cfg_path, exported = tiny_exported("sd")
+    cascade = load_cascade(cfg_path)
+    assert build.repository_status(cascade, exported)["light"] == "up-to-date"
+    weights = next(p for p in (cfg_path.parent / "light" / "unet").iterdir() if p.suffix == ".safetensors")
+    original = weights.read_bytes()
+    try:
+        weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit of the UNet changed
+        assert build.repository_status(cascade, exported)["light"] == "stale (weights changed since export)"
+        assert build.repository_status(cascade, exported)["heavy"] == "up-to-date"
+    finally:
+        weights.write_bytes(original)
+    assert build.repository_status(cascade, exported)["light"] == "up-to-date"
