@@ -175,8 +175,11 @@ class Orchestrator:
         raise ValueError(f"no node answered for model {self.config.cascade!r}; pass control_path")
 
     # -- one window ------------------------------------------------------------------------
-    def step(self) -> dict[str, Any]:
-        """Observe, heal, decide and apply once; returns (and logs) the window's record."""
+    def step(self, force_plan: bool = False) -> dict[str, Any]:
+        """Observe, heal, decide and apply once; returns (and logs) the window's record.
+
+        Right after adopting a running deployment the first call only observes (nothing is
+        changed before one window is seen) unless ``force_plan``: plan from the prior demand now."""
         now = self.clock()
         rec: dict[str, Any] = {"event": "window", "window": self.window, "t_unix_s": time.time()}
         samples, stats = {}, {}
@@ -206,7 +209,7 @@ class Orchestrator:
                                   "queue_delay_ms": {k: round(v, 2) for k, v in ws.queue_delay_ms.items()},
                                   "failures_by_model": dict(ws.failures_by_model)}
             rec["healed"] = self._heal(now, samples)
-        elif first and self._placed_workers() > 0:
+        elif first and self._placed_workers() > 0 and not force_plan:
             # Just adopted a running deployment: keep it until one full window is observed.
             rec["note"] = "adopted running state; first plan after one observed window"
             self._finish(rec)

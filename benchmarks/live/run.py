@@ -101,7 +101,7 @@ def run_policy(policy: str, policy_kw: dict, repo: Path, control: ControlConfig,
                             estimator=DemandEstimator(alpha=0.5, overprovision=1.2,
                                                       initial_qps=workload.rate_qps[0]))
         orch.adopt()
-        orch.step()  # the initial plan: loads light/heavy as planned before traffic starts
+        orch.step(force_plan=True)  # the initial plan: loads light/heavy as planned before traffic starts
         warm = replay(server.grpc_url, workload.arrivals[:2], timeout_s=timeout_s)  # first-call costs
         if not any(o.ok for o in warm):
             raise RuntimeError(f"{policy}: warm-up requests failed: {[o.error for o in warm]}")
