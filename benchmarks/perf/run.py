@@ -5,10 +5,12 @@
 
 Each mode writes, under ``runs/perf/<UTC time>/``: perf_analyzer's CSV (``-f``), its JSON
 profile export (``--profile-export-file``) and its console output; ``summary.json`` holds the
-parsed CSV rows. Measurement windows are short (``--measurement-interval-ms``, default 3000 ms,
-at most ``--max-trials`` windows per load level, windows accepted as stable within 100 % of each
-other because the CPU is shared) so a run takes a minute or two on 2 CPU cores: these are
-smoke-level numbers, not a tuned benchmark.
+parsed CSV rows. By default every load level measures exactly ``--request-count`` (20)
+requests: the cascade's latency is bimodal (light-served ms, heavy-served ~1 s on CPU), so
+perf_analyzer's window-stability search rarely converges with short windows.
+``--request-count 0`` uses that search instead (``--measurement-interval-ms`` windows, at most
+``--max-trials`` per level, accepted within 100 % of each other). A run takes a minute or two
+on 2 CPU cores: smoke-level numbers, not a tuned benchmark.
 """
 from __future__ import annotations
 
@@ -38,10 +40,12 @@ def perf_analyzer_bin() -> Path:
 
 def perf_command(url: str, mode: str, load_range: str, out_prefix: Path, input_data: Path = INPUT_DATA,
                  model: str = "cascade", measurement_interval_ms: int = 3000, max_trials: int = 3,
-                 stability_percent: float = 100.0) -> list[str]:
+                 stability_percent: float = 100.0, request_count: int = 0) -> list[str]:
     """The perf_analyzer command line for ``mode`` ``concurrency`` or ``request-rate``.
 
     ``load_range`` is perf_analyzer's ``start:end:step`` (concurrent requests, or requests/s).
+    ``request_count`` > 0: measure exactly that many requests per load level (one window, no
+    stability search), for models whose latency mix (light ms vs heavy s) never stabilises.
     """
     if mode not in ("concurrency", "request-rate"):
         raise ValueError(f"mode={mode!r}; expected 'concurrency' or 'request-rate'")
@@ -51,7 +55,7 @@ def perf_command(url: str, mode: str, load_range: str, out_prefix: Path, input_d
         "--measurement-interval", str(measurement_interval_ms), "--max-trials", str(max_trials),
         "--stability-percentage", str(stability_percent),
         "-f", str(out_prefix.with_suffix(".csv")), "--profile-export-file", str(out_prefix.with_suffix(".json")),
-    ]
+    ] + (["--request-count", str(request_count)] if request_count > 0 else [])
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -60,20 +64,53 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def run_mode(url: str, mode: str, load_range: str, out_dir: Path, timeout_s: float = 300.0, **kw) -> dict:
-    """Run one perf_analyzer mode; returns {mode, command, returncode, rows}. Raises on failure."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prefix = out_dir / mode
-    cmd = perf_command(url, mode, load_range, prefix, **kw)
-    t0 = time.perf_counter()
+def load_levels(load_range: str) -> list[str]:
+    """The values of a perf_analyzer ``start:end:step`` range, e.g. ``"1:3:1"`` -> ``["1", "2", "3"]``."""
+    parts = [float(x) for x in load_range.split(":")]
+    start = parts[0]
+    end = parts[1] if len(parts) > 1 else start
+    step = parts[2] if len(parts) > 2 else 1.0
+    if step <= 0 or end < start:
+        raise ValueError(f"load range {load_range!r}; expected start:end:step with step > 0 and end >= start")
+    out, v = [], start
+    while v <= end + 1e-9:
+        out.append(f"{v:g}")
+        v += step
+    return out
+
+
+def _run_one(cmd: list[str], prefix: Path, timeout_s: float) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, env=server_env(), capture_output=True, text=True, timeout=timeout_s)
-    (out_dir / f"{mode}.txt").write_text(f"$ {' '.join(cmd)}\n\n{proc.stdout}\n{proc.stderr}")
+    prefix.with_suffix(".txt").write_text(f"$ {' '.join(cmd)}\n\n{proc.stdout}\n{proc.stderr}")
     if proc.returncode != 0:
-        raise RuntimeError(f"perf_analyzer {mode} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    # perf_analyzer exits 0 even when the last load level never stabilised; it then has no row.
-    unstable = re.findall(r"Failed to obtain stable measurement within \d+ measurement windows for (.+?)\.", proc.stdout)
-    return {"mode": mode, "range": load_range, "command": cmd, "wall_s": round(time.perf_counter() - t0, 1),
-            "rows": read_csv(prefix.with_suffix(".csv")), "unstable": unstable}
+        raise RuntimeError(f"perf_analyzer exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def run_mode(url: str, mode: str, load_range: str, out_dir: Path, timeout_s: float = 300.0,
+             request_count: int = 0, **kw) -> dict:
+    """Run one perf_analyzer mode; returns {mode, range, commands, rows, unstable}. Raises on failure.
+
+    With ``request_count`` > 0 each load level is its own perf_analyzer run of exactly that many
+    requests (perf_analyzer allows a request count with one level per run only), files
+    ``<mode>-<level>.csv/.json/.txt``; otherwise one run searches every level for stability.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    runs = ([(f"{v}:{v}:1", out_dir / f"{mode}-{v}") for v in load_levels(load_range)] if request_count > 0
+            else [(load_range, out_dir / mode)])
+    rows: list[dict[str, str]] = []
+    commands, unstable = [], []
+    for rng, prefix in runs:
+        cmd = perf_command(url, mode, rng, prefix, request_count=request_count, **kw)
+        proc = _run_one(cmd, prefix, timeout_s)
+        commands.append(cmd)
+        rows += read_csv(prefix.with_suffix(".csv"))
+        # perf_analyzer exits 0 even when the last load level never stabilised; it then has no row.
+        unstable += re.findall(r"Failed to obtain stable measurement within \d+ measurement windows for (.+?)\.",
+                               proc.stdout)
+    return {"mode": mode, "range": load_range, "request_count": request_count, "commands": commands,
+            "wall_s": round(time.perf_counter() - t0, 1), "rows": rows, "unstable": unstable}
 
 
 def print_summary(results: list[dict]) -> None:
@@ -94,14 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", default=None, help="gRPC host:port of a running server (default: start one)")
     ap.add_argument("--model-repository", default=str(PROJECT_ROOT / "model_repository"))
     ap.add_argument("--out", default=None, help="output folder (default runs/perf/<UTC time>)")
-    ap.add_argument("--concurrency-range", default="1:4:1")
-    ap.add_argument("--request-rate-range", default="1:4:1.5", help="requests per second start:end:step")
-    ap.add_argument("--measurement-interval-ms", type=int, default=3000)
+    ap.add_argument("--concurrency-range", default="1:3:1")
+    ap.add_argument("--request-rate-range", default="1:3:1", help="requests per second start:end:step")
+    ap.add_argument("--request-count", type=int, default=20,
+                    help="requests measured per load level (0: perf_analyzer's stability search over windows)")
+    ap.add_argument("--measurement-interval-ms", type=int, default=5000)
     ap.add_argument("--max-trials", type=int, default=4)
     args = ap.parse_args(argv)
     out = Path(args.out or PROJECT_ROOT / "runs" / "perf" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     out.mkdir(parents=True, exist_ok=True)
-    kw = {"measurement_interval_ms": args.measurement_interval_ms, "max_trials": args.max_trials}
+    kw = {"measurement_interval_ms": args.measurement_interval_ms, "max_trials": args.max_trials,
+          "request_count": args.request_count}
     with contextlib.ExitStack() as stack:
         url = args.url
         if url is None:
