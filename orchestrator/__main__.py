@@ -63,12 +63,19 @@ def detect_gpus() -> tuple[int, ...]:
     return tuple(i for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU ")))
 
 
+def _is_profile(path: Path) -> bool:
+    try:
+        return "batch_latency_ms" in json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def resolve_device(profiles_dir: str | Path, device: str) -> str:
     """``auto``: the one ``<device>.json`` profile in ``profiles_dir`` (``make profile`` names it
     after the machine); ValueError naming what is there when there is none or several."""
     if device != "auto":
         return device
-    found = sorted(p.stem for p in Path(profiles_dir).glob("*.json") if p.name != "quality_curve.json")
+    found = sorted(p.stem for p in Path(profiles_dir).glob("*.json") if _is_profile(p))
     if len(found) != 1:
         raise ValueError(f"--device auto: expected exactly one profile JSON in {profiles_dir}, found {found}; "
                          "run `make profile` or pass --device <name>")

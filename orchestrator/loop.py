@@ -218,6 +218,18 @@ class Orchestrator:
         self._finish(rec)
         return rec
 
+    def restart_window(self) -> None:
+        """Start the next observation window now (e.g. after a warm-up that is not demand):
+        re-sample every node without deciding anything."""
+        for node in self.nodes:
+            if node.url in self.down:
+                continue
+            try:
+                sample = node.sample()
+            except DiffServeError:
+                continue
+            self._prev[node.url] = self._health_prev[node.url] = sample
+
     def _finish(self, rec: dict[str, Any]) -> None:
         rec["placement"] = {u: p.as_json() for u, p in self.placement.items()}
         rec["health"] = self.health.as_json(self.clock())
@@ -444,8 +456,12 @@ class Orchestrator:
 
     # -- driving ---------------------------------------------------------------------------
     def run(self, stop: threading.Event, max_windows: int | None = None,
-            on_window: Callable[[dict[str, Any]], None] | None = None) -> None:
-        """Step every ``window_s`` until ``stop`` is set (or ``max_windows`` steps)."""
+            on_window: Callable[[dict[str, Any]], None] | None = None, step_first: bool = True) -> None:
+        """Step every ``window_s`` until ``stop`` is set (or ``max_windows`` steps); the first
+        step comes at once, or after one window when not ``step_first``."""
+        next_t = self.clock()
+        if not step_first and stop.wait(self.config.window_s):
+            return
         next_t = self.clock()
         n = 0
         health_every_s = self.config.health_interval_s or self.config.window_s

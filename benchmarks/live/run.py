@@ -105,8 +105,9 @@ def run_policy(policy: str, policy_kw: dict, repo: Path, control: ControlConfig,
         warm = replay(server.grpc_url, workload.arrivals[:2], timeout_s=timeout_s)  # first-call costs
         if not any(o.ok for o in warm):
             raise RuntimeError(f"{policy}: warm-up requests failed: {[o.error for o in warm]}")
+        orch.restart_window()  # the loading and warm-up time is not demand
         stop = threading.Event()
-        loop = threading.Thread(target=orch.run, args=(stop,), daemon=True)
+        loop = threading.Thread(target=orch.run, args=(stop,), kwargs={"step_first": False}, daemon=True)
         loop.start()
         bar = tqdm(total=len(workload.arrivals), desc=f"{policy:>13}", unit="req", leave=False)
         try:
@@ -167,12 +168,12 @@ def write_report(rows: list[dict], workload, meta: dict, out: Path) -> None:
         lines.append("| " + " | ".join(fmt.get(c, "{}").format(r[c]) if c in r else "-" for c in cols) + " |")
     (out / "table.md").write_text(
         f"Live replay: {meta['trace']} compressed to {meta['duration_s']} s, {meta['requests']} requests, "
-        f"rate {meta['lo_qps']:.2f}..{meta['hi_qps']:.2f} qps = {meta['load'][0]}..{meta['load'][1]} x the "
-        f"{meta['capacity_policy']} plan's capacity {meta['capacity_qps']:.2f} qps on {meta['slots']}; SLO {meta['slo_ms']:.0f} ms; window "
+        f"rate {meta['lo_qps']:.2f}..{meta['hi_qps']:.2f} qps = {meta['load'][0]}..{meta['load'][1]} x the capacity "
+        f"{meta['capacity_qps']:.2f} qps on {meta['slots']} ({meta['capacity_source']}); SLO {meta['slo_ms']:.0f} ms; window "
         f"{meta['window_s']} s; device {meta['device']}.\n\nCommand: `{meta['command']}`\n\n" + "\n".join(lines) + "\n")
     fig, ax = plt.subplots(1, 3, figsize=(15, 4))
     ax[0].plot(np.arange(len(workload.rate_qps)), workload.rate_qps, label="offered rate")
-    ax[0].axhline(meta["capacity_qps"], color="k", ls="--", label=f"capacity ({meta['capacity_policy']} plan)")
+    ax[0].axhline(meta["capacity_qps"], color="k", ls="--", label="capacity at full quality")
     ax[0].set(xlabel="replay time (s)", ylabel="qps", title="workload")
     ax[0].legend()
     names = [r["policy"] for r in rows]
@@ -203,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="rate range as multiples of the capacity (see --capacity-policy)")
     ap.add_argument("--capacity-policy", default="clipper-heavy",
                     help="capacity = highest demand this policy plans for without falling back")
+    ap.add_argument("--capacity-qps", type=float, default=0.0, help="use this capacity instead")
+    ap.add_argument("--measure-capacity-s", type=int, default=25,
+                    help="measure the capacity policy's real throughput in a saturated run this long (0: use the plan's)")
     ap.add_argument("--slots", default="cpu:2")
     ap.add_argument("--window-s", type=float, default=4.0)
     ap.add_argument("--slo-ms", type=float, default=0.0, help="default: the cascade's slo_ms")
@@ -221,9 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     slots = parse_slots(args.slots)
     control = ControlConfig(models=models, slo_ms=slo_ms, num_workers=len(slots[1]), deferral=deferral,
                             quality=quality, window_s=args.window_s)
-    cap = capacity_qps(control, args.capacity_policy)
-    lo, hi = args.load[0] * cap, args.load[1] * cap
-    workload = build_workload(args.trace, args.duration_s, lo, hi, seed=args.seed)
     judge = None
     if Path(args.judge).exists():
         from export.tiny.judge import load_judge  # noqa: PLC0415
@@ -231,7 +232,26 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) / stamp
     out.mkdir(parents=True, exist_ok=True)
-    print(f"capacity ({args.capacity_policy} plan, {args.slots}): {cap:.2f} qps; replay {len(workload.arrivals)} requests over "
+    planned = capacity_qps(control, args.capacity_policy)
+    capacity_note = f"{args.capacity_policy} plan's"
+    if args.capacity_qps:
+        cap, capacity_note = args.capacity_qps, "given (--capacity-qps)"
+    elif args.measure_capacity_s > 0:
+        # Saturate the full-quality policy at 2x its planned capacity: its measured throughput
+        # (served / time to the last answer) is what this machine really sustains.
+        sat = build_workload(args.trace, args.measure_capacity_s, 2 * planned, 2 * planned, seed=args.seed + 1)
+        run = run_policy(args.capacity_policy, {}, Path(args.repository), control, slots, sat, args.window_s,
+                         out / f"capacity-{args.capacity_policy}", timeout_s=max(60.0, 3 * slo_ms / 1000))
+        served = [o for o in run.outcomes if o.ok]
+        span_s = max(o.t_send_s + o.latency_ms / 1000.0 for o in served) if served else float("inf")
+        cap = len(served) / span_s
+        capacity_note = (f"measured {args.capacity_policy} throughput ({len(served)} served in {span_s:.1f} s at "
+                         f"{2 * planned:.2f} qps offered; planned {planned:.2f})")
+    else:
+        cap = planned
+    lo, hi = args.load[0] * cap, args.load[1] * cap
+    workload = build_workload(args.trace, args.duration_s, lo, hi, seed=args.seed)
+    print(f"capacity ({capacity_note}, {args.slots}): {cap:.2f} qps; replay {len(workload.arrivals)} requests over "
           f"{args.duration_s} s at {lo:.2f}..{hi:.2f} qps; out {out}")
     light_bs, heavy_bs = models[0].batch_sizes, models[1].batch_sizes
     static_kw = dict(threshold=0.02, light_workers=4, heavy_workers=12,  # the paper's static config, scaled down
@@ -244,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows[-1]))
     meta = {"trace": Path(args.trace).name, "duration_s": args.duration_s, "requests": len(workload.arrivals),
             "lo_qps": lo, "hi_qps": hi, "load": list(args.load), "capacity_qps": cap,
-            "capacity_policy": args.capacity_policy, "slots": args.slots,
+            "capacity_policy": args.capacity_policy,
+            "capacity_source": capacity_note, "planned_capacity_qps": planned, "slots": args.slots,
             "slo_ms": slo_ms, "window_s": args.window_s, "device": device,
             "command": "python -m benchmarks.live.run " + " ".join(argv if argv is not None else __import__("sys").argv[1:])}
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
