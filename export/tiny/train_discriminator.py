@@ -25,10 +25,10 @@ from export.tiny.sampling import SAMPLING, generate, load_pipeline
 class DiscriminatorTrainConfig:
     """Data sizes (generated images per model) and schedule; 15% of the data is held out."""
 
-    n_generated_per_model: int = 1500
+    n_generated_per_model: int = 500
     hard_share: float = 0.5
-    steps: int = 800
-    batch_size: int = 128
+    steps: int = 600
+    batch_size: int = 64
     lr: float = 1e-3
     holdout_share: float = 0.15
     seed: int = 5
@@ -75,9 +75,18 @@ def build_dataset(cfg: DiscriminatorTrainConfig, heavy: Path, light: Path) -> tu
 
 
 def train_discriminator(cfg: DiscriminatorTrainConfig, heavy: Path, light: Path, out: Path,
-                        device: torch.device) -> dict:
-    """Train and save; returns held-out accuracy and ROC AUC (real vs generated)."""
-    images, labels = build_dataset(cfg, heavy, light)
+                        device: torch.device, cache: Path | None = None) -> dict:
+    """Train and save; returns held-out accuracy and ROC AUC (real vs generated).
+
+    ``cache``: an .npz of the generated dataset, reused when present (generation is the slow part).
+    """
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            images, labels = z["images"], z["labels"]
+    else:
+        images, labels = build_dataset(cfg, heavy, light)
+        if cache is not None:
+            np.savez(cache, images=images, labels=labels)
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(len(images))
     n_hold = int(len(images) * cfg.holdout_share)
@@ -115,12 +124,13 @@ def main() -> None:
     p.add_argument("--n-generated", type=int, default=DiscriminatorTrainConfig.n_generated_per_model)
     p.add_argument("--steps", type=int, default=DiscriminatorTrainConfig.steps)
     p.add_argument("--seed", type=int, default=DiscriminatorTrainConfig.seed)
+    p.add_argument("--cache", type=Path, default=None, help="npz cache of the generated dataset")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     cfg = DiscriminatorTrainConfig(n_generated_per_model=a.n_generated, steps=a.steps, seed=a.seed)
-    print(json.dumps(train_discriminator(cfg, a.heavy, a.light, a.out, pick_device(a.device))))
+    print(json.dumps(train_discriminator(cfg, a.heavy, a.light, a.out, pick_device(a.device), a.cache)))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from export.tiny.judge import TinyJudge, save_judge
 class JudgeTrainConfig:
     """Training schedule of the judge."""
 
-    steps: int = 3000
+    steps: int = 1600
     batch_size: int = 64
     lr: float = 2e-3
     seed: int = 2

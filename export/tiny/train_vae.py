@@ -22,7 +22,7 @@ from export.tiny.models import VAEConfig, build_vae
 class VAETrainConfig:
     """Training schedule; the KL weight is tiny, as in Stable Diffusion's VAE."""
 
-    steps: int = 800
+    steps: int = 700
     batch_size: int = 64
     lr: float = 1e-3
     kl_weight: float = 1e-6

@@ -23,7 +23,7 @@ from export.tiny.sampling import load_pipeline
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # Steps of each stage as used for the committed weights (see export/tiny/README.md).
-STEPS = {"vae": 700, "judge": 1200, "heavy": 6000, "light": 3000, "discriminator": 800}
+STEPS = {"vae": 700, "judge": 1600, "heavy": 4250, "light": 1000, "discriminator": 600}
 
 
 def publish_pipeline(src: Path, dst: Path) -> None:
