@@ -90,7 +90,7 @@ zoo: setup
 
 ## tiny-report  fidelity/FID by difficulty, discriminator AUC, cascade curve, CPU cost -> benchmarks/results/tiny/
 tiny-report: setup
-	$(PY) benchmarks/tiny_report.py $(TINY_REPORT_ARGS)
+	$(PY) -m benchmarks.tiny_report $(TINY_REPORT_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -16,6 +16,7 @@ Writes ``report.json`` and PNG plots under ``--out`` (default ``benchmarks/resul
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -38,6 +39,15 @@ from export.tiny.train_discriminator import roc_auc  # noqa: E402
 WEIGHTS = Path("export/tiny/weights")
 PROMPT_SEED = 2024  # disjoint from the training streams (seeds 1-5) and the training-time eval (123)
 SHARES = np.round(np.arange(0.0, 1.0001, 0.05), 2)
+
+
+def _weights_key(weights: Path, n: int) -> str:
+    """Hash of the heavy and light weight files + prompt count: when a cached image set is valid."""
+    h = hashlib.sha256(f"{n}".encode())
+    for f in sorted((weights / "heavy").rglob("*")) + sorted((weights / "light").rglob("*")):
+        if f.is_file() and f.suffix in (".safetensors", ".json"):
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def cascade_curves(light_ok: np.ndarray, heavy_ok: np.ndarray, confidence: np.ndarray) -> dict:
@@ -113,6 +123,8 @@ def main() -> None:
     p.add_argument("--n-per-difficulty", type=int, default=300)
     p.add_argument("--timing-repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--image-cache", type=Path, default=None,
+                   help="npz of generated images, reused when present AND made from the same weights files")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -123,8 +135,15 @@ def main() -> None:
     heavy_pipe, light_pipe = load_pipeline(a.weights / "heavy"), load_pipeline(a.weights / "light")
     judge, disc = load_judge(a.weights / "judge"), load_discriminator(a.weights / "discriminator")
 
-    heavy = generate(heavy_pipe, prompts, seeds, SAMPLING["heavy"], progress=True)
-    light = generate(light_pipe, prompts, seeds, SAMPLING["light"], progress=True)
+    key = _weights_key(a.weights, n)
+    if a.image_cache is not None and a.image_cache.is_file() and str(np.load(a.image_cache)["key"]) == key:
+        with np.load(a.image_cache) as z:
+            heavy, light = z["heavy"], z["light"]
+    else:
+        heavy = generate(heavy_pipe, prompts, seeds, SAMPLING["heavy"], progress=True)
+        light = generate(light_pipe, prompts, seeds, SAMPLING["light"], progress=True)
+        if a.image_cache is not None:
+            np.savez(a.image_cache, heavy=heavy, light=light, key=key)
     rng = np.random.default_rng(PROMPT_SEED)
     real = np.stack([render(parse_caption(q), rng) for q in prompts])
     real_ref = np.stack([render(parse_caption(q), rng) for q in prompts])  # second draw: the FID floor

@@ -19,24 +19,29 @@ from export.tiny.common import read_module_folder, save_module_folder
 class TinyDiscriminator(nn.Module):
     """Small CNN real-vs-generated classifier for ``image_size`` x ``image_size`` RGB images.
 
-    Per level: conv3x3 + ReLU + conv3x3 + ReLU + 2x2 average pool; then global average pool
-    and a linear layer to one logit.
+    Per level: (conv3x3 + BatchNorm + ReLU) x 2 + 2x2 average pool; then global average pool
+    and a linear layer to one logit. (Without normalisation it stalled at chance in training;
+    BatchNorm folds into the convolutions in the ONNX export, eval mode.)
     """
 
-    def __init__(self, image_size: int = 32, channels: Sequence[int] = (32, 64, 128)):
+    def __init__(self, image_size: int = 32, channels: Sequence[int] = (32, 64, 128), input_pool: int = 1):
         super().__init__()
-        if image_size % 2 ** len(channels):
-            raise ValueError(f"image_size {image_size} must be divisible by 2**{len(channels)}")
-        layers, c_in = [], 3
+        if input_pool < 1 or image_size % (input_pool * 2 ** len(channels)):
+            raise ValueError(
+                f"image_size {image_size} must be divisible by input_pool {input_pool} x 2**{len(channels)}"
+            )
+        # input_pool > 1 averages the image down first: the network then judges layout and shape
+        # (what a wrong image gets wrong) rather than pixel texture (which every generated image has).
+        layers, c_in = ([nn.AvgPool2d(input_pool)] if input_pool > 1 else []), 3
         for c in channels:
-            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
-                       nn.AvgPool2d(2)]
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
+                       nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.AvgPool2d(2)]
             c_in = c
         self.body = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(c_in, 1)
         self.image_size = image_size
-        self.config = {"image_size": image_size, "channels": list(channels)}
+        self.config = {"image_size": image_size, "channels": list(channels), "input_pool": input_pool}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits [B] of P(real) for float32 NCHW images in [0, 1] at ``image_size``."""

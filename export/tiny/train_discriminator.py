@@ -31,6 +31,14 @@ class DiscriminatorTrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     holdout_share: float = 0.15
+    input_pool: int = 1
+    noise_std: float = 0.03
+    # Random 0-2 passes of a 3x3 box blur on "real" images only, "both" classes, or "none".
+    # On real images only, blur (the one-step light model's mark on every image it draws, right or
+    # wrong) stops separating real from generated, and the discriminator has to look at shapes.
+    blur_aug: str = "real"
+    blur_passes_max: int = 2
+    fakes: str = "both"  # which generated images are the negatives: "both" (light + heavy) or "light"
     seed: int = 5
 
 
@@ -87,12 +95,16 @@ def train_discriminator(cfg: DiscriminatorTrainConfig, heavy: Path, light: Path,
         images, labels = build_dataset(cfg, heavy, light)
         if cache is not None:
             np.savez(cache, images=images, labels=labels)
+    if cfg.fakes == "light":  # layout of build_dataset: 2n real, n heavy, n light
+        n = len(images) // 4
+        keep = np.r_[0:2 * n, 3 * n:4 * n]
+        images, labels = images[keep], labels[keep]
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(len(images))
     n_hold = int(len(images) * cfg.holdout_share)
     hold, train_idx = perm[:n_hold], perm[n_hold:]
     torch.manual_seed(cfg.seed)
-    model = TinyDiscriminator().to(device)
+    model = TinyDiscriminator(input_pool=cfg.input_pool).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     for step in (bar := tqdm(range(cfg.steps), desc="discriminator")):
@@ -100,6 +112,15 @@ def train_discriminator(cfg: DiscriminatorTrainConfig, heavy: Path, light: Path,
         x = to_tensor01(images[idx], device)
         flip = torch.from_numpy(rng.random(len(idx)) < 0.5).to(device)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)  # layouts are mirror-symmetric
+        if cfg.blur_aug != "none":
+            b1 = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+            b2 = F.avg_pool2d(F.pad(b1, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+            k = torch.from_numpy(rng.integers(0, cfg.blur_passes_max + 1, len(idx))).to(device)[:, None, None, None]
+            if cfg.blur_aug == "real":
+                k = k * torch.from_numpy(labels[idx] > 0.5).to(device)[:, None, None, None]
+            x = torch.where(k == 0, x, torch.where(k == 1, b1, b2))
+        # Noise on both classes: no pixel-level shortcut.
+        x = (x + torch.randn_like(x) * cfg.noise_std * torch.rand(len(idx), 1, 1, 1, device=device)).clamp(0, 1)
         loss = F.binary_cross_entropy_with_logits(model(x), torch.from_numpy(labels[idx]).to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -124,12 +145,20 @@ def main() -> None:
     p.add_argument("--n-generated", type=int, default=DiscriminatorTrainConfig.n_generated_per_model)
     p.add_argument("--steps", type=int, default=DiscriminatorTrainConfig.steps)
     p.add_argument("--seed", type=int, default=DiscriminatorTrainConfig.seed)
+    p.add_argument("--input-pool", type=int, default=DiscriminatorTrainConfig.input_pool)
+    p.add_argument("--blur-aug", choices=["real", "both", "none"], default=DiscriminatorTrainConfig.blur_aug)
+    p.add_argument("--blur-passes-max", type=int, default=DiscriminatorTrainConfig.blur_passes_max)
+    p.add_argument("--fakes", choices=["both", "light"], default=DiscriminatorTrainConfig.fakes)
+    p.add_argument("--noise-std", type=float, default=DiscriminatorTrainConfig.noise_std)
     p.add_argument("--cache", type=Path, default=None, help="npz cache of the generated dataset")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = DiscriminatorTrainConfig(n_generated_per_model=a.n_generated, steps=a.steps, seed=a.seed)
+    cfg = DiscriminatorTrainConfig(n_generated_per_model=a.n_generated, steps=a.steps, seed=a.seed,
+                                   input_pool=a.input_pool, blur_aug=a.blur_aug,
+                                   noise_std=a.noise_std, fakes=a.fakes,
+                                   blur_passes_max=a.blur_passes_max)
     print(json.dumps(train_discriminator(cfg, a.heavy, a.light, a.out, pick_device(a.device), a.cache)))
 
 
