@@ -29,6 +29,7 @@ from orchestrator.health import Backoff
 from orchestrator.loop import RUNS, LoopConfig, Orchestrator
 from orchestrator.node import TritonNode
 from orchestrator.placement import NodeSpec
+from orchestrator.server import pid_alive, terminate
 
 
 def parse_slots(text: str, cpu_default: int = 2) -> tuple[str, tuple[int, ...]]:
@@ -144,7 +145,7 @@ def cmd_start(args: argparse.Namespace, argv: list[str]) -> int:
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     pid_file = log_dir / "orchestrator.pid"
-    if pid_file.exists() and _alive(int(pid_file.read_text())):
+    if pid_file.exists() and pid_alive(int(pid_file.read_text())):
         print(f"orchestrator already running (pid {pid_file.read_text()}); `make stop` first")
         return 1
     run_argv = ["run" if a == "start" else a for a in argv]
@@ -158,6 +159,42 @@ def cmd_start(args: argparse.Namespace, argv: list[str]) -> int:
         return 1
     print(f"orchestrator running (pid {p.pid}); plans logged to {log_dir / 'orchestrator.out'} "
           f"and {log_dir / 'orchestrator.jsonl'}")
+    return _wait_cascade_ready(args, p, log_dir / "orchestrator.out")
+
+
+def _wait_cascade_ready(args: argparse.Namespace, proc: subprocess.Popen, log: Path) -> int:
+    """Block until every node serves: the stage models and the cascade are ready (the first plan
+    places light and heavy) and a cascade request forced to each branch is answered. So a request
+    sent right after ``make serve`` gets an image. Returns the exit code for ``start``."""
+    import numpy as np  # noqa: PLC0415
+    import tritonclient.grpc as grpcclient  # noqa: PLC0415
+
+    if args.ready_timeout_s <= 0 or not args.node:
+        return 0
+    models = [m for m in (args.light_model, args.heavy_model, args.discriminator_model, args.cascade_model) if m]
+    deadline = time.monotonic() + args.ready_timeout_s
+    pending = list(args.node)
+    while pending and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print(f"orchestrator exited ({proc.returncode}) before the cascade was serving; see {log}")
+            return 1
+        for url in list(pending):
+            try:
+                client = grpcclient.InferenceServerClient(url)
+                if not all(client.is_model_ready(m) for m in models):
+                    continue
+                for routing in ("light", "heavy"):
+                    prompt = grpcclient.InferInput("PROMPT", [1, 1], "BYTES")
+                    prompt.set_data_from_numpy(np.array([[b"a red circle"]], dtype=object))
+                    client.infer(args.cascade_model, [prompt], parameters={"routing": routing})
+                pending.remove(url)
+            except Exception:  # noqa: BLE001 - not serving yet: keep polling until the deadline
+                pass
+        time.sleep(0.5)
+    if pending:
+        print(f"the cascade is not serving on {', '.join(pending)} after {args.ready_timeout_s:.0f} s; see {log}")
+        return 1
+    print(f"{args.cascade_model} serving on {', '.join(args.node)} (both branches answered): send requests now")
     return 0
 
 
@@ -167,26 +204,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
         print("no orchestrator pid file; nothing to stop")
         return 0
     pid = int(pid_file.read_text())
-    if _alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    terminate(pid, timeout_s=15)
     pid_file.unlink()
     print(f"orchestrator (pid {pid}) stopped; Triton keeps serving the last plan until it is stopped")
     return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def parser() -> argparse.ArgumentParser:
@@ -221,6 +242,8 @@ def parser() -> argparse.ArgumentParser:
         r.add_argument("--health-interval-s", type=float, default=1.0,
                        help="heal dead/unready models this often between windows (0: once per window)")
         r.add_argument("--max-windows", type=int, default=None)
+        r.add_argument("--ready-timeout-s", type=float, default=300.0,
+                       help="start: wait this long for the cascade model to be ready (0: do not wait)")
     s = sub.add_parser("stop", help="stop the orchestrator started by `start`")
     s.add_argument("--log-dir", default=str(RUNS))
     return ap

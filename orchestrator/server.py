@@ -287,7 +287,7 @@ def _cli_start(args: argparse.Namespace) -> int:
     sf = _state_file(state_dir)
     if sf.exists():
         st = json.loads(sf.read_text())
-        if _alive(st["pid"]):
+        if pid_alive(st["pid"]):
             print(f"tritonserver already running (pid {st['pid']}, grpc {st['grpc']}); `make stop` first")
             return 1
     cfg = TritonServerConfig(
@@ -307,12 +307,28 @@ def _cli_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while a process with this pid exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:  # exists, owned by another user
+        return True
     return True
+
+
+def terminate(pid: int, timeout_s: float, process_group: bool = False) -> None:
+    """SIGTERM ``pid`` (or its process group), then SIGKILL if it is still alive after ``timeout_s``."""
+    kill = os.killpg if process_group else os.kill
+    if not pid_alive(pid):
+        return
+    kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        kill(pid, signal.SIGKILL)
 
 
 def _cli_stop(args: argparse.Namespace) -> int:
@@ -323,13 +339,7 @@ def _cli_stop(args: argparse.Namespace) -> int:
         print("no tritonserver state file; nothing to stop")
         return 0
     pid = json.loads(sf.read_text())["pid"]
-    if _alive(pid):
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+    terminate(pid, timeout_s=20, process_group=True)
     sf.unlink()
     print(f"tritonserver (pid {pid}) stopped")
     return 0
