@@ -69,10 +69,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def plot_time_series(path: Path, runs: Mapping[str, Any], title: str) -> Path:
     """Figure-5-like PNG: arrival rate, threshold, violation ratio and FID per window, one line
     per policy. ``runs`` maps a policy name to its :class:`~benchmarks.sim.metrics.Series`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(5, 1, figsize=(10, 12), sharex=True)
     first = next(iter(runs.values()))
@@ -97,19 +94,12 @@ def plot_time_series(path: Path, runs: Mapping[str, Any], title: str) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_bars(path: Path, names: Sequence[str], violation: Sequence[float], fid: Sequence[float], title: str) -> Path:
     """Two bar charts side by side: SLO violation ratio and mean FID per policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.bar(names, violation, color="tab:red")
@@ -121,21 +111,14 @@ def plot_bars(path: Path, names: Sequence[str], violation: Sequence[float], fid:
         ax.tick_params(axis="x", rotation=30)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_vs_load(path: Path, factors: Sequence[float], summaries: Mapping[str, Sequence[Mapping[str, Any]]],
                  fid_bound: Sequence[float], title: str) -> Path:
     """SLO violation ratio and mean FID against the load factor, one line per policy
     (``summaries[policy][i]`` is the run at ``factors[i]``), with the fluid FID bound."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, runs in summaries.items():
@@ -150,6 +133,21 @@ def plot_vs_load(path: Path, factors: Sequence[float], summaries: Mapping[str, S
         ax.grid(alpha=0.3)
     b.legend(fontsize=7)
     fig.suptitle(title)
+    return _save(plt, fig, path)
+
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib  # noqa: PLC0415 - plotting is optional for the simulator core
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def _save(plt, fig, path: Path) -> Path:
+    """Lay out, write ``path`` as PNG (folders created) and close ``fig``; returns ``path``."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
