@@ -62,3 +62,13 @@ def read_module_folder(path: str | Path, class_name: str) -> tuple[dict, dict]:
         raise ValueError(f"{cfg_file} has _class_name {found!r}, expected {class_name!r}")
     state = {k: v.float() for k, v in load_file(str(weights)).items()}
     return config, state
+
+
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched=None) -> None:
+    """One plain training step shared by the VAE, judge and discriminator trainers:
+    clear grads, backpropagate ``loss``, step the optimizer, then the LR schedule (if any)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()

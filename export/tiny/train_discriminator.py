@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from export.discriminators import TinyDiscriminator, save_discriminator
-from export.tiny.common import pick_device, seed_everything, to_tensor01
+from export.tiny.common import pick_device, seed_everything, to_tensor01, optimizer_step
 from export.tiny.domain import sample_batch
 from export.tiny.sampling import SAMPLING, generate, load_pipeline
 
@@ -122,10 +122,7 @@ def train_discriminator(cfg: DiscriminatorTrainConfig, heavy: Path, light: Path,
         # Noise on both classes: no pixel-level shortcut.
         x = (x + torch.randn_like(x) * cfg.noise_std * torch.rand(len(idx), 1, 1, 1, device=device)).clamp(0, 1)
         loss = F.binary_cross_entropy_with_logits(model(x), torch.from_numpy(labels[idx]).to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        optimizer_step(loss, opt, sched)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     model = model.cpu().eval()

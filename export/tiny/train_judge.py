@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from export.tiny.common import pick_device, seed_everything, to_tensor01
+from export.tiny.common import pick_device, seed_everything, to_tensor01, optimizer_step
 from export.tiny.domain import counts_vector, sample_batch
 from export.tiny.judge import TinyJudge, save_judge
 
@@ -56,10 +56,7 @@ def train_judge(cfg: JudgeTrainConfig, out: Path, device: torch.device) -> dict:
         y = torch.from_numpy(np.stack([counts_vector(s) for s in scenes])).to(device)
         logits = judge(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        optimizer_step(loss, opt, sched)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     judge = judge.cpu().eval()

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from export.tiny.common import pick_device, seed_everything, to_tensor01
+from export.tiny.common import pick_device, seed_everything, to_tensor01, optimizer_step
 from export.tiny.domain import sample_batch
 from export.tiny.models import VAEConfig, build_vae
 
@@ -46,10 +46,7 @@ def train_vae(cfg: VAETrainConfig, out: Path, device: torch.device) -> dict:
         rec = vae.decode(post.sample()).sample
         mse = torch.nn.functional.mse_loss(rec, x)
         loss = mse + cfg.kl_weight * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        optimizer_step(loss, opt, sched)
         if step % 50 == 0 or step == cfg.steps - 1:
             bar.set_postfix(mse=f"{mse.item():.4f}")
             log.write(json.dumps({"step": step, "mse": mse.item(), "time": time.time()}) + "\n")
