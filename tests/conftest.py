@@ -98,13 +98,9 @@ def cascade_stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cascade")
     control, chunks = tmp / "control.json", tmp / "chunks.jsonl"
     repo = build_cascade_repository(tmp / "repo", control, chunks)
-    server = TritonServer(TritonServerConfig(model_repository=repo, load_models=CASCADE_MODELS,
-                                             log_path=tmp / "tritonserver.log"))
-    server.start()
-    try:
+    with TritonServer(TritonServerConfig(model_repository=repo, load_models=CASCADE_MODELS,
+                                         log_path=tmp / "tritonserver.log")) as server:
         yield server, control, chunks
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -139,10 +135,6 @@ def real_cascade_stack(tiny_exported, tmp_path_factory):
     control = tmp / "control.json"
     add_cascade_model(repo)
     point_control_files(repo, control)
-    server = TritonServer(TritonServerConfig(model_repository=repo, load_models=CASCADE_MODELS,
-                                             log_path=tmp / "tritonserver.log"))
-    server.start()
-    try:
+    with TritonServer(TritonServerConfig(model_repository=repo, load_models=CASCADE_MODELS,
+                                         log_path=tmp / "tritonserver.log")) as server:
         yield server, control, repo
-    finally:
-        server.stop()
