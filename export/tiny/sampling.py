@@ -21,7 +21,7 @@ class SamplingConfig:
 
 
 # The cascade's defaults (what configs/tiny.yaml should name): heavy = 25-step DDIM with CFG,
-# light = one step of an x0-predicting model without CFG.
+# light = one DDIM step of a small epsilon-predicting model without CFG.
 SAMPLING = {"heavy": SamplingConfig(steps=25, guidance_scale=3.0), "light": SamplingConfig(steps=1, guidance_scale=1.0)}
 
 

@@ -2,8 +2,10 @@
 
 - heavy: epsilon-prediction UNet (min-SNR weighting, classifier-free-guidance dropout), sampled
   with 25 DDIM steps and CFG;
-- light: a smaller UNet that predicts the clean latent from pure noise in ONE step (no CFG): a
-  conditional-mean regressor that is fine on one object and muddles multi-object prompts.
+- light: a smaller epsilon-prediction UNet (same recipe, no CFG dropout) sampled with ONE DDIM
+  step and no CFG: fine on one object; on multi-object prompts it is often unsure, and one step
+  of an unsure epsilon model shows it as visible artefacts (tinted backgrounds, halos, garbled
+  shapes) that the real-vs-generated discriminator can see.
 
 Both train the CLIP text encoder jointly with the UNet, keep an EMA of the weights, and save a
 ``StableDiffusionPipeline`` folder (EMA weights) every ``checkpoint_every`` steps, so training
@@ -34,7 +36,8 @@ from export.tiny.tokenizer import build_tokenizer
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionTrainConfig:
-    """One role's architecture and schedule. ``one_step``: train only at the last timestep."""
+    """One role's architecture and schedule. ``one_step``: train only at the last timestep
+    (a one-step x0 regressor; the light model of the first committed cascade, kept as an option)."""
 
     unet: UNetConfig
     text: TextEncoderConfig
@@ -59,7 +62,7 @@ class DiffusionTrainConfig:
 
 ROLES: dict[str, DiffusionTrainConfig] = {
     "heavy": DiffusionTrainConfig(UNetConfig(channels=(32, 64, 64)), TextEncoderConfig(), "epsilon", False, seed=3),
-    "light": DiffusionTrainConfig(UNetConfig(channels=(16, 32, 32)), TextEncoderConfig(), "sample", True,
+    "light": DiffusionTrainConfig(UNetConfig(channels=(16, 32, 32)), TextEncoderConfig(), "epsilon", False,
                                   cfg_dropout=0.0, seed=4),
 }
 
@@ -90,8 +93,11 @@ def _evaluate(pipe, role: str, judge_path: Path | None, n_per_difficulty: int = 
 
 
 def train(role: str, cfg: DiffusionTrainConfig, vae_path: Path, out: Path, device: torch.device,
-          judge_path: Path | None, resume: bool) -> None:
-    """Train ``role`` for ``cfg.steps`` steps, checkpointing the EMA pipeline to ``out``."""
+          judge_path: Path | None, resume: bool, keep_snapshots: bool = False) -> None:
+    """Train ``role`` for ``cfg.steps`` steps, checkpointing the EMA pipeline to ``out``.
+
+    ``keep_snapshots``: also keep every checkpoint as ``<out>_snap_<step>`` (for select_checkpoint).
+    """
     rng = seed_everything(cfg.seed)
     tokenizer = build_tokenizer()
     vae = AutoencoderKL.from_pretrained(vae_path).to(device).eval().requires_grad_(False)
@@ -158,6 +164,8 @@ def train(role: str, cfg: DiffusionTrainConfig, vae_path: Path, out: Path, devic
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             pipe = _pipeline(vae, ema_te, tokenizer, ema_unet, scheduler)
             pipe.save_pretrained(out)
+            if keep_snapshots:
+                pipe.save_pretrained(out.parent / f"{out.name}_snap_{done}")
             torch.save({"te": text_encoder.state_dict(), "unet": unet.state_dict(), "ema_te": ema_te.state_dict(),
                         "ema_unet": ema_unet.state_dict(), "opt": opt.state_dict(), "step": done,
                         "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, state_file)
@@ -183,6 +191,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--keep-snapshots", action="store_true", help="keep every checkpoint as <out>_snap_<step>")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     cfg = ROLES[a.role]
@@ -191,7 +200,7 @@ def main() -> None:
     if a.seed is not None:
         cfg = dataclasses.replace(cfg, seed=a.seed)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    train(a.role, cfg, a.vae, a.out, pick_device(a.device), a.judge, a.resume)
+    train(a.role, cfg, a.vae, a.out, pick_device(a.device), a.judge, a.resume, a.keep_snapshots)
 
 
 if __name__ == "__main__":
