@@ -31,6 +31,25 @@ LIGHT_FRACTIONS = tuple(round(0.1 * i, 1) for i in range(11))
 TINY_JUDGE = PROJECT_ROOT / "export" / "tiny" / "weights" / "judge"
 
 
+def threshold_grid(confidence: np.ndarray, max_step: float = 0.05) -> tuple[float, ...]:
+    """The paper's grid (0, 0.05, ..., 1) plus the light confidences' quantiles at 5 %, 10 %, ..., 95 %.
+
+    A discriminator whose confidences on light images crowd near 0 (the tiny one's do) makes
+    f(t) jump on the paper's grid (e.g. 0 -> 0.55 between t = 0 and 0.05), and a planner that
+    picks t from the curve's points then cannot defer 10 % or 30 %. The quantile points keep
+    consecutive grid points at most ~``max_step`` of deferral apart. Returns sorted, distinct
+    thresholds in [0, 1].
+    """
+    c = np.asarray(confidence, np.float64)
+    if c.ndim != 1 or len(c) == 0:
+        raise ValueError(f"confidence has shape {c.shape}; expected a non-empty 1-D array")
+    if not 0 < max_step <= 1:
+        raise ValueError(f"max_step = {max_step}; expected in (0, 1]")
+    qs = np.arange(max_step, 1.0 - 1e-9, max_step)
+    extra = [float(x) for x in np.round(np.quantile(c, qs), 6) if 0.0 < x < 1.0]
+    return tuple(sorted(set(THRESHOLDS) | set(extra)))
+
+
 def deferral_curve(confidence: np.ndarray, thresholds: Sequence[float] = THRESHOLDS) -> list[tuple[float, float]]:
     """[(t, f(t))]: the share of queries with light-image confidence strictly below t."""
     c = np.asarray(confidence, np.float64)
@@ -125,7 +144,8 @@ def calibrate_cascade(cascade: CascadeConfig, repo: str | Path, count: int | Non
     out.mkdir(parents=True, exist_ok=True)
     written = []
     f_t = out / "deferral_curve.csv"
-    f_t.write_text(",t,f_t\n" + "".join(f"{i},{t},{f:.6g}\n" for i, (t, f) in enumerate(deferral_curve(conf_light))))
+    f_t.write_text(",t,f_t\n" + "".join(f"{i},{t},{f:.6g}\n" for i, (t, f) in enumerate(
+        deferral_curve(conf_light, threshold_grid(conf_light)))))
     conf = out / "confidences.csv"
     conf.write_text("content_id,light,heavy\n" + "".join(
         f"{i},{a:.6e},{b:.6e}\n" for i, (a, b) in enumerate(zip(conf_light, conf_heavy))))

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from export.calibrate import calibrate_cascade, deferral_curve, quality_curve, served_by_light
+from export.calibrate import THRESHOLDS, calibrate_cascade, deferral_curve, quality_curve, served_by_light, threshold_grid
 from export.config import CalibrationConfig, load_cascade
 from export.profile import profile_cascade
 from planner.data import load_deferral_curve, load_project_profiles, load_quality_curve
@@ -19,6 +19,19 @@ def test_deferral_curve_counts_confidences_strictly_below_t():
     assert deferral_curve(conf, (0.0, 0.2, 0.21, 1.0)) == [(0.0, 0.0), (0.2, 0.25), (0.21, 0.75), (1.0, 1.0)]
     with pytest.raises(ValueError, match="non-empty 1-D"):
         deferral_curve(np.array([]))
+
+
+def test_threshold_grid_keeps_deferral_steps_small_when_confidences_crowd_near_zero():
+    rng = np.random.default_rng(0)
+    conf = np.concatenate([rng.uniform(0, 0.01, 800), rng.uniform(0.01, 1, 200)])
+    grid = threshold_grid(conf)
+    assert set(THRESHOLDS) <= set(grid) and list(grid) == sorted(set(grid))
+    f = [v for _, v in deferral_curve(conf, grid)]
+    assert max(b - a for a, b in zip(f, f[1:])) <= 0.06  # the paper's grid alone: 0 -> 0.8 at t = 0.05
+    coarse = [v for _, v in deferral_curve(conf)]
+    assert coarse[1] >= 0.8  # what the paper's grid alone gives at t = 0.05
+    with pytest.raises(ValueError, match="max_step = 0"):
+        threshold_grid(conf, max_step=0)
 
 
 def test_query_aware_routing_keeps_the_most_confident_on_light():
