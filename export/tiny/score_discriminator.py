@@ -1,0 +1,65 @@
+"""Score discriminators on the SELECTION prompt set (seed 123): ROC AUC of their confidence for
+"the light image is correct" (the judge decides), overall and on hard prompts, and at how many
+deferral shares (10 %, 15 %, ..., 90 %) routing by it beats random routing when heavy is right.
+
+Usage: ``python -m export.tiny.score_discriminator --light export/tiny/weights/light DISC [DISC ...]``
+Prints one JSON line per discriminator folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.discriminators import load_discriminator
+from export.tiny.common import to_tensor01
+from export.tiny.domain import eval_prompts
+from export.tiny.judge import load_judge
+from export.tiny.sampling import SAMPLING, generate, load_pipeline
+from export.tiny.select_checkpoint import SELECTION_PROMPT_SEED
+from export.tiny.train_discriminator import roc_auc
+
+
+def beats_random(light_ok: np.ndarray, confidence: np.ndarray, shares: np.ndarray) -> list[bool]:
+    """Per share: does deferring the least confident light images (heavy assumed right) serve
+    more correct images than the expectation of deferring the same number at random?"""
+    n, order, base = len(light_ok), np.argsort(confidence, kind="stable"), light_ok.mean()
+    out = []
+    for share in shares:
+        k = int(round(share * n))
+        served = light_ok.copy()
+        served[order[:k]] = True
+        out.append(bool(served.mean() > base * (1 - k / n) + k / n))
+    return out
+
+
+def main() -> None:
+    """CLI entry point."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--light", type=Path, default=Path("export/tiny/weights/light"))
+    p.add_argument("--judge", type=Path, default=Path("export/tiny/weights/judge"))
+    p.add_argument("--n-per-difficulty", type=int, default=150)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("discriminators", type=Path, nargs="+")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    n = a.n_per_difficulty
+    prompts = eval_prompts(SELECTION_PROMPT_SEED, n)
+    images = generate(load_pipeline(a.light), prompts, list(range(len(prompts))), SAMPLING["light"])
+    ok = load_judge(a.judge).fidelity(images, prompts)
+    shares = np.round(np.arange(0.1, 0.9001, 0.05), 2)
+    for folder in a.discriminators:
+        with torch.no_grad():
+            conf = load_discriminator(folder)(to_tensor01(images)).numpy()
+        wins = beats_random(ok, conf, shares)
+        print(json.dumps({"discriminator": str(folder), "light_fidelity_easy": float(ok[:n].mean()),
+                          "light_fidelity_hard": float(ok[n:].mean()), "auc_light_correct": roc_auc(conf, ok),
+                          "auc_light_correct_hard": roc_auc(conf[n:], ok[n:]),
+                          "beats_random_at": f"{sum(wins)}/{len(wins)} shares 10-90%"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
