@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny-random", action="store_true", help="export a tiny random-weight cascade instead")
     ap.add_argument("--requests", type=int, default=24, help="timed requests per side")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--threshold", type=float, default=1.0,
+                    help="cascade threshold: 1.0 defers every prompt to heavy, 0.0 serves every prompt with light")
     ap.add_argument("--ort-threads", type=int, default=0,
                     help="ONNX Runtime intra-op threads, both sides (0 = ORT default; 1 = no thread pool, no spinning)")
     ap.add_argument("--stage-queue-delay-us", type=int, default=None,
