@@ -113,6 +113,10 @@ def test_config_parameters_are_validated(tmp_path):
     assert parse_config(_config(slo_ms=""), tmp_path).slo_ms is None
     with pytest.raises(ValueError, match="drop_factor='-1'"):
         parse_config(_config(drop_factor="-1"), tmp_path)
+    assert cfg.stage_timeout_ms == 60_000.0  # default
+    assert parse_config(_config(stage_timeout_ms="250"), tmp_path).stage_timeout_ms == 250.0
+    with pytest.raises(ValueError, match="stage_timeout_ms='0'"):
+        parse_config(_config(stage_timeout_ms="0"), tmp_path)
     with pytest.raises(ValueError, match="unknown config parameters"):
         parse_config(_config(treshold="0.5"), tmp_path)
     with pytest.raises(ValueError, match="max_batch_size"):

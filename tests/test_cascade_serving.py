@@ -171,6 +171,28 @@ def test_a_stage_error_fails_only_the_request_that_caused_it(stack):
             c.generate(f"{EASY} [fail:light]")
 
 
+def test_a_hung_stage_fails_its_requests_after_the_stage_timeout_and_serving_goes_on(tmp_path):
+    import re
+
+    from conftest import CASCADE_MODELS, build_cascade_repository
+    from orchestrator.server import TritonServer, TritonServerConfig
+
+    repo = build_cascade_repository(tmp_path / "repo", tmp_path / "control.json")
+    cfg = repo / "cascade" / "config.pbtxt"
+    cfg.write_text(re.sub(r'(key: "stage_timeout_ms" value: \{ string_value: )"[^"]*"', r'\1"500"', cfg.read_text()))
+    assert '"500"' in cfg.read_text()
+    with TritonServer(TritonServerConfig(model_repository=repo, load_models=CASCADE_MODELS,
+                                         log_path=tmp_path / "tritonserver.log")) as server:
+        with CascadeClient(server.grpc_url, timeout_s=60) as c:
+            t0 = time.perf_counter()
+            with pytest.raises(InferenceFailed, match="stage heavy .* did not answer within 500 ms"):
+                c.generate(f"{HARD} [hang:heavy]", routing="heavy")  # the stand-in sleeps 3 s
+            assert time.perf_counter() - t0 < 2.5
+            assert c.generate(EASY).served_by == "light"  # the cascade and the light path go on
+            time.sleep(3.0)  # the hung call ends; heavy serves again
+            assert c.generate(HARD, routing="heavy").served_by == "heavy"
+
+
 def test_request_predicted_past_its_deadline_is_dropped_at_once(client):
     client.generate(EASY)  # the stages' latencies are now observed (tens of ms)
     t0 = time.perf_counter()

@@ -46,6 +46,8 @@ class CascadeConfig:
     shedding). ``drop_factor``: shed when predicted latency > drop_factor x SLO (paper: 1.5).
     ``ewma_alpha``: weight of the newest latency sample. ``stage_models``: Triton model name
     per stage. ``random_seed``: seed of the ``random`` routing policy's generator.
+    ``stage_timeout_ms``: a stage call that has not answered after this long fails its queries
+    (INTERNAL, "did not answer within"), so a hung stage cannot hang the cascade's clients.
     """
 
     control_file: Path
@@ -55,6 +57,7 @@ class CascadeConfig:
     stage_models: Mapping[str, str] = dataclasses.field(
         default_factory=lambda: {"light": "light", "discriminator": "discriminator", "heavy": "heavy"})
     random_seed: int = 0
+    stage_timeout_ms: float = 60_000.0
 
 
 def pbtxt_parameters(text: str) -> dict[str, str]:
@@ -95,7 +98,7 @@ def parse_config(model_config: Mapping[str, Any], project_root: str | Path | Non
         raise ValueError(f"{name}: config outputs {sorted(have)}; expected {list(OUTPUTS)}")
     params = {k: v.get("string_value", "") for k, v in (model_config.get("parameters") or {}).items()}
     known = {"control_file", "slo_ms", "drop_factor", "ewma_alpha", "light_model", "heavy_model",
-             "discriminator_model", "random_seed"}
+             "discriminator_model", "random_seed", "stage_timeout_ms"}
     if set(params) - known:
         raise ValueError(f"{name}: unknown config parameters {sorted(set(params) - known)}; expected {sorted(known)}")
 
@@ -120,6 +123,7 @@ def parse_config(model_config: Mapping[str, Any], project_root: str | Path | Non
         ewma_alpha=number("ewma_alpha", 0.2, 0.0, 1.0),
         stage_models={s: params.get(f"{s}_model") or s for s in ("light", "discriminator", "heavy")},
         random_seed=int(number("random_seed", 0, -1.0, 2.0**32)),
+        stage_timeout_ms=number("stage_timeout_ms", 60_000.0, 0.0, 3.6e6),
     )
 
 
@@ -196,6 +200,10 @@ class StageError(RuntimeError):
     def __init__(self, message: str, code: Any = None):
         super().__init__(message)
         self.code = code
+
+
+class StageTimeout(StageError):
+    """A stage call did not answer within ``stage_timeout_ms`` (not the queries' fault: no retry)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: jobs compare by identity
@@ -278,7 +286,11 @@ class TritonPythonModel:
         self.shared.add(stage, n)
         t0 = time.perf_counter()
         try:
-            response = await request.async_exec()
+            # wait_for abandons the call, not the stage: its eventual answer is dropped.
+            response = await asyncio.wait_for(request.async_exec(), self.cfg.stage_timeout_ms / 1000.0)
+        except asyncio.TimeoutError:
+            raise StageTimeout(f"stage {stage} ({self.cfg.stage_models[stage]}) did not answer within "
+                               f"{self.cfg.stage_timeout_ms:g} ms (stage_timeout_ms)") from None
         finally:
             self.shared.add(stage, -n)
         ms = 1000.0 * (time.perf_counter() - t0)
@@ -316,6 +328,10 @@ class TritonPythonModel:
             request that caused the failure gets the error (recorded in ``error``)."""
             try:
                 return dict(zip(idx, await call(idx)))
+            except StageTimeout as exc:  # retrying per request would only wait again
+                for i in idx:
+                    error[i] = exc
+                return {}
             except StageError as exc:
                 groups: dict[int, list[int]] = {}
                 for i in idx:

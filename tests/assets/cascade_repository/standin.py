@@ -4,7 +4,8 @@ Deterministic and fast, with the stage models' I/O contract (docs/interfaces.md 
 * light / heavy: PROMPT BYTES [1], SEED INT64 [1] -> IMAGE UINT8 [16, 16, 3]. The image is a
   function of (stage, prompt, seed): light draws bright pixels unless the prompt contains
   "hard" (dark), heavy draws mid-grey with a blue channel of 255 (so tests can tell them apart).
-  A prompt containing "[fail:<stage>]" makes that stage answer the whole call with an error.
+  A prompt containing "[fail:<stage>]" makes that stage answer the whole call with an error,
+  one containing "[hang:<stage>]" makes it sleep ``hang_ms`` (config parameter, default 3000) first.
   They execute in chunks of the control file's batch_size (like the real stages) and append
   each executed chunk size to ``chunks_file`` so tests can check the batch size in force.
 * discriminator: IMAGE -> CONFIDENCE FP32 [1] = mean pixel / 255 (easy ~0.8, hard ~0.2).
@@ -44,6 +45,7 @@ class StandIn:
         params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
         self.stage = params["stage"]
         self.delay_s = float(params.get("delay_ms", "0")) / 1000.0
+        self.hang_s = float(params.get("hang_ms", "3000")) / 1000.0
         self.control = ControlFile(params["control_file"]) if params.get("control_file") else None
         self.chunks_file = Path(params["chunks_file"]) if params.get("chunks_file") else None
 
@@ -70,6 +72,8 @@ class StandIn:
             if any(f"[fail:{self.stage}]" in p for p in prompts):
                 responses.append(pb_utils.InferenceResponse([], error=pb_utils.TritonError(f"{self.stage} stand-in: injected failure")))
                 continue
+            if any(f"[hang:{self.stage}]" in p for p in prompts):
+                time.sleep(self.hang_s)
             for _ in self._chunks(len(prompts)):
                 time.sleep(self.delay_s)
             images = np.stack([draw(self.stage, p, int(s)) for p, s in zip(prompts, seeds)])
