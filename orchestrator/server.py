@@ -47,6 +47,9 @@ class TritonServerConfig:
 
     Ports of 0 mean "pick a free port". ``restricted_key`` (``header:value``), when set,
     restricts the model-repository and statistics protocols to clients sending that header.
+    ``die_with_parent`` (Linux): the server gets SIGTERM when the process that started it dies,
+    even by SIGKILL, so a killed test run or benchmark leaves no tritonserver behind; the
+    detached ``make serve`` server turns it off.
     """
 
     model_repository: str | Path = "model_repository"
@@ -61,6 +64,7 @@ class TritonServerConfig:
     log_verbose: int = 0
     extra_args: tuple[str, ...] = ()
     log_path: str | Path | None = None
+    die_with_parent: bool = True
 
 
 def admin_headers(restricted_key: str | None, protocol: str = "grpc") -> dict[str, str]:
@@ -210,6 +214,7 @@ class TritonServer:
         self.process = subprocess.Popen(
             self.command(), stdout=self._log_file, stderr=subprocess.STDOUT, env=server_env(),
             start_new_session=True,  # so stop() can signal the stubs too
+            preexec_fn=_die_with_parent if self.config.die_with_parent and sys.platform == "linux" else None,
         )
         try:
             self.wait_ready(self.config.startup_timeout_s)
@@ -273,6 +278,13 @@ class TritonServer:
         return grpcclient.InferenceServerClient(self.grpc_url, **kwargs)
 
 
+def _die_with_parent() -> None:
+    """In the forked child: ask the kernel for SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    import ctypes  # noqa: PLC0415
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 # ---------------------------------------------------------------------------------------
 # CLI: a detached server for `make serve` / `make stop`, with its pid and ports in a state file
 # ---------------------------------------------------------------------------------------
@@ -294,7 +306,7 @@ def _cli_start(args: argparse.Namespace) -> int:
         model_repository=args.model_repository, host=args.host, http_port=args.http_port,
         grpc_port=args.grpc_port, metrics_port=args.metrics_port, load_models=tuple(args.load_model),
         restricted_key=args.restricted_key or None, log_path=state_dir / "tritonserver.log",
-        startup_timeout_s=args.timeout_s,
+        startup_timeout_s=args.timeout_s, die_with_parent=False,  # outlives this CLI
     )
     server = TritonServer(cfg)
     print(f"starting tritonserver: grpc {server.grpc_url}, http {server.http_url}, metrics {server.metrics_url}")

@@ -1,12 +1,20 @@
 """A real tritonserver with the Python backend: outputs, strings, model control, bad requests."""
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
+
+from conftest import ASSETS
+from orchestrator.server import pid_alive, terminate
 
 pytestmark = pytest.mark.triton
 
@@ -68,3 +76,32 @@ def test_malformed_request_gets_error_and_server_stays_healthy(smoke_client):
         smoke_client.infer("no_such_model", [bad])
     assert smoke_client.is_server_live() and smoke_client.is_server_ready()
     assert _infer(smoke_client, np.ones((1, 4), np.float32), ["ok"]).as_numpy("Y").size == 4
+
+
+def test_a_server_started_by_a_killed_process_does_not_outlive_it(tmp_path):
+    state = tmp_path / "pid.json"
+    script = (
+        "import json, sys, time\n"
+        "from orchestrator.server import TritonServer, TritonServerConfig\n"
+        f"s = TritonServer(TritonServerConfig(model_repository={str(ASSETS / 'smoke_repository')!r}, "
+        f"load_models=('smoke',), log_path={str(tmp_path / 'tritonserver.log')!r})).start()\n"
+        f"open({str(state)!r}, 'w').write(json.dumps({{'pid': s.process.pid}}))\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 120
+        while not state.exists() and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+        server_pid = json.loads(state.read_text())["pid"]
+        assert pid_alive(server_pid)
+        parent.send_signal(signal.SIGKILL)  # no teardown can run in the parent
+        parent.wait(10)
+        deadline = time.monotonic() + 30
+        while pid_alive(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not pid_alive(server_pid), "tritonserver outlived the process that started it"
+    finally:
+        parent.kill()
+        if state.exists():
+            terminate(json.loads(state.read_text())["pid"], 5, process_group=True)
