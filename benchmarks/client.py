@@ -35,6 +35,8 @@ from orchestrator.errors import DiffServeError, InvalidRequest, RequestDropped, 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "127.0.0.1:8001"
+# The paper's drop factor: a request may wait in the cascade's queue at most this x its slo_ms.
+QUEUE_TIMEOUT_FACTOR = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +97,12 @@ class CascadeClient:
         outputs = [g.InferRequestedOutput(n) for n in ("IMAGE", "SERVED_BY", "CONFIDENCE", "THRESHOLD")]
         t0 = time.perf_counter()
         with triton_errors("infer", model=self.model):
+            # With an SLO, the request may wait in the cascade's queue at most QUEUE_TIMEOUT_FACTOR x
+            # SLO (Triton refuses it then: RequestDropped) - the cascade's own shedding cannot see
+            # that wait.
+            queue_timeout_us = None if slo_ms is None else int(QUEUE_TIMEOUT_FACTOR * slo_ms * 1000)
             r = self._client.infer(self.model, inputs, outputs=outputs, parameters=params or None,
-                                   client_timeout=self.timeout_s)
+                                   client_timeout=self.timeout_s, timeout=queue_timeout_us)
         latency_ms = 1000.0 * (time.perf_counter() - t0)
         images, served = r.as_numpy("IMAGE"), r.as_numpy("SERVED_BY").reshape(-1)
         conf, thr = r.as_numpy("CONFIDENCE").reshape(-1), r.as_numpy("THRESHOLD").reshape(-1)
