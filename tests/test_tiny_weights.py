@@ -169,3 +169,13 @@ def test_shipped_discriminator_ranks_correct_light_images_above_wrong_ones(light
     assert all(curves["discriminator"][i] >= curves["random"][i] for i in mid)
     assert np.mean([curves["discriminator"][i] - curves["random"][i] for i in mid]) >= 0.02
 
+
+
+def test_vae_roundtrip_of_real_renders_keeps_them_close(heavy):
+    from export.tiny.train_discriminator import vae_roundtrip
+
+    real, _, _ = domain.sample_batch(np.random.default_rng(4), 16, hard_share=0.5)
+    rec = vae_roundtrip(real, heavy.vae.eval(), batch_size=5)
+    assert rec.dtype == np.uint8 and rec.shape == real.shape
+    diff = np.abs(rec.astype(int) - real.astype(int))
+    assert 0 < diff.mean() < 12  # close, but not the identity

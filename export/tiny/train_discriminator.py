@@ -90,17 +90,16 @@ def vae_roundtrip(images: np.ndarray, vae, batch_size: int = 200) -> np.ndarray:
 def build_dataset(cfg: DiscriminatorTrainConfig, heavy: Path, light: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images uint8 (N, 32, 32, 3), labels 1 = real, source 0 real / 1 heavy / 2 light)."""
     rng = seed_everything(cfg.seed)
+    pipes = {"heavy": load_pipeline(heavy), "light": load_pipeline(light)}
     parts, sources = [], []
-    light_pipe = load_pipeline(light)
-    for code, role, pipe, n in ((1, "heavy", None, cfg.n_heavy), (2, "light", light_pipe, cfg.n_light)):
+    for code, role, n in ((1, "heavy", cfg.n_heavy), (2, "light", cfg.n_light)):
         _, prompts, _ = sample_batch(rng, n, cfg.hard_share)
         seeds = rng.integers(0, 2**31 - 1, n)
-        pipe = pipe if pipe is not None else load_pipeline(heavy)
-        parts.append(generate(pipe, prompts, list(seeds), SAMPLING[role], progress=True))
+        parts.append(generate(pipes[role], prompts, list(seeds), SAMPLING[role], progress=True))
         sources.append(np.full(n, code))
     real, _, _ = sample_batch(rng, cfg.n_real, cfg.hard_share)
     if cfg.real_through_vae:
-        real = vae_roundtrip(real, light_pipe.vae.eval())
+        real = vae_roundtrip(real, pipes["light"].vae.eval())
     images = np.concatenate([real] + parts)
     source = np.concatenate([np.zeros(cfg.n_real)] + sources).astype(np.int8)
     return images, (source == 0).astype(np.float32), source
@@ -114,6 +113,9 @@ def train_discriminator(cfg: DiscriminatorTrainConfig, heavy: Path, light: Path,
     """
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
+            if "source" not in z:
+                raise ValueError(f"{cache} has no 'source' array (written by an older train_discriminator); "
+                                 "delete it to rebuild the dataset")
             images, labels, source = z["images"], z["labels"], z["source"]
     else:
         images, labels, source = build_dataset(cfg, heavy, light)
