@@ -32,13 +32,12 @@ from export.discriminators import load_discriminator  # noqa: E402
 from export.tiny.common import to_tensor01  # noqa: E402
 from export.tiny.domain import eval_prompts, parse_caption, render  # noqa: E402
 from export.tiny.judge import load_judge  # noqa: E402
-from export.tiny.metrics import fid  # noqa: E402
+from export.tiny.metrics import SHARES, cascade_curves, fid  # noqa: E402
 from export.tiny.sampling import SAMPLING, generate, load_pipeline  # noqa: E402
 from export.tiny.train_discriminator import roc_auc  # noqa: E402
 
 WEIGHTS = Path("export/tiny/weights")
 PROMPT_SEED = 2024  # disjoint from the training streams (seeds 1-5) and the training-time eval (123)
-SHARES = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 
 
 def _weights_key(weights: Path, n: int) -> str:
@@ -48,25 +47,6 @@ def _weights_key(weights: Path, n: int) -> str:
         if f.is_file() and f.suffix in (".safetensors", ".json"):
             h.update(f.read_bytes())
     return h.hexdigest()
-
-
-def cascade_curves(light_ok: np.ndarray, heavy_ok: np.ndarray, confidence: np.ndarray) -> dict:
-    """Fidelity vs deferred share for discriminator and random routing.
-
-    Discriminator routing defers the ``round(share * N)`` light images of lowest confidence;
-    random routing's value is its exact expectation over which queries are deferred.
-    Returns lists keyed ``share``, ``discriminator``, ``random`` (fractions in [0, 1]).
-    """
-    n = len(light_ok)
-    order = np.argsort(confidence, kind="mergesort")  # least confident first
-    disc, rand = [], []
-    for s in SHARES:
-        k = int(round(s * n))
-        served = light_ok.astype(float).copy()
-        served[order[:k]] = heavy_ok[order[:k]]
-        disc.append(float(served.mean()))
-        rand.append(float(((n - k) * light_ok.mean() + k * heavy_ok.mean()) / n))
-    return {"share": SHARES.tolist(), "discriminator": disc, "random": rand}
 
 
 def fid_curves(light_f: np.ndarray, heavy_f: np.ndarray, real_f: np.ndarray, confidence: np.ndarray,

@@ -14,11 +14,11 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from safetensors import safe_open
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from benchmarks.tiny_report import cascade_curves
 from export.discriminators import TinyDiscriminator, load_discriminator, save_discriminator
 from export.tiny import domain
 from export.tiny.common import to_tensor01
 from export.tiny.judge import load_judge
+from export.tiny.metrics import cascade_curves
 from export.tiny.sampling import SAMPLING, SamplingConfig, generate, load_pipeline
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "export" / "tiny" / "weights"

@@ -18,22 +18,10 @@ from export.discriminators import load_discriminator
 from export.tiny.common import to_tensor01
 from export.tiny.domain import eval_prompts
 from export.tiny.judge import load_judge
+from export.tiny.metrics import cascade_curves
 from export.tiny.sampling import SAMPLING, generate, load_pipeline
 from export.tiny.select_checkpoint import SELECTION_PROMPT_SEED
 from export.tiny.train_discriminator import roc_auc
-
-
-def beats_random(light_ok: np.ndarray, confidence: np.ndarray, shares: np.ndarray) -> list[bool]:
-    """Per share: does deferring the least confident light images (heavy assumed right) serve
-    more correct images than the expectation of deferring the same number at random?"""
-    n, order, base = len(light_ok), np.argsort(confidence, kind="stable"), light_ok.mean()
-    out = []
-    for share in shares:
-        k = int(round(share * n))
-        served = light_ok.copy()
-        served[order[:k]] = True
-        out.append(bool(served.mean() > base * (1 - k / n) + k / n))
-    return out
 
 
 def main() -> None:
@@ -50,11 +38,11 @@ def main() -> None:
     prompts = eval_prompts(SELECTION_PROMPT_SEED, n)
     images = generate(load_pipeline(a.light), prompts, list(range(len(prompts))), SAMPLING["light"])
     ok = load_judge(a.judge).fidelity(images, prompts)
-    shares = np.round(np.arange(0.1, 0.9001, 0.05), 2)
     for folder in a.discriminators:
         with torch.no_grad():
             conf = load_discriminator(folder)(to_tensor01(images)).numpy()
-        wins = beats_random(ok, conf, shares)
+        curves = cascade_curves(ok, np.ones(len(ok), bool), conf)  # heavy counted as right
+        wins = [d > r for s, d, r in zip(curves["share"], curves["discriminator"], curves["random"]) if 0.1 <= s <= 0.9]
         print(json.dumps({"discriminator": str(folder), "light_fidelity_easy": float(ok[:n].mean()),
                           "light_fidelity_hard": float(ok[n:].mean()), "auc_light_correct": roc_auc(conf, ok),
                           "auc_light_correct_hard": roc_auc(conf[n:], ok[n:]),
