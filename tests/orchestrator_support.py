@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from orchestrator.control import ControlConfig, DemandEstimator
@@ -74,3 +75,11 @@ def stub_pids(server, model: str) -> list[int]:
 
 __all__ = ["ADMIN_KEY", "EASY", "HARD", "admin_headers", "build_repository", "instance_counts", "make_orchestrator",
            "start_server", "stub_pids"]
+
+
+def step_window(orch, window_s: float = 1.0) -> dict:
+    """One orchestrator step, then sleep out the rest of a ``window_s`` window; returns its record."""
+    t0 = time.monotonic()
+    rec = orch.step()
+    time.sleep(max(0.0, window_s - (time.monotonic() - t0)))
+    return rec

@@ -17,18 +17,11 @@ from benchmarks.live.replay import constant_rate, replay
 from orchestrator.health import Backoff
 from orchestrator.server import PROJECT_ROOT
 from tests.orchestrator_support import (ADMIN_KEY, EASY, HARD, PROFILES, build_repository, instance_counts,
-                                        make_orchestrator, start_server, stub_pids)
+                                        make_orchestrator, start_server, step_window, stub_pids)
 
 pytestmark = pytest.mark.triton
 
 BROKEN = "class TritonPythonModel:\n    def initialize(self, args):\n        raise RuntimeError('injected: broken model file')\n"
-
-
-def _step(orch, window_s: float = 1.0) -> dict:
-    t0 = time.monotonic()
-    rec = orch.step()
-    time.sleep(max(0.0, window_s - (time.monotonic() - t0)))
-    return rec
 
 
 def test_model_that_fails_to_load_is_backed_off_and_plan_resolved_without_its_slot(triton_server_factory, tmp_path):
@@ -40,8 +33,8 @@ def test_model_that_fails_to_load_is_backed_off_and_plan_resolved_without_its_sl
     model_file = repo / "light" / "1" / "model.py"
     good = model_file.read_text()
     model_file.write_text(BROKEN)  # new light instances cannot start from now on
-    _step(orch)  # adopted; observes one window
-    rec = _step(orch)
+    step_window(orch)  # adopted; observes one window
+    rec = step_window(orch)
     assert rec["plan"]["workers"] == {"light": 2, "heavy": 1}
     failed = [a for a in rec["actions"] if a["result"].startswith("failed")]
     assert [a["model"] for a in failed] == ["light"] and "injected: broken model file" in failed[0]["result"]
@@ -49,12 +42,12 @@ def test_model_that_fails_to_load_is_backed_off_and_plan_resolved_without_its_sl
     assert rec["health"][0]["model"] == "light" and rec["health"][0]["failures"] == 1
     assert instance_counts(server) == {"light": 1, "heavy": 1}  # Triton kept the running instance
     assert all(o.ok for o in replay(server.grpc_url, constant_rate(4, 1, [EASY, HARD])))
-    rec = _step(orch)  # still inside the 5 s backoff: the slot stays out of the plan
+    rec = step_window(orch)  # still inside the 5 s backoff: the slot stays out of the plan
     assert sum(rec["plan"]["workers"].values()) == 2 and rec["actions"] == []
     model_file.write_text(good)
     deadline = time.monotonic() + 20
     while instance_counts(server)["light"] != 2 and time.monotonic() < deadline:
-        rec = _step(orch)
+        rec = step_window(orch)
     assert instance_counts(server) == {"light": 2, "heavy": 1}, rec
     assert rec["health"] == []
 

@@ -3,21 +3,14 @@ weights published as JSON and as an Envoy route config, a node that dies gets we
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from benchmarks.live.replay import constant_rate, replay
-from tests.orchestrator_support import EASY, HARD, build_repository, instance_counts, make_orchestrator, start_server
+from tests.orchestrator_support import (EASY, HARD, build_repository, instance_counts, make_orchestrator, start_server,
+                                        step_window)
 
 pytestmark = pytest.mark.triton
-
-
-def _step(orch, window_s: float = 1.0) -> dict:
-    t0 = time.monotonic()
-    rec = orch.step()
-    time.sleep(max(0.0, window_s - (time.monotonic() - t0)))
-    return rec
 
 
 def test_global_plan_is_split_over_nodes_with_weights_and_a_dead_node_gets_none(triton_server_factory, tmp_path):
@@ -26,8 +19,8 @@ def test_global_plan_is_split_over_nodes_with_weights_and_a_dead_node_gets_none(
     orch = make_orchestrator([a, b], tmp_path, policy="static", slots=2, envoy_rds_path=tmp_path / "rds.json",
                              policy_kw=dict(light_workers=2, heavy_workers=2, light_batch=4, heavy_batch=2, threshold=0.5))
     orch.adopt()
-    _step(orch)
-    rec = _step(orch)
+    step_window(orch)
+    rec = step_window(orch)
     assert rec["plan"]["workers"] == {"light": 2, "heavy": 2}
     assert instance_counts(a) == instance_counts(b) == {"light": 1, "heavy": 1}
     weights = json.loads((tmp_path / "weights.json").read_text())["cluster_weights"]
@@ -40,7 +33,7 @@ def test_global_plan_is_split_over_nodes_with_weights_and_a_dead_node_gets_none(
         assert all(o.ok for o in replay(server.grpc_url, constant_rate(4, 1, [EASY, HARD])))
 
     b.stop()
-    rec = _step(orch)
+    rec = step_window(orch)
     assert b.grpc_url in rec["down"] and b.grpc_url in rec["node_errors"]
     assert sum(rec["plan"]["workers"].values()) == 2  # re-planned for the slots that answer
     assert rec["routing_weights"] == {a.grpc_url: 100, b.grpc_url: 0}

@@ -13,7 +13,7 @@ from benchmarks.live.replay import constant_rate, replay
 from orchestrator.server import TritonServer, TritonServerConfig
 from tests.conftest import CASCADE_MODELS
 from tests.orchestrator_support import (ADMIN_KEY, EASY, HARD, build_repository, instance_counts, make_orchestrator,
-                                        stub_pids)
+                                        step_window, stub_pids)
 
 pytestmark = pytest.mark.triton
 
@@ -30,12 +30,7 @@ def stack(tmp_path_factory):
 
 
 def _steps(orch, n: int, window_s: float = 1.0) -> list[dict]:
-    out = []
-    for _ in range(n):
-        t0 = time.monotonic()
-        out.append(orch.step())
-        time.sleep(max(0.0, window_s - (time.monotonic() - t0)))
-    return out
+    return [step_window(orch, window_s) for _ in range(n)]
 
 
 def _served(server, prompt: str) -> tuple[str, float]:
