@@ -84,13 +84,13 @@ perf: export
 bench-overhead: export
 	$(PY) -m benchmarks.bench_overhead
 
-## zoo        retrain the embedded tiny cascade from seeds (CUDA if present, else CPU: hours) -> export/tiny/weights/
+## zoo        retrain the embedded tiny cascade from seeds (CUDA if present, else CPU: hours) -> zoo/weights/
 zoo: setup
-	$(PY) -m export.tiny.zoo $(ZOO_ARGS)
+	$(PY) -m zoo.build $(ZOO_ARGS)
 
 ## tiny-report  fidelity/FID by difficulty, discriminator AUC, cascade curve, CPU cost -> benchmarks/results/tiny/
 tiny-report: setup
-	$(PY) -m benchmarks.tiny_report $(TINY_REPORT_ARGS)
+	$(PY) -m zoo.report $(TINY_REPORT_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -8,7 +8,7 @@ shared cores hits both sides alike) it times:
 
 * ``triton``: one gRPC request to ``cascade`` (client round trip: gRPC, the cascade BLS, the
   light / discriminator / heavy stage models);
-* ``in_process``: ``export.runtime`` called directly: ``light.generate`` ->
+* ``in_process``: ``serving`` called directly: ``light.generate`` ->
   ``discriminator.confidence`` -> ``heavy.generate`` when confidence < threshold.
 
 Both sides make the same routing decisions (checked). It prints the median latencies and the
@@ -111,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np  # noqa: PLC0415
 
-    from benchmarks.client import CascadeClient  # noqa: PLC0415
-    from export.runtime import load_discriminator, load_stage  # noqa: PLC0415
-    from export.runtime.control import write_control  # noqa: PLC0415
-    from export.tiny.domain import eval_prompts  # noqa: PLC0415
+    from client import CascadeClient  # noqa: PLC0415
+    from serving import load_discriminator, load_stage  # noqa: PLC0415
+    from serving.control import write_control  # noqa: PLC0415
+    from zoo.domain import eval_prompts  # noqa: PLC0415
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,8 @@ MODELS = ("light", "heavy", "discriminator", "cascade")
 
 def cascade_control_file(repo: Path) -> Path:
     """The control file the cascade reads: its ``control_file`` parameter, else the light stage's."""
-    from export.runtime.control import resolve_control_path  # noqa: PLC0415
-    from export.runtime.triton.cascade_model import pbtxt_parameters  # noqa: PLC0415
+    from serving.control import resolve_control_path  # noqa: PLC0415
+    from serving.triton.cascade_model import pbtxt_parameters  # noqa: PLC0415
 
     own = pbtxt_parameters((repo / "cascade" / "config.pbtxt").read_text()).get("control_file")
     light_cfg = repo / "light" / "config.pbtxt"
@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-seed", type=int, default=11)
     args = ap.parse_args(argv)
 
-    from benchmarks.client import CascadeClient, format_confidence, save_png  # noqa: PLC0415
-    from export.config import load_cascade  # noqa: PLC0415
-    from export.runtime.control import ControlState, read_control, write_control  # noqa: PLC0415
-    from export.tiny.domain import difficulty_of, eval_prompts  # noqa: PLC0415
+    from client import CascadeClient, format_confidence, save_png  # noqa: PLC0415
+    from serving.config import load_cascade  # noqa: PLC0415
+    from serving.control import ControlState, read_control, write_control  # noqa: PLC0415
+    from zoo.domain import difficulty_of, eval_prompts  # noqa: PLC0415
 
     repo, out = Path(args.model_repository), Path(args.out)
     missing = [m for m in MODELS[:3] if not (repo / m / "1" / "artifacts" / "stage.json").exists()]

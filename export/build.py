@@ -18,9 +18,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from export import repository as R
-from export import verify as V
-from export.config import CascadeConfig, ConfigError
+from export import repository
+from export import verify
+from serving.config import CascadeConfig, ConfigError
 
 STAGES = ("discriminator", "light", "heavy")
 
@@ -69,20 +69,20 @@ def _want_gpu(option: str) -> bool:
 
 def export_generator_stage(name: str, cascade: CascadeConfig, repo: Path, opts: ExportOptions) -> dict[str, Any]:
     """Export the ``light`` or ``heavy`` stage; returns its verification dict."""
-    from export import exporter as E  # noqa: PLC0415 - torch/diffusers only at export time
-    from export.runtime.engines import OrtEngine  # noqa: PLC0415
-    from export.runtime.pipeline import load_stage  # noqa: PLC0415
+    from export import exporter  # noqa: PLC0415 - torch/diffusers only at export time
+    from serving.engines import OrtEngine  # noqa: PLC0415
+    from serving.pipeline import load_stage  # noqa: PLC0415
 
     stage = cascade.stage(name)
-    final = R.artifact_dir(repo, name)
+    final = repository.artifact_dir(repo, name)
     tmp = _fresh_tmp(final)
     t0 = time.perf_counter()
-    pipe = E.load_pipeline(stage)
-    geo = E.geometry(pipe, stage)
-    comps = E.components(pipe, geo)
+    pipe = exporter.load_pipeline(stage)
+    geo = exporter.geometry(pipe, stage)
+    comps = exporter.components(pipe, geo)
     entries = {}
     for comp in tqdm(comps, desc=f"{name}: ONNX export", unit="graph"):
-        E.export_onnx(comp, tmp)
+        exporter.export_onnx(comp, tmp)
         entries[comp.name] = {"onnx": comp.onnx_file, "inputs": list(comp.inputs), "outputs": list(comp.outputs),
                               "engines": {}}
     toks = [("tokenizer", pipe.tokenizer)] + ([("tokenizer_2", pipe.tokenizer_2)] if geo.kind == "sdxl" else [])
@@ -98,37 +98,37 @@ def export_generator_stage(name: str, cascade: CascadeConfig, repo: Path, opts: 
         "stage": name, "cascade": cascade.name, "config_hash": cascade.config_hash, "kind": geo.kind,
         "weights_fingerprint": weights_location(cascade, name)[1],
         "pipeline_class": type(pipe).__name__, "source_model": stage.model, "steps": stage.steps,
-        "guidance_scale": stage.guidance_scale, "scheduler": E.scheduler_config(pipe), "height_px": geo.height_px,
+        "guidance_scale": stage.guidance_scale, "scheduler": exporter.scheduler_config(pipe), "height_px": geo.height_px,
         "width_px": geo.width_px, "latent_shape": list(geo.latent_shape),
         "vae": {"scaling_factor": vae.scaling_factor, "shift_factor": 0.0,  # SD/SDXL pipelines do not shift
                 "latents_mean": vae.get("latents_mean"), "latents_std": vae.get("latents_std")},
         "tokenizers": [{"dir": sub, "max_length_tokens": int(tok.model_max_length), "pad_id": int(tok.pad_token_id)}
                        for sub, tok in toks],
-        "uncond": uncond, "components": entries, "onnx_opset": E.OPSET,
+        "uncond": uncond, "components": entries, "onnx_opset": exporter.OPSET,
     }
     if _want_gpu(opts.gpu_engines):  # pragma: no cover - GPU machines only
         from export import gpu  # noqa: PLC0415
 
         for comp in tqdm(comps, desc=f"{name}: GPU engines", unit="graph"):
             entries[comp.name]["engines"] = gpu.build_engines(comp, tmp, geo)
-    R.write_stage_json(tmp, spec)
+    repository.write_stage_json(tmp, spec)
     result: dict[str, Any] = {"stage": name, "model": stage.model, "pipeline_class": type(pipe).__name__,
                               "config_hash": cascade.config_hash}
     if opts.verify:
-        result["onnx"] = [V.check_onnx(tmp / c.onnx_file) for c in comps]
-        result["components"] = [V.verify_component(c, OrtEngine(tmp / c.onnx_file))
+        result["onnx"] = [verify.check_onnx(tmp / c.onnx_file) for c in comps]
+        result["components"] = [verify.verify_component(c, OrtEngine(tmp / c.onnx_file))
                                 for c in tqdm(comps, desc=f"{name}: verify components", unit="graph")]
         runtime = load_stage(tmp, backend="onnxruntime")
-        result["tokenizers"] = V.verify_tokenizers(pipe, runtime, V.TOKENIZER_PROMPTS)
+        result["tokenizers"] = verify.verify_tokenizers(pipe, runtime, verify.TOKENIZER_PROMPTS)
         with tqdm(total=1, desc=f"{name}: verify end to end", unit="run") as bar:
-            result["end_to_end"] = V.verify_end_to_end(pipe, runtime)
+            result["end_to_end"] = verify.verify_end_to_end(pipe, runtime)
             bar.update()
         gpu_built = [c for c in comps if entries[c.name]["engines"]]
         if gpu_built:  # pragma: no cover - GPU machines only: fp16 engines vs the fp32 PyTorch reference
-            from export.runtime.engines import open_engine  # noqa: PLC0415
+            from serving.engines import open_engine  # noqa: PLC0415
 
             result["gpu_components"] = [
-                V.verify_component(c, open_engine({"name": c.name, **entries[c.name]}, tmp, backend))
+                verify.verify_component(c, open_engine({"name": c.name, **entries[c.name]}, tmp, backend))
                 for c in gpu_built for backend in entries[c.name]["engines"]]
     result["export_s"] = time.perf_counter() - t0
     (tmp / "verification.json").write_text(json.dumps(result, indent=2))
@@ -152,12 +152,12 @@ def _check(result: dict[str, Any]) -> None:
 
 def load_discriminator_module(cascade: CascadeConfig):
     """Call the configured ``discriminator.loader`` on the configured path (relative to the project root)."""
-    from export.config import PROJECT_ROOT  # noqa: PLC0415
+    from serving.config import PROJECT_ROOT  # noqa: PLC0415
 
     d = cascade.discriminator
     path = Path(d.path) if Path(d.path).is_absolute() else PROJECT_ROOT / d.path
     if not path.exists():
-        hint = " (the tiny cascade's weights are committed; `make zoo` rebuilds them)" if "export/tiny" in d.path else ""
+        hint = " (the tiny cascade's weights are committed; `make zoo` rebuilds them)" if "zoo" in d.path else ""
         raise ConfigError(f"discriminator.path {d.path!r}: no such folder ({path}){hint}")
     mod_name, fn = d.loader.split(":")
     try:
@@ -169,30 +169,30 @@ def load_discriminator_module(cascade: CascadeConfig):
 
 def export_discriminator_stage(cascade: CascadeConfig, repo: Path, opts: ExportOptions) -> dict[str, Any]:
     """Export the discriminator; returns its verification dict."""
-    from export import exporter as E  # noqa: PLC0415
-    from export.runtime.discriminator import load_discriminator  # noqa: PLC0415
+    from export import exporter  # noqa: PLC0415
+    from serving.discriminator import load_discriminator  # noqa: PLC0415
 
-    final = R.artifact_dir(repo, "discriminator")
+    final = repository.artifact_dir(repo, "discriminator")
     tmp = _fresh_tmp(final)
     t0 = time.perf_counter()
     module = load_discriminator_module(cascade)
     with tqdm(total=1, desc="discriminator: ONNX export", unit="graph") as bar:
-        path, inputs, ref = E.export_discriminator_onnx(module, cascade.discriminator.image_size_px, tmp)
+        path, inputs, ref = exporter.export_discriminator_onnx(module, cascade.discriminator.image_size_px, tmp)
         bar.update()
     entry = {"onnx": path.name, "inputs": ["images"], "outputs": ["logits"], "engines": {}}
-    R.write_stage_json(tmp, {"stage": "discriminator", "kind": "discriminator", "cascade": cascade.name,
+    repository.write_stage_json(tmp, {"stage": "discriminator", "kind": "discriminator", "cascade": cascade.name,
                              "config_hash": cascade.config_hash, "source_model": cascade.discriminator.path,
                              "weights_fingerprint": weights_location(cascade, "discriminator")[1],
                              "image_size_px": cascade.discriminator.image_size_px,
-                             "components": {"discriminator": entry}, "onnx_opset": E.OPSET})
+                             "components": {"discriminator": entry}, "onnx_opset": exporter.OPSET})
     result: dict[str, Any] = {"stage": "discriminator", "model": cascade.discriminator.path,
                               "config_hash": cascade.config_hash}
     if opts.verify:
         disc = load_discriminator(tmp, backend="onnxruntime")
-        errs = {f"batch{b}": V.compare_outputs({"logits": ref[:b]}, {"logits": disc.engine.run(
+        errs = {f"batch{b}": verify.compare_outputs({"logits": ref[:b]}, {"logits": disc.engine.run(
             {"images": inputs["images"][:b]})["logits"]}) for b in (2, 1)}
         worst = [e["logits"] for e in errs.values()]
-        result["onnx"] = [V.check_onnx(path)]
+        result["onnx"] = [verify.check_onnx(path)]
         result["components"] = [{"component": "discriminator", "backend": disc.engine.backend, **errs,
                                  "max_abs_err": max(w["max_abs_err"] for w in worst),
                                  "max_rel_err": max(w["max_rel_err"] for w in worst)}]
@@ -205,7 +205,7 @@ def export_discriminator_stage(cascade: CascadeConfig, repo: Path, opts: ExportO
 
 def weights_location(cascade: CascadeConfig, stage: str) -> tuple[Path | None, str | None]:
     """(local weights folder or None for a hub id, its fingerprint or None)."""
-    from export.config import PROJECT_ROOT, resolve_model  # noqa: PLC0415
+    from serving.config import PROJECT_ROOT, resolve_model  # noqa: PLC0415
 
     if stage == "discriminator":
         p = Path(cascade.discriminator.path)
@@ -216,7 +216,7 @@ def weights_location(cascade: CascadeConfig, stage: str) -> tuple[Path | None, s
         except ConfigError:
             return None, None
         folder = Path(where) if kind == "local" else None
-    return folder, (R.weights_fingerprint(folder) if folder is not None else None)
+    return folder, (repository.weights_fingerprint(folder) if folder is not None else None)
 
 
 def repository_status(cascade: CascadeConfig, repo: str | Path) -> dict[str, str]:
@@ -224,7 +224,7 @@ def repository_status(cascade: CascadeConfig, repo: str | Path) -> dict[str, str
     ``stale (weights changed since export)`` (local weights folders are fingerprinted)."""
     out = {}
     for s in STAGES:
-        h = R.exported_hash(repo, s)
+        h = repository.exported_hash(repo, s)
         ok = (Path(repo) / s / "config.pbtxt").exists()
         if h is None:
             out[s] = "missing"
@@ -232,7 +232,7 @@ def repository_status(cascade: CascadeConfig, repo: str | Path) -> dict[str, str
             out[s] = f"stale (exported from {h})"
         else:
             now = weights_location(cascade, s)[1]
-            then = R.exported_field(repo, s, "weights_fingerprint")
+            then = repository.exported_field(repo, s, "weights_fingerprint")
             out[s] = "stale (weights changed since export)" if now is not None and now != then else "up-to-date"
     return out
 
@@ -251,7 +251,7 @@ def export_cascade(cascade: CascadeConfig, repo: str | Path, opts: ExportOptions
     for s in opts.stages:
         if status[s] == "up-to-date" and not opts.force:
             log(f"{s}: up to date (config hash {cascade.config_hash}); use --force to re-export")
-            vpath = R.artifact_dir(repo, s) / "verification.json"
+            vpath = repository.artifact_dir(repo, s) / "verification.json"
             if vpath.exists():
                 results[s] = json.loads(vpath.read_text())
             continue
@@ -259,5 +259,5 @@ def export_cascade(cascade: CascadeConfig, repo: str | Path, opts: ExportOptions
             log(f"WARNING {s}: replacing artifacts {status[s]} with config {cascade.source} (hash {cascade.config_hash})")
         results[s] = (export_discriminator_stage(cascade, repo, opts) if s == "discriminator"
                       else export_generator_stage(s, cascade, repo, opts))
-        R.write_config(repo, s, cascade, kind_gpu=kind_gpu)
+        repository.write_config(repo, s, cascade, kind_gpu=kind_gpu)
     return results

@@ -8,10 +8,9 @@ heavy through the serving runtime, and the discriminator scores both images. The
 - ``confidences.csv`` (``content_id,light,heavy``, the paper's ``confidence_*.csv`` schema);
 - ``quality_curve.json`` (``fraction_served_by_light``, ``fid``, the paper's ``fid_curve_*.json``
   schema): with query-aware routing (the lowest-confidence queries go to heavy first), the FID of
-  the mixed responses vs real images, per share served by light. For the tiny cascade the FID is
-  the judge's in-domain FID (``export.tiny.judge`` features, ``export.tiny.metrics.fid``) against
-  the domain's rendering of the same captions; without a judge the quality curve is skipped
-  with a message saying why.
+  the mixed responses vs real images, per share served by light, scored by the config's
+  ``calibration.quality`` plug-in (the tiny cascade's: ``zoo.calibration:judge_fid``, the judge's
+  in-domain FID); without one the quality curve is skipped with a message saying why.
 """
 from __future__ import annotations
 
@@ -23,12 +22,11 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from export import repository as R
-from export.config import PROJECT_ROOT, CascadeConfig, ConfigError
+from export import repository
+from serving.config import PROJECT_ROOT, CascadeConfig, ConfigError
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
 LIGHT_FRACTIONS = tuple(round(0.1 * i, 1) for i in range(11))
-TINY_JUDGE = PROJECT_ROOT / "export" / "tiny" / "weights" / "judge"
 
 
 def threshold_grid(confidence: np.ndarray, max_step: float = 0.05) -> tuple[float, ...]:
@@ -84,36 +82,36 @@ def quality_curve(light_images: np.ndarray, heavy_images: np.ndarray, confidence
     return out
 
 
-def held_apart_prompts(cascade: CascadeConfig, count: int) -> list[str]:
-    """``count`` calibration prompts: the tiny domain's seeded eval set, or lines of a prompt file."""
-    cal = cascade.calibration
-    if cal.prompts == "tiny":
-        from export.tiny.domain import eval_prompts  # noqa: PLC0415
+def load_plugin(name: str) -> Callable:
+    """The function named ``package.module:function`` (a cascade config's plug-in)."""
+    import importlib  # noqa: PLC0415
 
-        return eval_prompts(cal.seed, (count + 1) // 2)[:count]
+    module, _, fn = name.partition(":")
+    try:
+        return getattr(importlib.import_module(module), fn)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"plug-in {name!r} cannot be loaded ({exc}); expected 'package.module:function'") from exc
+
+
+def held_apart_prompts(cascade: CascadeConfig, count: int) -> list[str]:
+    """``count`` calibration prompts: from the ``module:function`` plug-in, or lines of a prompt file."""
+    cal = cascade.calibration
+    if ":" in cal.prompts and not Path(cal.prompts).exists():
+        return list(load_plugin(cal.prompts)(cal.seed, count))[:count]
     path = Path(cal.prompts) if Path(cal.prompts).is_absolute() else PROJECT_ROOT / cal.prompts
     if not path.exists():
-        raise ConfigError(f"calibration.prompts {cal.prompts!r}: no such file ({path})")
+        raise ConfigError(f"calibration.prompts {cal.prompts!r}: no such file ({path}) and not 'package.module:function'")
     lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     rng = np.random.default_rng(cal.seed)
     idx = rng.choice(len(lines), size=min(count, len(lines)), replace=False)
     return [lines[i] for i in sorted(idx)]
 
 
-def _tiny_fid_scorer(prompts: Sequence[str], seed: int, judge_path: Path) -> tuple[Callable[[np.ndarray], float] | None, str]:
-    """FID vs the domain's rendering of the same captions, in the judge's feature space (or None, reason)."""
-    try:
-        from export.tiny import domain, metrics  # noqa: PLC0415
-        from export.tiny.judge import load_judge  # noqa: PLC0415
-    except ImportError as exc:
-        return None, f"export.tiny judge/metrics not importable ({exc})"
-    if not judge_path.exists():
-        return None, f"no judge weights at {judge_path} (train them with the tiny-cascade zoo first)"
-    judge = load_judge(judge_path)
-    rng = np.random.default_rng(seed + 1)
-    real = np.stack([domain.render(domain.parse_caption(p), rng) for p in prompts])
-    real_features = judge.features(real)
-    return (lambda images: metrics.fid(judge.features(images), real_features)), "judge in-domain FID"
+def _quality_scorer(cascade: CascadeConfig, prompts: Sequence[str]) -> tuple[Callable[[np.ndarray], float] | None, str]:
+    """The config's quality plug-in applied to the calibration prompts, or (None, why not)."""
+    if cascade.calibration.quality is None:
+        return None, "the cascade config names no calibration.quality metric"
+    return load_plugin(cascade.calibration.quality)(prompts, cascade.calibration.seed)
 
 
 def _batched(fn, items: Sequence, batch: int, desc: str) -> np.ndarray:
@@ -121,19 +119,16 @@ def _batched(fn, items: Sequence, batch: int, desc: str) -> np.ndarray:
 
 
 def calibrate_cascade(cascade: CascadeConfig, repo: str | Path, count: int | None = None,
-                      out_dir: str | Path | None = None, batch: int = 32, judge_path: str | Path = TINY_JUDGE) -> list[Path]:
-    """Write f(t), confidences and (when a quality metric exists) the quality curve; returns the paths written.
-
-    ``judge_path``: the tiny judge's weights folder (tiny cascade only).
-    """
-    from export.runtime import load_discriminator, load_stage  # noqa: PLC0415
+                      out_dir: str | Path | None = None, batch: int = 32) -> list[Path]:
+    """Write f(t), confidences and (when the config names a quality metric) the quality curve; returns the paths written."""
+    from serving import load_discriminator, load_stage  # noqa: PLC0415
 
     n = count or cascade.calibration.count
     prompts = held_apart_prompts(cascade, n)
     seeds = [cascade.calibration.seed + i for i in range(len(prompts))]
-    light = load_stage(R.artifact_dir(repo, "light"), expected_hash=cascade.config_hash)
-    heavy = load_stage(R.artifact_dir(repo, "heavy"), expected_hash=cascade.config_hash)
-    disc = load_discriminator(R.artifact_dir(repo, "discriminator"), expected_hash=cascade.config_hash)
+    light = load_stage(repository.artifact_dir(repo, "light"), expected_hash=cascade.config_hash)
+    heavy = load_stage(repository.artifact_dir(repo, "heavy"), expected_hash=cascade.config_hash)
+    disc = load_discriminator(repository.artifact_dir(repo, "discriminator"), expected_hash=cascade.config_hash)
     pairs = list(zip(prompts, seeds))
     gen = lambda stage: lambda chunk: stage.generate([p for p, _ in chunk], [s for _, s in chunk])  # noqa: E731
     light_images = _batched(gen(light), pairs, batch, "calibrate: light images")
@@ -150,8 +145,7 @@ def calibrate_cascade(cascade: CascadeConfig, repo: str | Path, count: int | Non
     conf.write_text("content_id,light,heavy\n" + "".join(
         f"{i},{a:.6e},{b:.6e}\n" for i, (a, b) in enumerate(zip(conf_light, conf_heavy))))
     written += [f_t, conf]
-    scorer, what = (_tiny_fid_scorer(prompts, cascade.calibration.seed, Path(judge_path)) if cascade.calibration.prompts == "tiny"
-                    else (None, "no reference images / quality metric for non-tiny cascades on this machine"))
+    scorer, what = _quality_scorer(cascade, prompts)
     meta = {"cascade": cascade.name, "config_hash": cascade.config_hash, "prompts": len(prompts),
             "prompt_source": cascade.calibration.prompts, "seed": cascade.calibration.seed,
             "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

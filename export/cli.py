@@ -3,7 +3,7 @@
     python -m export export    --cascade configs/tiny.yaml [--repo model_repository] [--force] [--no-verify]
     python -m export status    --cascade configs/tiny.yaml
     python -m export profile   --cascade configs/tiny.yaml [--batch-sizes 1,2,4,8,16,32]
-    python -m export calibrate --cascade configs/tiny.yaml [--count 256] [--judge export/tiny/weights/judge]
+    python -m export calibrate --cascade configs/tiny.yaml [--count 256]
 
 Exit status: 0 on success, 1 on a verification failure or refused (stale) repository, 2 on a
 bad config or missing weights (the message names the file and what to do).
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from export.config import PROJECT_ROOT, ConfigError, load_cascade
+from serving.config import PROJECT_ROOT, ConfigError, load_cascade
 
 DEFAULT_REPO = PROJECT_ROOT / "model_repository"
 
@@ -98,7 +98,7 @@ def cmd_calibrate(args) -> int:
 
     cascade = load_cascade(args.cascade)
     _require_fresh(cascade, args.repo)
-    paths = calibrate_cascade(cascade, args.repo, count=args.count, out_dir=args.out_dir, judge_path=args.judge)
+    paths = calibrate_cascade(cascade, args.repo, count=args.count, out_dir=args.out_dir)
     for p in paths:
         print(f"written {p}")
     return 0
@@ -124,8 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("calibrate", parents=[common], help="deferral curve f(t) and quality curve")
     c.add_argument("--count", type=int, default=None, help="held-apart prompts (default: the config's)")
     c.add_argument("--out-dir", default=None, help="default: profiles/<cascade>")
-    c.add_argument("--judge", default=str(PROJECT_ROOT / "export" / "tiny" / "weights" / "judge"),
-                   help="tiny judge weights (quality = its in-domain FID)")
     args = ap.parse_args(argv)
     try:
         return {"export": cmd_export, "status": cmd_status, "profile": cmd_profile, "calibrate": cmd_calibrate}[args.cmd](args)

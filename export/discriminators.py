@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from export.tiny.common import read_module_folder, save_module_folder
+from export.module_folder import read_module_folder, save_module_folder
 
 
 class TinyDiscriminator(nn.Module):

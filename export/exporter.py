@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from export.config import SCHEDULER_CLASSES, ConfigError, StageConfig
+from serving.config import SCHEDULER_CLASSES, ConfigError, StageConfig
 
 OPSET = 17
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")

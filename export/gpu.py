@@ -1,7 +1,7 @@
 """GPU artifacts built ahead of time (never inside Triton's ``initialize``): TensorRT fp16 engines
 from the exported ONNX when TensorRT is importable, otherwise AOTInductor packages of the PyTorch
 modules. Both are listed under ``engines`` in ``stage.json`` and picked by
-:func:`export.runtime.engines.choose_backend`.
+:func:`serving.engines.choose_backend`.
 
 Nothing here runs on a CPU-only machine: :func:`cuda_available` gates every call and the tests
 that exercise it are marked ``gpu``.

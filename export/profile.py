@@ -1,7 +1,7 @@
 """``make profile``: latency per batch size of every exported stage on this device.
 
-Runs the same runtime code the Triton stage models run (:func:`export.runtime.load_stage`,
-:func:`export.runtime.load_discriminator`), in this process, and writes
+Runs the same runtime code the Triton stage models run (:func:`serving.load_stage`,
+:func:`serving.load_discriminator`), in this process, and writes
 ``profiles/<cascade>/<device>.json`` (docs/interfaces.md section 2)::
 
     {"batch_latency_ms": {"light": {"1": ms, ...}, "heavy": {...}},   # what planner.data reads
@@ -28,8 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from export import repository as R
-from export.config import PROJECT_ROOT, CascadeConfig
+from export import repository
+from serving.config import PROJECT_ROOT, CascadeConfig
 
 PROMPTS = ("a red circle on the left of a blue square", "two green triangles", "a small yellow star above a cat")
 
@@ -83,12 +83,12 @@ def profile_cascade(cascade: CascadeConfig, repo: str | Path, batch_sizes: Seque
                     repeats: int = 3, out_dir: str | Path | None = None, backend: str = "auto",
                     threads: int | None = None) -> Path:
     """Profile light, heavy and discriminator of an exported cascade; returns the JSON path written."""
-    from export.runtime import load_discriminator, load_stage  # noqa: PLC0415
+    from serving import load_discriminator, load_stage  # noqa: PLC0415
 
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise ValueError(f"batch_sizes={list(batch_sizes)}; expected positive integers")
-    stages = {s: load_stage(R.artifact_dir(repo, s), backend, threads, cascade.config_hash) for s in ("light", "heavy")}
-    disc = load_discriminator(R.artifact_dir(repo, "discriminator"), backend, threads, cascade.config_hash)
+    stages = {s: load_stage(repository.artifact_dir(repo, s), backend, threads, cascade.config_hash) for s in ("light", "heavy")}
+    disc = load_discriminator(repository.artifact_dir(repo, "discriminator"), backend, threads, cascade.config_hash)
 
     def gen_call(stage):
         def make(b):

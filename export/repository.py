@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from export.config import PROJECT_ROOT, CascadeConfig
-from export.runtime.stage import FORMAT_VERSION
+from serving.config import PROJECT_ROOT, CascadeConfig
+from serving.stage import FORMAT_VERSION
 
 MAX_BATCH_SIZE = 32  # docs/interfaces.md 2b: the largest batch the planner uses
 GENERATOR_STAGES = ("light", "heavy")

@@ -196,7 +196,7 @@ def export_tiny_cascade(root: Path, kind: str = "sd") -> tuple[Path, Path]:
     import shutil  # noqa: PLC0415
 
     from export.build import export_cascade  # noqa: PLC0415
-    from export.config import PROJECT_ROOT, load_cascade  # noqa: PLC0415
+    from serving.config import PROJECT_ROOT, load_cascade  # noqa: PLC0415
 
     cfg_path = write_tiny_cascade(Path(root) / "weights", kind)
     repo = Path(root) / "repository"

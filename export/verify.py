@@ -1,6 +1,6 @@
 """Checks run after every export: ONNX checker, per-component error vs PyTorch, tokenizer ids, end-to-end PSNR.
 
-End to end, the serving runtime (:class:`export.runtime.StagePipeline`) and the diffusers
+End to end, the serving runtime (:class:`serving.StagePipeline`) and the diffusers
 pipeline start from the same initial noise (the runtime's per-seed noise handed to diffusers as
 ``latents``; ancestral step noise is injected the same way) and must agree to
 ``PSNR >= MIN_PSNR_DB`` on [0, 1] images. Results are plain dicts, written as
@@ -125,7 +125,7 @@ def verify_end_to_end(pipe, runtime, prompts: Sequence[str] = VERIFY_PROMPTS,
     """Runtime images vs diffusers images from the same noise: PSNR (float and uint8) per image."""
     import torch  # noqa: PLC0415
 
-    from export.runtime.pipeline import initial_noise, to_uint8  # noqa: PLC0415
+    from serving.pipeline import initial_noise, to_uint8  # noqa: PLC0415
 
     spec = runtime.spec
     ours = runtime.generate_float(list(prompts), list(seeds))

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from export.runtime.control import (ControlState, default_control_path, read_control, resolve_control_path,
+from serving.control import (ControlState, default_control_path, read_control, resolve_control_path,
                                     write_control)
 from orchestrator.control import ControlConfig, DemandEstimator, Observation, Policy, build_instance, decide
-from orchestrator.errors import DiffServeError
+from client.errors import DiffServeError
 from orchestrator.health import Backoff, HealthBook
 from orchestrator.node import TritonNode
 from orchestrator.observe import NodeSample, merge, window_stats

@@ -1,6 +1,6 @@
 """Thin adapter over one Triton server (one node): model control, statistics, metrics.
 
-Every tritonclient call goes through :func:`orchestrator.errors.triton_errors`, and the
+Every tritonclient call goes through :func:`client.errors.triton_errors`, and the
 restricted protocols (model repository, statistics) get the admin key's headers.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-from orchestrator.errors import ModelLoadFailed, ModelNotReady, ServerUnavailable, triton_errors
+from client.errors import ModelLoadFailed, ModelNotReady, ServerUnavailable, triton_errors
 from orchestrator.observe import NodeSample, sample_from
 from orchestrator.placement import NodeSpec, instance_group
 from orchestrator.server import admin_headers

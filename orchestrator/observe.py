@@ -6,7 +6,7 @@ Two sources per node, both read by :mod:`orchestrator.node` and parsed here (pur
   cumulative ``success`` / ``fail`` request counts and total queueing time.
 - The metrics endpoint (Prometheus text, bound to localhost): per model the number of
   requests waiting in the scheduler (``nv_inference_pending_request_count``, a gauge) and the
-  cascade's own counters from ``export/runtime/triton/metrics.py``
+  cascade's own counters from ``serving/triton/metrics.py``
   (``diffserve_cascade_drops_total``, ``diffserve_cascade_errors_total``).
 
 A window's arrivals are the cascade requests that finished (success + fail) plus the growth of

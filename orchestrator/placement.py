@@ -16,7 +16,7 @@ import dataclasses
 from types import MappingProxyType
 from typing import Mapping, Sequence
 
-from export.runtime.control import ControlState
+from serving.control import ControlState
 from planner.types import Plan
 
 KINDS = ("gpu", "cpu")

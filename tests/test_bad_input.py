@@ -6,9 +6,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from benchmarks.client import CascadeClient
-from export.runtime.triton.routing import PROMPT_MAX_BYTES
-from orchestrator.errors import InvalidRequest, triton_errors
+from client import CascadeClient
+from serving.routing import PROMPT_MAX_BYTES
+from client.errors import InvalidRequest, triton_errors
 
 pytestmark = pytest.mark.triton
 

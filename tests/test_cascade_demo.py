@@ -47,7 +47,7 @@ def test_demo_serves_prompts_writes_images_and_sheet_and_stops_the_server(tiny_e
 
 
 def test_demo_stops_the_server_when_a_request_fails_midway(tiny_exported, tmp_path, monkeypatch):
-    from benchmarks.client import CascadeClient  # noqa: PLC0415
+    from client import CascadeClient  # noqa: PLC0415
     from conftest import add_cascade_model, point_control_files  # noqa: PLC0415
 
     cfg, exported = tiny_exported("sd")

@@ -1,6 +1,6 @@
 """The cascade over REAL exported stages (tiny random SD pipelines -> ONNX -> stage models).
 
-The images and confidences that come back through Triton equal what ``export.runtime`` gives
+The images and confidences that come back through Triton equal what ``serving`` gives
 in-process for the same prompt and seed, on both branches.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks.client import CascadeClient
-from export.runtime import load_discriminator, load_stage
-from export.runtime.control import write_control
+from client import CascadeClient
+from serving import load_discriminator, load_stage
+from serving.control import write_control
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 

@@ -6,99 +6,99 @@ import json
 import numpy as np
 import pytest
 
-from export.runtime.control import ControlState
-from export.runtime.triton import routing as R
-from export.runtime.triton.cascade_model import SharedState, parse_config
-from export.runtime.triton.metrics import CascadeMetrics
+from serving.control import ControlState
+from serving import routing
+from serving.triton.cascade_model import SharedState, parse_config
+from serving.triton.metrics import CascadeMetrics
 
 
 def test_prompt_is_decoded_and_validated():
-    assert R.decode_prompt("ünï".encode()) == "ünï"
-    with pytest.raises(R.BadRequest, match=r"PROMPT\[2\] is empty"):
-        R.decode_prompt(b" \n", 2)
-    with pytest.raises(R.BadRequest, match="0xc3 at offset 1"):
-        R.decode_prompt(b"a\xc3(")
-    R.decode_prompt(b"x" * R.PROMPT_MAX_BYTES)
-    with pytest.raises(R.BadRequest, match=f"{R.PROMPT_MAX_BYTES + 1} bytes"):
-        R.decode_prompt(b"x" * (R.PROMPT_MAX_BYTES + 1))
-    with pytest.raises(R.BadRequest, match="expected UTF-8 bytes"):
-        R.decode_prompt(3)
+    assert routing.decode_prompt("ünï".encode()) == "ünï"
+    with pytest.raises(routing.BadRequest, match=r"PROMPT\[2\] is empty"):
+        routing.decode_prompt(b" \n", 2)
+    with pytest.raises(routing.BadRequest, match="0xc3 at offset 1"):
+        routing.decode_prompt(b"a\xc3(")
+    routing.decode_prompt(b"x" * routing.PROMPT_MAX_BYTES)
+    with pytest.raises(routing.BadRequest, match=f"{routing.PROMPT_MAX_BYTES + 1} bytes"):
+        routing.decode_prompt(b"x" * (routing.PROMPT_MAX_BYTES + 1))
+    with pytest.raises(routing.BadRequest, match="expected UTF-8 bytes"):
+        routing.decode_prompt(3)
 
 
 def test_seed_range():
-    assert R.check_seed(np.int64(0)) == 0 and R.check_seed(R.SEED_MAX) == R.SEED_MAX
-    for bad in (-1, R.SEED_MAX + 1):
-        with pytest.raises(R.BadRequest, match="SEED"):
-            R.check_seed(bad)
+    assert routing.check_seed(np.int64(0)) == 0 and routing.check_seed(routing.SEED_MAX) == routing.SEED_MAX
+    for bad in (-1, routing.SEED_MAX + 1):
+        with pytest.raises(routing.BadRequest, match="SEED"):
+            routing.check_seed(bad)
 
 
 def test_parameters_parse_from_json_and_reject_unknowns():
-    assert R.parse_options(None) == R.RequestOptions()
-    assert R.parse_options('{"routing": "heavy", "slo_ms": "250"}') == R.RequestOptions("heavy", 250.0)
-    with pytest.raises(R.BadRequest, match="unknown request parameters"):
-        R.parse_options({"x": 1})
+    assert routing.parse_options(None) == routing.RequestOptions()
+    assert routing.parse_options('{"routing": "heavy", "slo_ms": "250"}') == routing.RequestOptions("heavy", 250.0)
+    with pytest.raises(routing.BadRequest, match="unknown request parameters"):
+        routing.parse_options({"x": 1})
     for bad in ({"slo_ms": 0}, {"slo_ms": True}, {"slo_ms": "nan"}, {"routing": "random"}):
-        with pytest.raises(R.BadRequest):
-            R.parse_options(bad)
+        with pytest.raises(routing.BadRequest):
+            routing.parse_options(bad)
 
 
 def test_request_routing_overrides_the_policy_and_random_uses_heavy_share():
     policy = ControlState(routing="random", heavy_share=0.3)
-    assert R.choose_route(R.RequestOptions(routing="light"), policy, 0.0) == "light"
-    assert R.choose_route(R.RequestOptions(), policy, 0.29) == "heavy"
-    assert R.choose_route(R.RequestOptions(), policy, 0.31) == "light"
-    assert R.choose_route(R.RequestOptions(), ControlState(routing="cascade"), 0.0) == "cascade"
+    assert routing.choose_route(routing.RequestOptions(routing="light"), policy, 0.0) == "light"
+    assert routing.choose_route(routing.RequestOptions(), policy, 0.29) == "heavy"
+    assert routing.choose_route(routing.RequestOptions(), policy, 0.31) == "light"
+    assert routing.choose_route(routing.RequestOptions(), ControlState(routing="cascade"), 0.0) == "cascade"
 
 
 def test_deferral_is_strictly_below_the_threshold():
-    assert R.defer_mask([0.1, 0.5, 0.9], 0.5).tolist() == [True, False, False]
-    assert not R.defer_mask([0.0], 0.0).any()
+    assert routing.defer_mask([0.1, 0.5, 0.9], 0.5).tolist() == [True, False, False]
+    assert not routing.defer_mask([0.0], 0.0).any()
 
 
 def test_ewma_starts_at_the_first_sample():
-    assert R.ewma(None, 10.0, 0.2) == 10.0
-    assert R.ewma(10.0, 20.0, 0.2) == pytest.approx(12.0)
+    assert routing.ewma(None, 10.0, 0.2) == 10.0
+    assert routing.ewma(10.0, 20.0, 0.2) == pytest.approx(12.0)
 
 
-EST = R.StageEstimates(batch_ms={"light": 100.0, "discriminator": 10.0, "heavy": 400.0},
+EST = routing.StageEstimates(batch_ms={"light": 100.0, "discriminator": 10.0, "heavy": 400.0},
                        batch_items={"light": 4.0, "discriminator": 4.0, "heavy": 2.0}, defer_rate=0.5)
 
 
 def test_predicted_latency_adds_backlog_and_own_work_per_stage():
     # light: 8 queries ahead at 25 ms each + one round trip 100; disc: 10; heavy (p=0.5): 2 x 200 + 400
-    assert R.predict_latency_ms("cascade", {"light": 8, "heavy": 2}, EST) == pytest.approx(300 + 10 + 0.5 * 800)
-    assert R.predict_latency_ms("light", {"light": 0}, EST) == pytest.approx(100.0)
-    assert R.predict_latency_ms("heavy", {}, EST) == pytest.approx(400.0)
+    assert routing.predict_latency_ms("cascade", {"light": 8, "heavy": 2}, EST) == pytest.approx(300 + 10 + 0.5 * 800)
+    assert routing.predict_latency_ms("light", {"light": 0}, EST) == pytest.approx(100.0)
+    assert routing.predict_latency_ms("heavy", {}, EST) == pytest.approx(400.0)
     # a large batch costs its queries at the observed rate, not one round trip: 12 x 25 ms
-    assert R.predict_latency_ms("light", {}, EST, n_queries=12) == pytest.approx(300.0)
-    assert R.predict_latency_ms("cascade", {"light": 50}, R.StageEstimates()) == 0.0  # cold: admit
+    assert routing.predict_latency_ms("light", {}, EST, n_queries=12) == pytest.approx(300.0)
+    assert routing.predict_latency_ms("cascade", {"light": 50}, routing.StageEstimates()) == 0.0  # cold: admit
 
 
 def test_stage_load_counts_expected_queries_per_stage():
-    assert R.stage_load([("cascade", 2), ("heavy", 1), ("light", 3)], 0.25) == {
+    assert routing.stage_load([("cascade", 2), ("heavy", 1), ("light", 3)], 0.25) == {
         "light": 5.0, "discriminator": 2.0, "heavy": 1.5}
 
 
 def test_burst_admits_the_head_of_the_batch_and_sheds_the_rest():
-    est = R.StageEstimates(batch_ms={"heavy": 40.0}, batch_items={"heavy": 1.0})
-    decisions = R.admit_batch([("heavy", 1, 100.0)] * 10, {}, est, drop_factor=1.5)
+    est = routing.StageEstimates(batch_ms={"heavy": 40.0}, batch_items={"heavy": 1.0})
+    decisions = routing.admit_batch([("heavy", 1, 100.0)] * 10, {}, est, drop_factor=1.5)
     # limit 150 ms at 40 ms per query: 3 fit (120 ms), the 4th would finish at 160 ms
     assert [d.admitted for d in decisions] == [True] * 3 + [False] * 7
     assert decisions[3].predicted_ms == pytest.approx(160.0) and decisions[3].limit_ms == pytest.approx(150.0)
-    ahead = R.admit_batch([("heavy", 1, 100.0)], {"heavy": 5}, est, 1.5)  # 5 x 40 ahead + 40
+    ahead = routing.admit_batch([("heavy", 1, 100.0)], {"heavy": 5}, est, 1.5)  # 5 x 40 ahead + 40
     assert not ahead[0].admitted and ahead[0].predicted_ms == pytest.approx(240.0)
 
 
 def test_a_later_request_may_not_break_an_earlier_ones_deadline():
-    est = R.StageEstimates(batch_ms={"light": 50.0}, batch_items={"light": 1.0})
-    d = R.admit_batch([("light", 1, 60.0), ("light", 1, None), ("light", 1, 10_000.0)], {}, est, 1.5)
+    est = routing.StageEstimates(batch_ms={"light": 50.0}, batch_items={"light": 1.0})
+    d = routing.admit_batch([("light", 1, 60.0), ("light", 1, None), ("light", 1, 10_000.0)], {}, est, 1.5)
     # the first's limit is 90 ms; adding a second query makes the batch 100 ms
     assert [x.admitted for x in d] == [True, False, False]
-    assert R.admit_batch([("light", 1, None)] * 3, {}, est, 1.5)[2].admitted  # no SLO: never shed
+    assert routing.admit_batch([("light", 1, None)] * 3, {}, est, 1.5)[2].admitted  # no SLO: never shed
 
 
 def test_drop_message_names_prediction_limit_and_slo():
-    msg = R.drop_message("[m]", R.Admission(False, 1501.0, 1500.0), 1000.0, 1.5)
+    msg = routing.drop_message("[m]", routing.Admission(False, 1501.0, 1500.0), 1000.0, 1.5)
     assert msg.startswith("[m]") and "1501 ms" in msg and "1500 ms" in msg and "1000 ms" in msg
 
 
@@ -188,7 +188,7 @@ def test_metrics_register_families_with_model_labels():
 
 
 def test_empty_control_file_and_slo_follow_the_light_stage_and_its_cascade_yaml(tmp_path):
-    from export.runtime.triton.cascade_model import cascade_yaml_slo_ms, pbtxt_parameters  # noqa: PLC0415
+    from serving.triton.cascade_model import cascade_yaml_slo_ms, pbtxt_parameters  # noqa: PLC0415
 
     (tmp_path / "c.yaml").write_text("name: x\nslo_ms: 2500\n")
     light_pbtxt = ('parameters [\n  { key: "stage" value: { string_value: "light" } },\n'

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from benchmarks.client import CascadeClient
-from export.runtime.control import write_control
-from orchestrator.errors import DROP_MARKER, InferenceFailed, RequestDropped
+from client import CascadeClient
+from serving.control import write_control
+from client.errors import DROP_MARKER, InferenceFailed, RequestDropped
 
 pytestmark = pytest.mark.triton
 
@@ -194,7 +194,6 @@ def test_a_hung_stage_fails_its_requests_after_the_stage_timeout_and_serving_goe
 
 
 def test_a_request_that_waited_in_the_cascade_queue_past_its_slo_is_refused_not_run_late(tmp_path):
-    import re
     import threading
 
     from conftest import CASCADE_MODELS, build_cascade_repository

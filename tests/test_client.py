@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.client import CascadeClient, main
-from orchestrator.errors import InvalidRequest, RequestDropped, ServerUnavailable
+from client import CascadeClient, main
+from client.errors import InvalidRequest, RequestDropped, ServerUnavailable
 
 pytestmark = pytest.mark.triton
 
@@ -44,7 +44,7 @@ def test_api_maps_errors_to_project_exceptions(cascade_stack):
 
 
 def test_triton_queue_refusals_classify_as_dropped():
-    from orchestrator.errors import DROP_MARKER, classify  # noqa: PLC0415
+    from client.errors import DROP_MARKER, classify  # noqa: PLC0415
 
     assert classify("StatusCode.UNAVAILABLE", "Exceeds maximum queue size") is RequestDropped
     assert classify("StatusCode.UNAVAILABLE", "Request timeout expired") is RequestDropped

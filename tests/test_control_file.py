@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from export.runtime.control import (
+from serving.control import (
     ControlFile, ControlState, chunk_sizes, parse_control, read_control, resolve_control_path, write_control,
 )
 

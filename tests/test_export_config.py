@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
 
-from export.config import PROJECT_ROOT, ConfigError, load_cascade, parse_cascade, resolve_model
+from serving.config import PROJECT_ROOT, ConfigError, load_cascade, parse_cascade, resolve_model
 from export.repository import render_config
 
 GOOD = {

@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not gpu.cuda_available(), reas
 
 @pytest.fixture(scope="module")
 def tiny_components():
-    from export.config import SchedulerChoice, StageConfig
+    from serving.config import SchedulerChoice, StageConfig
     from export.exporter import components, geometry
     from export.testing import tiny_sd_pipeline
 
@@ -29,7 +29,7 @@ def _check_engine(comp, engine, tol_rel: float) -> None:
 
 
 def test_aoti_packages_match_pytorch_in_fp16(tiny_components, tmp_path):
-    from export.runtime.engines import AotiEngine
+    from serving.engines import AotiEngine
 
     for comp in tiny_components:
         path = gpu.build_aoti_package(comp, tmp_path / f"{comp.name}.pt2")
@@ -39,7 +39,7 @@ def test_aoti_packages_match_pytorch_in_fp16(tiny_components, tmp_path):
 @pytest.mark.skipif(not gpu.tensorrt_available(), reason="needs TensorRT")
 def test_tensorrt_engines_match_pytorch_in_fp16(tiny_components, tmp_path):
     from export.exporter import export_onnx
-    from export.runtime.engines import TensorRTEngine
+    from serving.engines import TensorRTEngine
 
     for comp in tiny_components:
         onnx_path = export_onnx(comp, tmp_path)
@@ -48,7 +48,7 @@ def test_tensorrt_engines_match_pytorch_in_fp16(tiny_components, tmp_path):
 
 
 def test_engine_choice_prefers_built_gpu_artifacts(tmp_path):
-    from export.runtime.engines import choose_backend
+    from serving.engines import choose_backend
 
     (tmp_path / "unet.fp16.pt2").write_bytes(b"x")
     comp = {"name": "unet", "onnx": "unet.onnx", "engines": {"aoti": "unet.fp16.pt2"}}

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from export import build
-from export.config import ConfigError, SchedulerChoice, StageConfig, load_cascade, parse_cascade
+from serving.config import ConfigError, SchedulerChoice, StageConfig, load_cascade, parse_cascade
 from export.exporter import IncompatibleShapes, UnsupportedPipeline, geometry, load_pipeline
-from export.runtime import StaleArtifacts, load_discriminator, load_stage
+from serving import StaleArtifacts, load_discriminator, load_stage
 from export.testing import tiny_sd_pipeline
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from export.calibrate import THRESHOLDS, calibrate_cascade, deferral_curve, quality_curve, served_by_light, threshold_grid
-from export.config import CalibrationConfig, load_cascade
+from serving.config import CalibrationConfig, load_cascade
 from export.profile import profile_cascade
 from planner.data import load_deferral_curve, load_project_profiles, load_quality_curve
 

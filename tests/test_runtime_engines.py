@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from export.runtime.engines import choose_backend, open_engine
+from serving.engines import choose_backend, open_engine
 
 
 def test_auto_uses_onnxruntime_without_gpu_artifacts(tmp_path):

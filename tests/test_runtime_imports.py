@@ -5,15 +5,15 @@ import subprocess
 import sys
 import textwrap
 
-from export.config import PROJECT_ROOT
+from serving.config import PROJECT_ROOT
 
 
 def test_serving_path_imports_no_torch_diffusers_or_transformers(tiny_exported):
     _, repo = tiny_exported("sdxl")
     code = textwrap.dedent(f"""
         import sys
-        import export.runtime.triton.stage_model
-        from export.runtime import load_discriminator, load_stage
+        import serving.triton.stage_model
+        from serving import load_discriminator, load_stage
         images = load_stage({str(repo / "heavy" / "1" / "artifacts")!r}).generate(["a red circle"], [1])
         conf = load_discriminator({str(repo / "discriminator" / "1" / "artifacts")!r}).confidence(images)
         assert images.shape == (1, 32, 32, 3) and conf.shape == (1,)

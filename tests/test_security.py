@@ -9,7 +9,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from orchestrator.errors import PermissionDenied, triton_errors
+from client.errors import PermissionDenied, triton_errors
 from orchestrator.server import TritonServerConfig, admin_headers
 from tests.conftest import ASSETS
 

@@ -52,36 +52,36 @@ def test_spread_spare_workers_first_gives_gpus_back_to_the_models_holding_them()
 
 
 def test_a_paper_experiment_run_is_reproducible_from_its_seed():
-    from benchmarks.sim import experiment as E
+    from benchmarks.sim import experiment
 
-    cfg = E.RunConfig(trace="maf_1to8qps", num_workers=3, seed=5)
-    inputs = E.load_inputs(cfg)
-    a = E.run_policy(cfg, "proteus", inputs)["summary"]  # random routing: draws from the seed
-    b = E.run_policy(cfg, "proteus", inputs)["summary"]
+    cfg = experiment.RunConfig(trace="maf_1to8qps", num_workers=3, seed=5)
+    inputs = experiment.load_inputs(cfg)
+    a = experiment.run_policy(cfg, "proteus", inputs)["summary"]  # random routing: draws from the seed
+    b = experiment.run_policy(cfg, "proteus", inputs)["summary"]
     assert a == b
-    other = E.run_policy(E.RunConfig(trace="maf_1to8qps", num_workers=3, seed=6), "proteus", inputs)["summary"]
+    other = experiment.run_policy(experiment.RunConfig(trace="maf_1to8qps", num_workers=3, seed=6), "proteus", inputs)["summary"]
     assert other != a
 
 
 def test_static_on_three_workers_keeps_one_to_three_and_stays_under_capacity_at_the_trace_peak():
     # The sweep's 0 violations for DiffServe-Static on maf_1to8qps / 3 workers are not an
     # artefact: 1 light + 2 heavy GPUs, t = 0.02 defers 14.4 %, both stages below capacity at the peak.
-    from benchmarks.sim import experiment as E
+    from benchmarks.sim import experiment
 
-    cfg = E.RunConfig(trace="maf_1to8qps", num_workers=3)
-    u = E.static_utilization(cfg, E.load_inputs(cfg))
+    cfg = experiment.RunConfig(trace="maf_1to8qps", num_workers=3)
+    u = experiment.static_utilization(cfg, experiment.load_inputs(cfg))
     assert u["workers"] == {"sdturbo": 1, "sdv15": 2}
     assert u["heavy_share"] == 0.144
     assert u["light_utilization"] < 1.0 and u["heavy_utilization"] < 1.0
 
 
 def test_static_breaks_once_the_load_exceeds_its_fixed_capacity():
-    from benchmarks.sim import experiment as E
+    from benchmarks.sim import experiment
 
     out = {}
     for factor in (1.0, 3.0):
-        cfg = E.RunConfig(load_factor=factor)
-        inputs = E.load_inputs(cfg)
-        out[factor] = (E.static_utilization(cfg, inputs), E.run_policy(cfg, "static", inputs)["summary"])
+        cfg = experiment.RunConfig(load_factor=factor)
+        inputs = experiment.load_inputs(cfg)
+        out[factor] = (experiment.static_utilization(cfg, inputs), experiment.run_policy(cfg, "static", inputs)["summary"])
     assert out[1.0][0]["heavy_utilization"] < 1.0 and out[1.0][1]["violation_ratio"] == 0.0
     assert out[3.0][0]["heavy_utilization"] > 1.0 and out[3.0][1]["violation_ratio"] > 0.1

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.config import load_cascade
-from export.runtime.stage import StaleArtifacts
-from export.runtime.triton.stage_model import (BadInput, ConfigInvalid, check_discriminator_config,
+from serving.config import load_cascade
+from serving.stage import StaleArtifacts
+from serving.triton.stage_model import (BadInput, ConfigInvalid, check_discriminator_config,
                                                check_generator_config, check_seeds, decode_prompts,
                                                expected_config_hash, run_chunked)
 from export.testing import GOOD_TINY_YAML

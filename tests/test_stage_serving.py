@@ -9,8 +9,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from export.runtime import load_stage
-from export.runtime.control import write_control
+from serving import load_stage
+from serving.control import write_control
 from orchestrator.server import TritonStartError
 
 pytestmark = pytest.mark.triton

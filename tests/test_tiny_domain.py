@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.tiny import domain
-from export.tiny.metrics import fid
-from export.tiny.tokenizer import MAX_LENGTH_TOKENS, build_tokenizer
-from export.tiny.train_discriminator import roc_auc
+from zoo import domain
+from zoo.metrics import fid
+from zoo.tokenizer import MAX_LENGTH_TOKENS, build_tokenizer
+from zoo.train_discriminator import roc_auc
 
 
 def test_same_seed_gives_identical_images_and_captions():

@@ -1,6 +1,6 @@
 """The committed tiny-cascade weights: formats, loading paths, determinism and basic quality.
 
-These tests load ``export/tiny/weights`` (never train): if the folder is missing they fail.
+These tests load ``zoo/weights`` (never train): if the folder is missing they fail.
 """
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from safetensors import safe_open
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from export.discriminators import TinyDiscriminator, load_discriminator, save_discriminator
-from export.tiny import domain
-from export.tiny.common import to_tensor01
-from export.tiny.judge import load_judge
-from export.tiny.metrics import cascade_curves
-from export.tiny.sampling import SAMPLING, SamplingConfig, generate, load_pipeline
+from zoo import domain
+from zoo.common import to_tensor01
+from zoo.judge import load_judge
+from zoo.metrics import cascade_curves
+from zoo.sampling import SAMPLING, SamplingConfig, generate, load_pipeline
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "export" / "tiny" / "weights"
+WEIGHTS = Path(__file__).resolve().parents[1] / "zoo" / "weights"
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +154,8 @@ def test_an_oracle_discriminator_routes_better_than_random():
 def test_shipped_discriminator_ranks_correct_light_images_above_wrong_ones(light):
     # Issue 3's routing property on the committed weights, on the selection prompts (seed 123,
     # 100 easy + 100 hard): the first shipped discriminator scored AUC 0.49 here, this one ~0.7.
-    from export.tiny.select_checkpoint import SELECTION_PROMPT_SEED
-    from export.tiny.train_discriminator import roc_auc
+    from zoo.select_checkpoint import SELECTION_PROMPT_SEED
+    from zoo.train_discriminator import roc_auc
 
     prompts = domain.eval_prompts(SELECTION_PROMPT_SEED, 100)
     images = generate(light, prompts, list(range(len(prompts))), SAMPLING["light"])
@@ -172,7 +172,7 @@ def test_shipped_discriminator_ranks_correct_light_images_above_wrong_ones(light
 
 
 def test_vae_roundtrip_of_real_renders_keeps_them_close(heavy):
-    from export.tiny.train_discriminator import vae_roundtrip
+    from zoo.train_discriminator import vae_roundtrip
 
     real, _, _ = domain.sample_batch(np.random.default_rng(4), 16, hard_share=0.5)
     rec = vae_roundtrip(real, heavy.vae.eval(), batch_size=5)

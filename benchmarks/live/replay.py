@@ -2,7 +2,7 @@
 
 Each arrival is sent at its time whatever happened to the previous ones (an open loop, like
 real users); every request ends as an image or an explicit error, both recorded with the
-client-side latency. Errors are classified by :func:`orchestrator.errors.classify`.
+client-side latency. Errors are classified by :func:`client.errors.classify`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from orchestrator.errors import classify
+from client.errors import classify
 
 
 @dataclasses.dataclass(frozen=True)

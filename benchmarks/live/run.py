@@ -129,7 +129,7 @@ def summarize(run: PolicyRun, slo_ms: float, judge, seed: int) -> dict:
     """Violation ratio (error, drop, or latency > SLO), latency, light share, and quality of the
     served images: judge fidelity (share faithful to the prompt) and FID vs the domain's
     rendering of the same prompts (judge features)."""
-    from export.tiny import domain, metrics  # noqa: PLC0415
+    from zoo import domain, metrics  # noqa: PLC0415
 
     o = run.outcomes
     n = len(o)
@@ -193,7 +193,7 @@ def write_report(rows: list[dict], workload, meta: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from export.config import load_cascade  # noqa: PLC0415
+    from serving.config import load_cascade  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.live.run", description=__doc__.split("\n")[0])
     ap.add_argument("--cascade", default="configs/tiny.yaml")
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slo-ms", type=float, default=0.0, help="default: the cascade's slo_ms")
     ap.add_argument("--policies", nargs="+", default=list(POLICIES))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--judge", default=str(PROJECT_ROOT / "export" / "tiny" / "weights" / "judge"))
+    ap.add_argument("--judge", default=str(PROJECT_ROOT / "zoo" / "weights" / "judge"))
     ap.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results" / "live"))
     args = ap.parse_args(argv)
 
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                             quality=quality, window_s=args.window_s)
     judge = None
     if Path(args.judge).exists():
-        from export.tiny.judge import load_judge  # noqa: PLC0415
+        from zoo.judge import load_judge  # noqa: PLC0415
         judge = load_judge(args.judge)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) / stamp

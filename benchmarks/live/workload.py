@@ -53,7 +53,7 @@ def rescale(shape: np.ndarray, duration_s: int, lo_qps: float, hi_qps: float) ->
 
 def prompt_for(prompt_id: int, seed: int, hard_share: float = 0.5) -> str:
     """A tiny-domain caption for a trace prompt id (deterministic; hard with ``hard_share``)."""
-    from export.tiny.domain import sample_scene  # noqa: PLC0415
+    from zoo.domain import sample_scene  # noqa: PLC0415
 
     rng = np.random.default_rng([seed, int(prompt_id)])
     return sample_scene(rng, "hard" if rng.random() < hard_share else "easy")[0]

@@ -2,7 +2,7 @@
 
     python -m benchmarks.perf.make_input_data   # regenerates the committed file
 
-Prompts come from the tiny cascade's domain (``export.tiny.domain.eval_prompts``): half easy,
+Prompts come from the tiny cascade's domain (``zoo.domain.eval_prompts``): half easy,
 half hard, so that a perf run exercises both the light-served and the heavy-served paths.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ def input_data(prompts: list[str]) -> dict:
 
 
 def main() -> None:
-    from export.tiny.domain import eval_prompts  # noqa: PLC0415
+    from zoo.domain import eval_prompts  # noqa: PLC0415
 
     prompts = eval_prompts(seed=2024, n_per_difficulty=16)
     rows = ",\n  ".join(json.dumps(r) for r in input_data(prompts)["data"])

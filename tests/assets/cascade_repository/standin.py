@@ -22,7 +22,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.environ["PROJECT_ROOT"])
-from export.runtime.control import ControlFile, chunk_sizes  # noqa: E402
+from serving.control import ControlFile, chunk_sizes  # noqa: E402
 
 SIZE = 16
 

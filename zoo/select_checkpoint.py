@@ -1,7 +1,7 @@
 """Judge fidelity of training snapshots on a SELECTION prompt set (seed 123), disjoint from the
 report's (seed 2024), so that choosing a checkpoint does not tune on the reported numbers.
 
-Usage: ``python -m export.tiny.select_checkpoint --role light --judge runs/tiny/judge runs/tiny/light_snap_*``
+Usage: ``python -m zoo.select_checkpoint --role light --judge runs/tiny/judge runs/tiny/light_snap_*``
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from export.tiny.domain import eval_prompts
-from export.tiny.judge import load_judge
-from export.tiny.sampling import SAMPLING, generate, load_pipeline
+from zoo.domain import eval_prompts
+from zoo.judge import load_judge
+from zoo.sampling import SAMPLING, generate, load_pipeline
 
 SELECTION_PROMPT_SEED = 123
 

@@ -11,8 +11,8 @@ import dataclasses
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from export.tiny.domain import IMAGE_SIZE_PX
-from export.tiny.tokenizer import MAX_LENGTH_TOKENS
+from zoo.domain import IMAGE_SIZE_PX
+from zoo.tokenizer import MAX_LENGTH_TOKENS
 
 LATENT_SIZE_PX = IMAGE_SIZE_PX // 2  # the VAE downsamples 32x32 -> 16x16
 LATENT_CHANNELS = 4

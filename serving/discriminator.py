@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.runtime.engines import Engine, open_engine
-from export.runtime.stage import FORMAT_VERSION, StageSpecError, StaleArtifacts
+from serving.engines import Engine, open_engine
+from serving.stage import FORMAT_VERSION, StageSpecError, StaleArtifacts
 
 
 class Discriminator:
@@ -49,7 +49,7 @@ class Discriminator:
 
 def load_discriminator(artifact_dir: str | Path, backend: str = "auto", threads: int | None = None,
                        expected_hash: str | None = None) -> Discriminator:
-    """Load ``<artifact_dir>/discriminator.onnx`` (+ ``stage.json``); see :func:`export.runtime.load_stage`."""
+    """Load ``<artifact_dir>/discriminator.onnx`` (+ ``stage.json``); see :func:`serving.load_stage`."""
     artifact_dir = Path(artifact_dir)
     path = artifact_dir / "stage.json"
     if not path.exists():

@@ -10,7 +10,7 @@
 Both train the CLIP text encoder jointly with the UNet, keep an EMA of the weights, and save a
 ``StableDiffusionPipeline`` folder (EMA weights) every ``checkpoint_every`` steps, so training
 can stop at any time with usable weights. ``--resume`` continues from the saved state.
-Usage: ``python -m export.tiny.train_diffusion --role heavy --vae runs/tiny/vae --out runs/tiny/heavy``
+Usage: ``python -m zoo.train_diffusion --role heavy --vae runs/tiny/vae --out runs/tiny/heavy``
 """
 from __future__ import annotations
 
@@ -21,17 +21,16 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 from tqdm import tqdm
 
-from export.tiny.common import pick_device, seed_everything, to_tensor01
-from export.tiny.domain import eval_prompts, sample_batch
-from export.tiny.models import TextEncoderConfig, UNetConfig, build_scheduler, build_text_encoder, build_unet
-from export.tiny.sampling import SAMPLING, generate
-from export.tiny.tokenizer import build_tokenizer
+from zoo.common import pick_device, seed_everything, to_tensor01
+from zoo.domain import eval_prompts, sample_batch
+from zoo.models import TextEncoderConfig, UNetConfig, build_scheduler, build_text_encoder, build_unet
+from zoo.sampling import SAMPLING, generate
+from zoo.tokenizer import build_tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +82,7 @@ def _evaluate(pipe, role: str, judge_path: Path | None, n_per_difficulty: int = 
     """Judge fidelity by difficulty on a fixed prompt set (skipped without a judge)."""
     if judge_path is None or not (judge_path / "config.json").is_file():
         return {}
-    from export.tiny.judge import load_judge
+    from zoo.judge import load_judge
 
     judge = load_judge(judge_path)
     prompts = eval_prompts(seed=123, n_per_difficulty=n_per_difficulty)

@@ -4,7 +4,7 @@ Images are 32x32 RGB pictures of coloured shapes on a plain background; captions
 small grammar. Everything is generated in code from a seed, so the training data, the test
 prompts and the judge's ground truth are reproducible without any download.
 
-Design choices (why, see ``export/tiny/README.md``):
+Design choices (why, see ``zoo/README.md``):
 
 - Objects sit in fixed *slots* that depend only on how many objects there are and on the
   relation word, so a model can learn layouts quickly; a +-1 px jitter and a small colour
@@ -193,7 +193,7 @@ def parse_caption(caption: str) -> Scene:
             return Scene(g[6], objs, "triangle", MULTI_OBJECT_SIZE_PX)
         a, b = (g[0], g[1]), (g[2], g[3])
         return Scene(g[4], (a, a, b), "triangle", MULTI_OBJECT_SIZE_PX)
-    raise ValueError(f"caption {caption!r} is not in the tiny domain's grammar (see export.tiny.domain)")
+    raise ValueError(f"caption {caption!r} is not in the tiny domain's grammar (see zoo.domain)")
 
 
 def difficulty_of(caption: str) -> str:

@@ -11,7 +11,7 @@ import string
 
 from transformers import CLIPTokenizer
 
-from export.tiny.domain import vocabulary
+from zoo.domain import vocabulary
 
 MAX_LENGTH_TOKENS = 24  # longest caption is 17 tokens with the start/end tokens
 _BOS, _EOS = "<|startoftext|>", "<|endoftext|>"

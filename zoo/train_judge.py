@@ -2,7 +2,7 @@
 
 The augmentations (blur, noise, colour and contrast shifts) make the judge read *what* is drawn
 rather than the exact pixel statistics of real renders, so that it can judge generated images
-without ever seeing one. Usage: ``python -m export.tiny.train_judge --out export/tiny/weights/judge``
+without ever seeing one. Usage: ``python -m zoo.train_judge --out zoo/weights/judge``
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from export.tiny.common import pick_device, seed_everything, to_tensor01, optimizer_step
-from export.tiny.domain import counts_vector, sample_batch
-from export.tiny.judge import TinyJudge, save_judge
+from zoo.common import pick_device, seed_everything, to_tensor01, optimizer_step
+from zoo.domain import counts_vector, sample_batch
+from zoo.judge import TinyJudge, save_judge
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,8 @@ to ``discriminator`` (the cascade-routed images) and ONE to ``heavy`` (the defer
 queries forced to heavy go in a concurrent call of their own). A stage error becomes the
 error of exactly the requests whose queries were in that stage call.
 
-Decisions are pure functions in :mod:`export.runtime.triton.routing`; the threshold, policy
-and SLO come from the control file (:mod:`export.runtime.control`), re-read on mtime change.
+Decisions are pure functions in :mod:`serving.routing`; the threshold, policy
+and SLO come from the control file (:mod:`serving.control`), re-read on mtime change.
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from export.runtime.control import ControlFile, ControlState, resolve_control_path
-from export.runtime.triton import routing as R
-from export.runtime.triton.metrics import CascadeMetrics
-from orchestrator.errors import DROP_MARKER
+from serving.control import ControlFile, ControlState, resolve_control_path
+from serving import routing
+from serving.triton.metrics import CascadeMetrics
+from client.errors import DROP_MARKER
 
 OUTPUTS = ("IMAGE", "SERVED_BY", "CONFIDENCE", "THRESHOLD")
 _CODE_ALIASES = {"INVALID_ARGUMENT": "INVALID_ARG"}
@@ -145,7 +145,7 @@ class SharedState:
 
     def __init__(self, path: Path, slot: int):
         self.path, self.slot = path, slot % self.N_SLOTS
-        n_stages = len(R.STAGE_NAMES)
+        n_stages = len(routing.STAGE_NAMES)
         n_counts, n_est = self.N_SLOTS * n_stages, 2 * n_stages + 1
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -168,30 +168,30 @@ class SharedState:
         return int(m.group(1)) if m else zlib.crc32(instance_name.encode())
 
     def add(self, stage: str, n: int) -> None:
-        self._counts[self.slot, R.STAGE_NAMES.index(stage)] += n
+        self._counts[self.slot, routing.STAGE_NAMES.index(stage)] += n
 
     def totals(self) -> dict[str, int]:
         """Queries in flight per stage over all instances."""
         sums = np.asarray(self._counts).sum(axis=0)
-        return {s: int(max(sums[i], 0)) for i, s in enumerate(R.STAGE_NAMES)}
+        return {s: int(max(sums[i], 0)) for i, s in enumerate(routing.STAGE_NAMES)}
 
-    def estimates(self) -> R.StageEstimates:
+    def estimates(self) -> routing.StageEstimates:
         """The shared EWMA estimates (a stage with no observation yet is absent)."""
         e = np.asarray(self._est).copy()
-        ms = {s: float(e[2 * i]) for i, s in enumerate(R.STAGE_NAMES) if e[2 * i + 1] > 0}
-        items = {s: float(e[2 * i + 1]) for i, s in enumerate(R.STAGE_NAMES) if e[2 * i + 1] > 0}
-        return R.StageEstimates(batch_ms=ms, batch_items=items, defer_rate=float(e[-1]))
+        ms = {s: float(e[2 * i]) for i, s in enumerate(routing.STAGE_NAMES) if e[2 * i + 1] > 0}
+        items = {s: float(e[2 * i + 1]) for i, s in enumerate(routing.STAGE_NAMES) if e[2 * i + 1] > 0}
+        return routing.StageEstimates(batch_ms=ms, batch_items=items, defer_rate=float(e[-1]))
 
     def observe_call(self, stage: str, ms: float, n_items: int, alpha: float) -> None:
         """Fold one stage call (round trip ``ms`` for ``n_items`` queries) into the EWMAs."""
-        i = R.STAGE_NAMES.index(stage)
+        i = routing.STAGE_NAMES.index(stage)
         seen = self._est[2 * i + 1] > 0
-        self._est[2 * i] = R.ewma(float(self._est[2 * i]) if seen else None, ms, alpha)
-        self._est[2 * i + 1] = R.ewma(float(self._est[2 * i + 1]) if seen else None, n_items, alpha)
+        self._est[2 * i] = routing.ewma(float(self._est[2 * i]) if seen else None, ms, alpha)
+        self._est[2 * i + 1] = routing.ewma(float(self._est[2 * i + 1]) if seen else None, n_items, alpha)
 
     def observe_deferrals(self, fraction: float, alpha: float) -> None:
         """Fold one batch's deferred fraction into the deferral-rate EWMA."""
-        self._est[-1] = R.ewma(float(self._est[-1]), fraction, alpha)
+        self._est[-1] = routing.ewma(float(self._est[-1]), fraction, alpha)
 
 
 class StageError(RuntimeError):
@@ -258,22 +258,22 @@ class TritonPythonModel:
     def _parse(self, index: int, request: Any, policy: ControlState) -> _Job:
         prompt_t = self.pb.get_input_tensor_by_name(request, "PROMPT")
         if prompt_t is None:
-            raise R.BadRequest("input PROMPT is missing; expected BYTES [batch, 1]")
+            raise routing.BadRequest("input PROMPT is missing; expected BYTES [batch, 1]")
         raw = prompt_t.as_numpy().reshape(-1)
-        prompts = [R.decode_prompt(p, k) for k, p in enumerate(raw)]
+        prompts = [routing.decode_prompt(p, k) for k, p in enumerate(raw)]
         seed_t = self.pb.get_input_tensor_by_name(request, "SEED")
         if seed_t is None:
-            seeds = [R.DEFAULT_SEED] * len(prompts)
+            seeds = [routing.DEFAULT_SEED] * len(prompts)
         else:
             values = seed_t.as_numpy().reshape(-1)
             if values.size != len(prompts):
-                raise R.BadRequest(f"SEED has {values.size} values for {len(prompts)} prompts; expected one per prompt")
-            seeds = [R.check_seed(v, k) for k, v in enumerate(values)]
+                raise routing.BadRequest(f"SEED has {values.size} values for {len(prompts)} prompts; expected one per prompt")
+            seeds = [routing.check_seed(v, k) for k, v in enumerate(values)]
         try:
-            options = R.parse_options(request.parameters())
+            options = routing.parse_options(request.parameters())
         except json.JSONDecodeError as exc:  # Triton always sends JSON; guard anyway
-            raise R.BadRequest(f"request parameters are not JSON ({exc})") from exc
-        route = R.choose_route(options, policy, self.rng.random())
+            raise routing.BadRequest(f"request parameters are not JSON ({exc})") from exc
+        route = routing.choose_route(options, policy, self.rng.random())
         slo_ms = options.slo_ms or policy.slo_ms or self.cfg.slo_ms
         return _Job(index, prompts, seeds, route, slo_ms)
 
@@ -376,7 +376,7 @@ class TritonPythonModel:
             c = np.array([float(np.asarray(rows[i]).reshape(-1)[0]) for i in casc], dtype=np.float32)
             conf[casc] = c
             self.metrics.observe_confidences(c)
-            deferred = [i for i, d in zip(casc, R.defer_mask(c, threshold)) if d]
+            deferred = [i for i, d in zip(casc, routing.defer_mask(c, threshold)) if d]
             self.shared.observe_deferrals(len(deferred) / len(casc), self.cfg.ewma_alpha)
             if deferred:
                 self.metrics.deferrals.increment(len(deferred))
@@ -427,12 +427,12 @@ class TritonPythonModel:
             for i, request in enumerate(requests):
                 try:
                     jobs.append(self._parse(i, request, policy))
-                except R.BadRequest as exc:
+                except routing.BadRequest as exc:
                     self.metrics.errors["invalid"].increment(1)
                     responses[i] = self._error_response(f"{self.name}: {exc}", "INVALID_ARGUMENT")
             ahead, estimates = self.shared.totals(), self.shared.estimates()
             admitted, n_dropped = [], 0
-            decisions = R.admit_batch([(j.route, len(j.prompts), j.slo_ms) for j in jobs], ahead, estimates,
+            decisions = routing.admit_batch([(j.route, len(j.prompts), j.slo_ms) for j in jobs], ahead, estimates,
                                       self.cfg.drop_factor)
             for job, decision in zip(jobs, decisions):
                 if decision.admitted:
@@ -440,7 +440,7 @@ class TritonPythonModel:
                     continue
                 n_dropped += len(job.prompts)
                 responses[job.index] = self._error_response(
-                    R.drop_message(DROP_MARKER, decision, job.slo_ms, self.cfg.drop_factor), "UNAVAILABLE")
+                    routing.drop_message(DROP_MARKER, decision, job.slo_ms, self.cfg.drop_factor), "UNAVAILABLE")
             if n_dropped:
                 self.metrics.drops.increment(n_dropped)
             if admitted:

@@ -1,7 +1,7 @@
 """The serving-time text-to-image pipeline: tokenizers + exported networks + numpy scheduler.
 
 Imports no diffusers/transformers (docs/interfaces.md section 2): only numpy, the
-``tokenizers`` library and an :mod:`export.runtime.engines` backend. It reproduces diffusers'
+``tokenizers`` library and an :mod:`serving.engines` backend. It reproduces diffusers'
 ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline`` ``__call__`` for text-to-image
 (classifier-free guidance with the empty prompt or zeros as the negative branch, no
 guidance rescale), checked image-for-image against diffusers by ``export.verify``.
@@ -20,9 +20,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from export.runtime.engines import Engine, open_engine
-from export.runtime.schedulers import Schedule, build_schedule
-from export.runtime.stage import StageSpec, TokenizerSpec, read_stage_spec
+from serving.engines import Engine, open_engine
+from serving.schedulers import Schedule, build_schedule
+from serving.stage import StageSpec, TokenizerSpec, read_stage_spec
 
 SEED_MAX = 2**32 - 1  # same range as torch/numpy seeds and the cascade's SEED input
 
@@ -171,7 +171,7 @@ def load_stage(artifact_dir: str | Path, backend: str = "auto", threads: int | N
     """Load an exported light/heavy stage from ``artifact_dir`` (its ``stage.json`` and files).
 
     ``expected_hash``: refuse artifacts exported from another cascade config
-    (:class:`export.runtime.stage.StaleArtifacts`). ``threads``: ONNX Runtime intra-op threads
+    (:class:`serving.stage.StaleArtifacts`). ``threads``: ONNX Runtime intra-op threads
     (None: ``$DIFFSERVE_ORT_THREADS`` or ONNX Runtime's default).
     """
     artifact_dir = Path(artifact_dir)

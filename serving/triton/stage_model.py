@@ -2,7 +2,7 @@
 
 Thin: requests are parsed into (prompt, seed) or image lists, the work is cut into chunks of
 the control file's batch size for this stage (docs/interfaces.md section 3), and the pure
-runtime (:mod:`export.runtime`) does the rest. ``initialize`` validates the model config
+runtime (:mod:`serving`) does the rest. ``initialize`` validates the model config
 against ``stage.json`` and refuses stale artifacts (the cascade config changed since export).
 A malformed request gets an INVALID_ARGUMENT error naming the value; the others in the same
 batch are still served.
@@ -17,11 +17,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from export.runtime.control import ControlFile, chunk_sizes, default_control_path, resolve_control_path
-from export.runtime.pipeline import SEED_MAX
+from serving.control import ControlFile, chunk_sizes, default_control_path, resolve_control_path
+from serving.pipeline import SEED_MAX
 
 GENERATOR_STAGES = ("light", "heavy")
-PROMPT_MAX_BYTES = 2048  # same bound as the cascade model's (export.runtime.triton.routing)
+PROMPT_MAX_BYTES = 2048  # same bound as the cascade model's (serving.routing)
 DEFAULT_SEED = 0  # when SEED is omitted (the cascade model's default too)
 
 
@@ -45,12 +45,12 @@ def expected_config_hash(params: Mapping[str, str], project_root: str) -> str | 
     if ref:
         path = Path(ref) if Path(ref).is_absolute() else Path(project_root) / ref
         if path.exists():
-            from export.config import load_cascade  # noqa: PLC0415
+            from serving.config import load_cascade  # noqa: PLC0415
 
             current = load_cascade(path).config_hash
             rendered = params.get("config_hash")
             if rendered and rendered != current:
-                from export.runtime.stage import StaleArtifacts  # noqa: PLC0415
+                from serving.stage import StaleArtifacts  # noqa: PLC0415
 
                 raise StaleArtifacts(f"config.pbtxt was rendered from {ref} with hash {rendered}, but the file now "
                                      f"hashes to {current}: the config changed since the export; re-run `make export`")
@@ -183,7 +183,7 @@ class StageModel(_Base):
     """``light`` / ``heavy``: PROMPT BYTES [1], optional SEED INT64 [1] -> IMAGE UINT8 [H, W, 3]."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        from export.runtime.pipeline import load_stage  # noqa: PLC0415
+        from serving.pipeline import load_stage  # noqa: PLC0415
 
         cfg, params, art, expected = self._setup(args)
         if self.stage not in GENERATOR_STAGES:
@@ -219,7 +219,7 @@ class DiscriminatorModel(_Base):
     """``discriminator``: IMAGE UINT8 [H, W, 3] -> CONFIDENCE FP32 [1] = P(real)."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        from export.runtime.discriminator import load_discriminator  # noqa: PLC0415
+        from serving.discriminator import load_discriminator  # noqa: PLC0415
 
         cfg, _, art, expected = self._setup(args)
         self.stage = "discriminator"

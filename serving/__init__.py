@@ -3,8 +3,8 @@
 ``load_stage(artifact_dir) -> StagePipeline`` and ``load_discriminator(artifact_dir) ->
 Discriminator`` are the entry points (docs/interfaces.md section 2).
 """
-from export.runtime.discriminator import Discriminator, load_discriminator
-from export.runtime.pipeline import StagePipeline, load_stage
-from export.runtime.stage import StageSpecError, StaleArtifacts
+from serving.discriminator import Discriminator, load_discriminator
+from serving.pipeline import StagePipeline, load_stage
+from serving.stage import StageSpecError, StaleArtifacts
 
 __all__ = ["Discriminator", "StagePipeline", "StageSpecError", "StaleArtifacts", "load_discriminator", "load_stage"]

@@ -2,8 +2,8 @@
 
 CLI::
 
-    python -m benchmarks.client "a red circle above a blue square" -o out.png
-    python -m benchmarks.client "..." --routing heavy --seed 3 --slo-ms 5000 --url 127.0.0.1:8001
+    python -m client "a red circle above a blue square" -o out.png
+    python -m client "..." --routing heavy --seed 3 --slo-ms 5000 --url 127.0.0.1:8001
 
 prints ``served_by``, ``confidence``, ``threshold`` and the latency, and writes the image.
 Exit status: 0 ok, 2 invalid request, 3 dropped (load shedding), 1 any other error.
@@ -15,7 +15,7 @@ API::
         result = client.generate("a red circle", seed=1)
         result.served_by, result.confidence, result.latency_ms, result.image  # uint8 HxWx3
 
-Errors are the project's (``orchestrator.errors``): ``InvalidRequest``, ``RequestDropped``,
+Errors are the project's (``client.errors``): ``InvalidRequest``, ``RequestDropped``,
 ``ServerUnavailable``, ...
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from orchestrator.errors import DiffServeError, InvalidRequest, RequestDropped, triton_errors
+from client.errors import DiffServeError, InvalidRequest, RequestDropped, triton_errors
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "127.0.0.1:8001"
@@ -132,7 +132,7 @@ def format_confidence(value: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.client", description="Generate one image with the cascade.")
+    ap = argparse.ArgumentParser(prog="python -m client", description="Generate one image with the cascade.")
     ap.add_argument("prompt")
     ap.add_argument("-o", "--output", default="out.png", help="PNG to write (default out.png)")
     ap.add_argument("--url", default=None, help="gRPC host:port (default: from `make serve`, else 127.0.0.1:8001)")

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from export.runtime.control import ControlState
+from serving.control import ControlState
 
 # Prompt policy: at most PROMPT_MAX_BYTES UTF-8 bytes are accepted (longer is INVALID_ARGUMENT,
 # so an accidental megabyte payload never reaches the tokenizer); accepted prompts longer than

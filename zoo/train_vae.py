@@ -1,6 +1,6 @@
 """Train the tiny AutoencoderKL (32x32x3 <-> 16x16x4) on domain images; reproducible from a seed.
 
-Usage: ``python -m export.tiny.train_vae --out runs/tiny/vae --steps 800``
+Usage: ``python -m zoo.train_vae --out runs/tiny/vae --steps 800``
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from export.tiny.common import pick_device, seed_everything, to_tensor01, optimizer_step
-from export.tiny.domain import sample_batch
-from export.tiny.models import VAEConfig, build_vae
+from zoo.common import pick_device, seed_everything, to_tensor01, optimizer_step
+from zoo.domain import sample_batch
+from zoo.models import VAEConfig, build_vae
 
 
 @dataclasses.dataclass(frozen=True)

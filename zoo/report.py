@@ -29,14 +29,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from export.discriminators import load_discriminator  # noqa: E402
-from export.tiny.common import to_tensor01  # noqa: E402
-from export.tiny.domain import eval_prompts, parse_caption, render  # noqa: E402
-from export.tiny.judge import load_judge  # noqa: E402
-from export.tiny.metrics import SHARES, cascade_curves, fid  # noqa: E402
-from export.tiny.sampling import SAMPLING, generate, load_pipeline  # noqa: E402
-from export.tiny.train_discriminator import roc_auc  # noqa: E402
+from zoo.common import to_tensor01  # noqa: E402
+from zoo.domain import eval_prompts, parse_caption, render  # noqa: E402
+from zoo.judge import load_judge  # noqa: E402
+from zoo.metrics import SHARES, cascade_curves, fid  # noqa: E402
+from zoo.sampling import SAMPLING, generate, load_pipeline  # noqa: E402
+from zoo.train_discriminator import roc_auc  # noqa: E402
 
-WEIGHTS = Path("export/tiny/weights")
+WEIGHTS = Path("zoo/weights")
 PROMPT_SEED = 2024  # disjoint from the training streams (seeds 1-5) and the training-time eval (123)
 
 

@@ -3,9 +3,9 @@
 Order: VAE -> judge (real images only) -> heavy -> light -> discriminator (needs both models'
 samples). Training runs on CUDA when available, else on the CPU (hours on 2 cores, minutes on a
 GPU). Intermediate fp32 checkpoints go to ``--work`` (default ``runs/tiny``); the published
-weights (fp16 safetensors) go to ``export/tiny/weights/{heavy,light,discriminator,judge}``.
+weights (fp16 safetensors) go to ``zoo/weights/{heavy,light,discriminator,judge}``.
 
-Publish only (from existing checkpoints): ``python -m export.tiny.zoo --publish-only``.
+Publish only (from existing checkpoints): ``python -m zoo.build --publish-only``.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from export.discriminators import load_discriminator, save_discriminator
-from export.tiny.judge import load_judge, save_judge
-from export.tiny.sampling import load_pipeline
+from zoo.judge import load_judge, save_judge
+from zoo.sampling import load_pipeline
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# Steps of each stage as used for the committed weights (see export/tiny/README.md).
+# Steps of each stage as used for the committed weights (see zoo/README.md).
 STEPS = {"vae": 700, "judge": 1600, "heavy": 4250, "light": 6000, "discriminator": 1500}
 
 
@@ -61,12 +61,12 @@ def main() -> None:
     w = a.work
     common = ["--device", a.device, "--threads", a.threads]
     if not a.publish_only:
-        _run("export.tiny.train_vae", "--out", str(w / "vae"), "--steps", str(STEPS["vae"]), *common)
-        _run("export.tiny.train_judge", "--out", str(w / "judge"), "--steps", str(STEPS["judge"]), *common)
+        _run("zoo.train_vae", "--out", str(w / "vae"), "--steps", str(STEPS["vae"]), *common)
+        _run("zoo.train_judge", "--out", str(w / "judge"), "--steps", str(STEPS["judge"]), *common)
         for role in ("heavy", "light"):
-            _run("export.tiny.train_diffusion", "--role", role, "--vae", str(w / "vae"), "--out", str(w / role),
+            _run("zoo.train_diffusion", "--role", role, "--vae", str(w / "vae"), "--out", str(w / role),
                  "--judge", str(w / "judge"), "--steps", str(STEPS[role]), *common)
-        _run("export.tiny.train_discriminator", "--heavy", str(w / "heavy"), "--light", str(w / "light"),
+        _run("zoo.train_discriminator", "--heavy", str(w / "heavy"), "--light", str(w / "light"),
              "--out", str(w / "discriminator"), "--steps", str(STEPS["discriminator"]), *common)
     publish(w)
 

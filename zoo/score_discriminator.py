@@ -2,7 +2,7 @@
 "the light image is correct" (the judge decides), overall and on hard prompts, and at how many
 deferral shares (10 %, 15 %, ..., 90 %) routing by it beats random routing when heavy is right.
 
-Usage: ``python -m export.tiny.score_discriminator --light export/tiny/weights/light DISC [DISC ...]``
+Usage: ``python -m zoo.score_discriminator --light zoo/weights/light DISC [DISC ...]``
 Prints one JSON line per discriminator folder.
 """
 from __future__ import annotations
@@ -15,20 +15,20 @@ import numpy as np
 import torch
 
 from export.discriminators import load_discriminator
-from export.tiny.common import to_tensor01
-from export.tiny.domain import eval_prompts
-from export.tiny.judge import load_judge
-from export.tiny.metrics import cascade_curves
-from export.tiny.sampling import SAMPLING, generate, load_pipeline
-from export.tiny.select_checkpoint import SELECTION_PROMPT_SEED
-from export.tiny.train_discriminator import roc_auc
+from zoo.common import to_tensor01
+from zoo.domain import eval_prompts
+from zoo.judge import load_judge
+from zoo.metrics import cascade_curves
+from zoo.sampling import SAMPLING, generate, load_pipeline
+from zoo.select_checkpoint import SELECTION_PROMPT_SEED
+from zoo.train_discriminator import roc_auc
 
 
 def main() -> None:
     """CLI entry point."""
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--light", type=Path, default=Path("export/tiny/weights/light"))
-    p.add_argument("--judge", type=Path, default=Path("export/tiny/weights/judge"))
+    p.add_argument("--light", type=Path, default=Path("zoo/weights/light"))
+    p.add_argument("--judge", type=Path, default=Path("zoo/weights/judge"))
     p.add_argument("--n-per-difficulty", type=int, default=150)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("discriminators", type=Path, nargs="+")

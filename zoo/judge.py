@@ -1,10 +1,10 @@
 """The quality judge: a CNN trained on *real* domain images only, independent of the discriminator.
 
-It predicts, for every (colour, shape) of :data:`export.tiny.domain.OBJECT_TYPES`, how many
+It predicts, for every (colour, shape) of :data:`zoo.domain.OBJECT_TYPES`, how many
 such objects an image holds (0-3). An image is *faithful* to its prompt when the predicted
 multiset of (colour, shape) equals the prompt's (positions and background are not checked,
-see ``export/tiny/README.md``). Its penultimate features serve an in-domain FID
-(:func:`export.tiny.metrics.fid`).
+see ``zoo/README.md``). Its penultimate features serve an in-domain FID
+(:func:`zoo.metrics.fid`).
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.tiny.common import read_module_folder, save_module_folder, to_tensor01
-from export.tiny.domain import IMAGE_SIZE_PX, MAX_OBJECTS, OBJECT_TYPES, counts_vector, parse_caption
+from export.module_folder import read_module_folder, save_module_folder
+from zoo.common import to_tensor01
+from zoo.domain import IMAGE_SIZE_PX, MAX_OBJECTS, OBJECT_TYPES, counts_vector, parse_caption
 
 
 class TinyJudge(nn.Module):
@@ -68,7 +69,7 @@ class TinyJudge(nn.Module):
 
     @torch.no_grad()
     def features(self, images_uint8_nhwc: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """float32 (B, feature_dim) penultimate features, for :func:`export.tiny.metrics.fid`."""
+        """float32 (B, feature_dim) penultimate features, for :func:`zoo.metrics.fid`."""
         out = [self.features_t(to_tensor01(images_uint8_nhwc[i:i + batch_size]))
                for i in range(0, len(images_uint8_nhwc), batch_size)]
         return torch.cat(out).numpy().astype(np.float32)

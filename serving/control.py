@@ -162,7 +162,7 @@ def read_control(path: str | Path, base: ControlState | None = None) -> ControlS
 
 def default_control_path(cascade: str, project_root: str | Path | None = None) -> Path:
     """``<project_root>/runs/control/<cascade>.json`` (the default of the ``control_file`` parameter)."""
-    root = Path(project_root or os.environ.get("PROJECT_ROOT") or Path(__file__).resolve().parents[2])
+    root = Path(project_root or os.environ.get("PROJECT_ROOT") or Path(__file__).resolve().parents[1])
     return root / "runs" / "control" / f"{cascade}.json"
 
 
@@ -171,7 +171,7 @@ def resolve_control_path(value: str, project_root: str | Path | None = None) -> 
     p = Path(value)
     if p.is_absolute():
         return p
-    root = Path(project_root or os.environ.get("PROJECT_ROOT") or Path(__file__).resolve().parents[2])
+    root = Path(project_root or os.environ.get("PROJECT_ROOT") or Path(__file__).resolve().parents[1])
     return root / p
 
 

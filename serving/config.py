@@ -4,13 +4,14 @@ A cascade YAML (docs/interfaces.md section 2)::
 
     name: tiny
     slo_ms: 5000
-    light:  {model: export/tiny/weights/light, steps: 4, guidance_scale: 4.0,
+    light:  {model: zoo/weights/light, steps: 4, guidance_scale: 4.0,
              scheduler: ddim, height: 32, width: 32}
-    heavy:  {model: export/tiny/weights/heavy, steps: 25, guidance_scale: 4.0,
+    heavy:  {model: zoo/weights/heavy, steps: 25, guidance_scale: 4.0,
              scheduler: {name: ddim, timestep_spacing: leading}, height: 32, width: 32}
-    discriminator: {path: export/tiny/weights/discriminator, image_size: 32}
+    discriminator: {path: zoo/weights/discriminator, image_size: 32}
     # optional: discriminator.loader (default export.discriminators:load_discriminator)
-    calibration: {prompts: tiny, count: 256, seed: 20251126}   # optional
+    calibration: {prompts: zoo.calibration:held_apart_prompts, count: 256, seed: 20251126,
+                  quality: zoo.calibration:judge_fid}   # optional
 
 ``model``: a local diffusers folder (relative paths are under the project root) or a hub id
 ``owner/name``. ``scheduler``: ``from_model`` (the folder's own), ``ddim``, ``euler``,
@@ -31,6 +32,7 @@ SCHEDULER_CLASSES = {
     "euler": "EulerDiscreteScheduler",
     "euler_ancestral": "EulerAncestralDiscreteScheduler",
 }
+_LOADER = re.compile(r"^[\w.]+:\w+$")  # package.module:function
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _STAGE_KEYS = {"model", "steps", "guidance_scale", "scheduler", "height", "width"}
 _TOP_KEYS = {"name", "slo_ms", "light", "heavy", "discriminator", "calibration", "description"}
@@ -75,11 +77,18 @@ class DiscriminatorConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CalibrationConfig:
-    """Held-apart prompts for calibration: ``prompts`` is ``tiny`` (the tiny domain) or a text file, one per line."""
+    """Held-apart prompts and the quality metric for ``make calibrate``.
 
-    prompts: str = "tiny"
+    ``prompts``: a text file (one prompt per line) or ``module:function`` with signature
+    ``(seed, count) -> list[str]``. ``quality``: optional ``module:function`` with signature
+    ``(prompts, seed) -> (score(images_uint8_nhwc) -> FID, description)``; without one the quality
+    curve is skipped (a real cascade brings its own metric, e.g. FID against reference images).
+    """
+
+    prompts: str = "zoo.calibration:held_apart_prompts"
     count: int = 256
     seed: int = 20251126
+    quality: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +118,8 @@ def resolve_model(model: str) -> tuple[str, str]:
         return "local", str(full.resolve())
     if not p.is_absolute() and _HUB_ID.match(model) and not model.startswith("."):
         return "hub", model
-    hint = " (the tiny cascade's weights are committed under export/tiny/weights; `make zoo` rebuilds them)" \
-        if "export/tiny/weights" in model else ""
+    hint = " (the tiny cascade's weights are committed under zoo/weights; `make zoo` rebuilds them)" \
+        if "zoo/weights" in model else ""
     raise ConfigError(f"model {model!r}: no such local folder ({full}) and not a hub id 'owner/name'{hint}")
 
 
@@ -180,15 +189,22 @@ def parse_cascade(obj: Any, source: str = "<dict>") -> CascadeConfig:
     if not isinstance(d, Mapping) or not isinstance(d.get("path"), str):
         raise ConfigError(f"{source}: discriminator={d!r}; expected a mapping with 'path' and 'image_size'")
     loader = d.get("loader", DiscriminatorConfig.loader)
-    if not isinstance(loader, str) or not re.match(r"^[\w.]+:\w+$", loader):
+    if not isinstance(loader, str) or not _LOADER.match(loader):
         raise ConfigError(f"{source}: discriminator.loader={loader!r}; expected 'package.module:function'")
     disc = DiscriminatorConfig(d["path"], _int(f"{source}: discriminator.image_size", d.get("image_size"), 8, 4096),
                                loader)
     c = obj.get("calibration") or {}
     if not isinstance(c, Mapping):
         raise ConfigError(f"{source}: calibration={c!r}; expected a mapping")
-    cal = CalibrationConfig(str(c.get("prompts", "tiny")), _int(f"{source}: calibration.count", c.get("count", 256), 2, 100000),
-                            _int(f"{source}: calibration.seed", c.get("seed", 20251126), 0, 2**32 - 1))
+    unknown = set(c) - {"prompts", "count", "seed", "quality"}
+    if unknown:
+        raise ConfigError(f"{source}: calibration has unknown keys {sorted(unknown)}; expected prompts, count, seed, quality")
+    quality = c.get("quality")
+    if quality is not None and not (isinstance(quality, str) and _LOADER.match(quality)):
+        raise ConfigError(f"{source}: calibration.quality={quality!r}; expected 'package.module:function'")
+    cal = CalibrationConfig(str(c.get("prompts", CalibrationConfig.prompts)),
+                            _int(f"{source}: calibration.count", c.get("count", 256), 2, 100000),
+                            _int(f"{source}: calibration.seed", c.get("seed", 20251126), 0, 2**32 - 1), quality)
     return CascadeConfig(
         name=name, slo_ms=_float(f"{source}: slo_ms", obj["slo_ms"], 1.0, 3.6e6),
         light=_stage(source, "light", obj["light"]), heavy=_stage(source, "heavy", obj["heavy"]),

@@ -1,0 +1,1 @@
+"""The embedded tiny cascade: its synthetic domain, training code, judge and report (``make zoo``)."""
