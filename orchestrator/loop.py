@@ -23,18 +23,37 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from serving.control import (ControlState, default_control_path, read_control, resolve_control_path,
-                                    write_control)
-from orchestrator.control import ControlConfig, DemandEstimator, Observation, Policy, build_instance, decide
 from client.errors import DiffServeError
+from orchestrator.control import (
+    ControlConfig,
+    DemandEstimator,
+    Observation,
+    Policy,
+    build_instance,
+    decide,
+)
 from orchestrator.health import Backoff, HealthBook
 from orchestrator.node import TritonNode
 from orchestrator.observe import NodeSample, merge, window_stats
-from orchestrator.placement import (Placement, control_state, diff, routing_weights,
-                                    slots_from_instance_group, split_workers)
+from orchestrator.placement import (
+    Placement,
+    control_state,
+    diff,
+    routing_weights,
+    slots_from_instance_group,
+    split_workers,
+)
 from orchestrator.publish import JsonlLog, publish_weights
 from orchestrator.server import PROJECT_ROOT
 from planner.types import Allocation, Plan
+from serving.control import (
+    ControlState,
+    default_control_path,
+    read_control,
+    resolve_control_path,
+    write_control,
+)
+from serving.model_config import config_parameters
 
 RUNS = PROJECT_ROOT / "runs" / "orchestrator"
 
@@ -66,10 +85,6 @@ class LoopConfig:
             raise ValueError(f"health_interval_s={self.health_interval_s}; expected > 0 seconds or None")
         if self.light == self.heavy:
             raise ValueError(f"light and heavy are both {self.light!r}; expected two different models")
-
-
-def _params(model_config: dict) -> dict[str, str]:
-    return {k: v.get("string_value", "") for k, v in (model_config.get("parameters") or {}).items()}
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -161,12 +176,12 @@ class Orchestrator:
             if node.url in self.down:
                 continue
             try:
-                cascade = _params(node.model_config(self.config.cascade))
+                cascade = config_parameters(node.model_config(self.config.cascade))
                 if cascade.get("control_file"):
                     return resolve_control_path(cascade["control_file"])
                 if not node.is_ready(self.config.light):
                     node.load_default(self.config.light)  # its config names the control file
-                light = _params(node.model_config(self.config.light))
+                light = config_parameters(node.model_config(self.config.light))
             except DiffServeError:
                 continue
             if light.get("control_file"):

@@ -23,8 +23,8 @@ import numpy as np
 from serving.engines import Engine, open_engine
 from serving.schedulers import Schedule, build_schedule
 from serving.stage import StageSpec, TokenizerSpec, read_stage_spec
+from serving.validation import SEED_MAX
 
-SEED_MAX = 2**32 - 1  # same range as torch/numpy seeds and the cascade's SEED input
 
 
 def _load_tokenizer(artifact_dir: Path, spec: TokenizerSpec):

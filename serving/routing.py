@@ -1,96 +1,21 @@
-"""Pure decisions of the cascade model: request validation, routing, deferral, load shedding.
+"""Pure decisions of the cascade model: routing, deferral, load shedding.
 
 No Triton imports: ``cascade_model.py`` is the thin adapter that feeds these functions what it
-reads from requests, the control file and its own latency observations. Every rejection is a
-:class:`BadRequest` whose message names the value and what was expected (the adapter turns it
-into gRPC INVALID_ARGUMENT).
+reads from requests (validated by :mod:`serving.validation`), the control state and its own
+latency observations.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from serving.control import ControlState
+from serving.validation import REQUEST_ROUTES, RequestOptions
 
-# Prompt policy: at most PROMPT_MAX_BYTES UTF-8 bytes are accepted (longer is INVALID_ARGUMENT,
-# so an accidental megabyte payload never reaches the tokenizer); accepted prompts longer than
-# the text encoder's context (77 tokens for CLIP) are truncated by the stage's tokenizer.
-PROMPT_MAX_BYTES = 2048
-SEED_MAX = 2**32 - 1  # numpy/torch generators take seeds in [0, 2**32 - 1]
-DEFAULT_SEED = 0
-REQUEST_ROUTES = ("cascade", "light", "heavy")
-REQUEST_PARAMETERS = ("routing", "slo_ms")
 STAGE_NAMES = ("light", "discriminator", "heavy")
-
-
-class BadRequest(ValueError):
-    """The request is malformed; the message says which value and what was expected."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RequestOptions:
-    """Per-request parameters: a forced route (None = the control file's policy) and an SLO."""
-
-    routing: str | None = None
-    slo_ms: float | None = None
-
-
-def decode_prompt(raw: Any, index: int = 0) -> str:
-    """One PROMPT element (bytes) as text, or BadRequest (empty, too long, not UTF-8)."""
-    if not isinstance(raw, (bytes, bytearray, np.bytes_)):
-        raise BadRequest(f"PROMPT[{index}] is {type(raw).__name__}; expected UTF-8 bytes")
-    raw = bytes(raw)
-    if len(raw) > PROMPT_MAX_BYTES:
-        raise BadRequest(f"PROMPT[{index}] is {len(raw)} bytes; expected at most {PROMPT_MAX_BYTES} bytes "
-                         "of UTF-8 (longer prompts are rejected; the text encoder truncates to its context)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"PROMPT[{index}] is not valid UTF-8 (byte {raw[exc.start]:#04x} at offset "
-                         f"{exc.start}); expected UTF-8 text") from exc
-    if not text.strip():
-        raise BadRequest(f"PROMPT[{index}] is empty ({raw[:20]!r}); expected a non-empty text prompt")
-    return text
-
-
-def check_seed(value: Any, index: int = 0) -> int:
-    """One SEED element as int, or BadRequest when outside [0, 2**32 - 1]."""
-    seed = int(value)
-    if not 0 <= seed <= SEED_MAX:
-        raise BadRequest(f"SEED[{index}]={seed}; expected an integer in [0, {SEED_MAX}]")
-    return seed
-
-
-def parse_options(parameters: str | Mapping[str, Any] | None) -> RequestOptions:
-    """Validate request parameters (Triton passes them to Python models as a JSON string).
-
-    Known: ``routing`` in {cascade, light, heavy}; ``slo_ms`` a positive number (numbers
-    may arrive as strings from HTTP clients). Unknown keys are rejected.
-    """
-    if parameters is None or parameters == "":
-        return RequestOptions()
-    params = json.loads(parameters) if isinstance(parameters, str) else dict(parameters)
-    unknown = sorted(set(params) - set(REQUEST_PARAMETERS))
-    if unknown:
-        raise BadRequest(f"unknown request parameters {unknown}; expected only {list(REQUEST_PARAMETERS)}")
-    routing = params.get("routing")
-    if routing is not None and routing not in REQUEST_ROUTES:
-        raise BadRequest(f"parameter routing={routing!r}; expected one of {list(REQUEST_ROUTES)}")
-    slo_ms = params.get("slo_ms")
-    if slo_ms is not None:
-        try:
-            if isinstance(slo_ms, bool):
-                raise ValueError
-            slo_ms = float(slo_ms)
-        except (TypeError, ValueError):
-            raise BadRequest(f"parameter slo_ms={params['slo_ms']!r}; expected a positive number of ms") from None
-        if not (math.isfinite(slo_ms) and slo_ms > 0):
-            raise BadRequest(f"parameter slo_ms={params['slo_ms']!r}; expected a positive number of ms")
-    return RequestOptions(routing=routing, slo_ms=slo_ms)
 
 
 def choose_route(options: RequestOptions, policy: ControlState, uniform01: float) -> str:

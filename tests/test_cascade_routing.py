@@ -1,4 +1,4 @@
-"""Pure parts of the cascade: validation, routing, deferral, latency prediction, shedding, config."""
+"""Pure parts of the cascade: routing, deferral, latency prediction, shedding, config."""
 from __future__ import annotations
 
 import json
@@ -8,46 +8,17 @@ import pytest
 
 from serving.control import ControlState
 from serving import routing
+from serving.validation import RequestOptions
 from serving.triton.cascade_model import SharedState, parse_config
 from serving.triton.metrics import CascadeMetrics
 
 
-def test_prompt_is_decoded_and_validated():
-    assert routing.decode_prompt("ünï".encode()) == "ünï"
-    with pytest.raises(routing.BadRequest, match=r"PROMPT\[2\] is empty"):
-        routing.decode_prompt(b" \n", 2)
-    with pytest.raises(routing.BadRequest, match="0xc3 at offset 1"):
-        routing.decode_prompt(b"a\xc3(")
-    routing.decode_prompt(b"x" * routing.PROMPT_MAX_BYTES)
-    with pytest.raises(routing.BadRequest, match=f"{routing.PROMPT_MAX_BYTES + 1} bytes"):
-        routing.decode_prompt(b"x" * (routing.PROMPT_MAX_BYTES + 1))
-    with pytest.raises(routing.BadRequest, match="expected UTF-8 bytes"):
-        routing.decode_prompt(3)
-
-
-def test_seed_range():
-    assert routing.check_seed(np.int64(0)) == 0 and routing.check_seed(routing.SEED_MAX) == routing.SEED_MAX
-    for bad in (-1, routing.SEED_MAX + 1):
-        with pytest.raises(routing.BadRequest, match="SEED"):
-            routing.check_seed(bad)
-
-
-def test_parameters_parse_from_json_and_reject_unknowns():
-    assert routing.parse_options(None) == routing.RequestOptions()
-    assert routing.parse_options('{"routing": "heavy", "slo_ms": "250"}') == routing.RequestOptions("heavy", 250.0)
-    with pytest.raises(routing.BadRequest, match="unknown request parameters"):
-        routing.parse_options({"x": 1})
-    for bad in ({"slo_ms": 0}, {"slo_ms": True}, {"slo_ms": "nan"}, {"routing": "random"}):
-        with pytest.raises(routing.BadRequest):
-            routing.parse_options(bad)
-
-
 def test_request_routing_overrides_the_policy_and_random_uses_heavy_share():
     policy = ControlState(routing="random", heavy_share=0.3)
-    assert routing.choose_route(routing.RequestOptions(routing="light"), policy, 0.0) == "light"
-    assert routing.choose_route(routing.RequestOptions(), policy, 0.29) == "heavy"
-    assert routing.choose_route(routing.RequestOptions(), policy, 0.31) == "light"
-    assert routing.choose_route(routing.RequestOptions(), ControlState(routing="cascade"), 0.0) == "cascade"
+    assert routing.choose_route(RequestOptions(routing="light"), policy, 0.0) == "light"
+    assert routing.choose_route(RequestOptions(), policy, 0.29) == "heavy"
+    assert routing.choose_route(RequestOptions(), policy, 0.31) == "light"
+    assert routing.choose_route(RequestOptions(), ControlState(routing="cascade"), 0.0) == "cascade"
 
 
 def test_deferral_is_strictly_below_the_threshold():

@@ -1,4 +1,4 @@
-"""Pure parts of the Triton stage models: request decoding, seeds, chunking, config checks, stale detection."""
+"""Pure parts of the Triton stage models: chunking, config checks, stale detection."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,31 +6,13 @@ import pytest
 
 from serving.config import load_cascade
 from serving.stage import StaleArtifacts
-from serving.triton.stage_model import (BadInput, ConfigInvalid, check_discriminator_config,
-                                               check_generator_config, check_seeds, decode_prompts,
-                                               expected_config_hash, run_chunked)
+from serving.triton.stage_model import (ConfigInvalid, check_discriminator_config, check_generator_config,
+                                        expected_config_hash, run_chunked)
 from export.testing import GOOD_TINY_YAML
 
 GEN_CONFIG = {"input": [{"name": "PROMPT", "data_type": "TYPE_STRING", "dims": ["1"]},
                         {"name": "SEED", "data_type": "TYPE_INT64", "dims": ["1"]}],
               "output": [{"name": "IMAGE", "data_type": "TYPE_UINT8", "dims": ["32", "32", "3"]}]}
-
-
-def test_prompts_decode_as_utf8_and_bad_ones_are_named():
-    assert decode_prompts(np.array([[b"a red circle"], ["\u00fc".encode()]], dtype=object)) == ["a red circle", "\u00fc"]
-    with pytest.raises(BadInput, match=r"PROMPT\[1\] is not valid UTF-8"):
-        decode_prompts(np.array([[b"ok"], [b"\xff"]], dtype=object))
-    with pytest.raises(BadInput, match=r"PROMPT\[0\] is 3000 bytes; expected at most 2048"):
-        decode_prompts(np.array([[b"x" * 3000]], dtype=object))
-
-
-def test_seeds_are_checked_and_default_to_zero():
-    assert check_seeds(np.array([[1], [2]], np.int64), 2) == [1, 2]
-    assert check_seeds(None, 3) == [0, 0, 0]
-    with pytest.raises(BadInput, match=r"SEED\[0\]=-1"):
-        check_seeds(np.array([[-1]], np.int64), 1)
-    with pytest.raises(BadInput, match="SEED has 1 values for 2 prompts"):
-        check_seeds(np.array([[1]], np.int64), 2)
 
 
 def test_work_runs_in_chunks_of_the_control_file_batch_size():

@@ -30,7 +30,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from serving.control import ControlFile, ControlState, resolve_control_path
-from serving import routing
+from serving import routing, validation
+from serving.model_config import config_parameters, pbtxt_parameters
 from serving.triton.metrics import CascadeMetrics
 from client.errors import DROP_MARKER
 
@@ -58,11 +59,6 @@ class CascadeConfig:
         default_factory=lambda: {"light": "light", "discriminator": "discriminator", "heavy": "heavy"})
     random_seed: int = 0
     stage_timeout_ms: float = 60_000.0
-
-
-def pbtxt_parameters(text: str) -> dict[str, str]:
-    """The ``parameters`` (string values) of a config.pbtxt text, e.g. a stage model's."""
-    return dict(re.findall(r'key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"\s*\}', text))
 
 
 def cascade_yaml_slo_ms(stage_params: Mapping[str, str], project_root: str | Path | None) -> float | None:
@@ -96,7 +92,7 @@ def parse_config(model_config: Mapping[str, Any], project_root: str | Path | Non
     have = {o["name"] for o in model_config.get("output", [])}
     if set(OUTPUTS) - have:
         raise ValueError(f"{name}: config outputs {sorted(have)}; expected {list(OUTPUTS)}")
-    params = {k: v.get("string_value", "") for k, v in (model_config.get("parameters") or {}).items()}
+    params = config_parameters(model_config)
     known = {"control_file", "slo_ms", "drop_factor", "ewma_alpha", "light_model", "heavy_model",
              "discriminator_model", "random_seed", "stage_timeout_ms"}
     if set(params) - known:
@@ -227,7 +223,7 @@ class TritonPythonModel:
         model_config = json.loads(args["model_config"])
         root = os.environ.get("PROJECT_ROOT")
         # The light stage's rendered config names the control file and the cascade YAML (its SLO).
-        light = ((model_config.get("parameters") or {}).get("light_model") or {}).get("string_value") or "light"
+        light = config_parameters(model_config).get("light_model") or "light"
         light_cfg = Path(args.get("model_repository", ".")).parent / light / "config.pbtxt"
         stage_params = pbtxt_parameters(light_cfg.read_text()) if light_cfg.exists() else {}
         self.cfg = parse_config(model_config, root, stage_params)
@@ -258,21 +254,11 @@ class TritonPythonModel:
     def _parse(self, index: int, request: Any, policy: ControlState) -> _Job:
         prompt_t = self.pb.get_input_tensor_by_name(request, "PROMPT")
         if prompt_t is None:
-            raise routing.BadRequest("input PROMPT is missing; expected BYTES [batch, 1]")
-        raw = prompt_t.as_numpy().reshape(-1)
-        prompts = [routing.decode_prompt(p, k) for k, p in enumerate(raw)]
+            raise validation.BadRequest("input PROMPT is missing; expected BYTES [batch, 1]")
+        prompts = validation.decode_prompts(prompt_t.as_numpy())
         seed_t = self.pb.get_input_tensor_by_name(request, "SEED")
-        if seed_t is None:
-            seeds = [routing.DEFAULT_SEED] * len(prompts)
-        else:
-            values = seed_t.as_numpy().reshape(-1)
-            if values.size != len(prompts):
-                raise routing.BadRequest(f"SEED has {values.size} values for {len(prompts)} prompts; expected one per prompt")
-            seeds = [routing.check_seed(v, k) for k, v in enumerate(values)]
-        try:
-            options = routing.parse_options(request.parameters())
-        except json.JSONDecodeError as exc:  # Triton always sends JSON; guard anyway
-            raise routing.BadRequest(f"request parameters are not JSON ({exc})") from exc
+        seeds = validation.check_seeds(None if seed_t is None else seed_t.as_numpy(), len(prompts))
+        options = validation.parse_options(request.parameters())
         route = routing.choose_route(options, policy, self.rng.random())
         slo_ms = options.slo_ms or policy.slo_ms or self.cfg.slo_ms
         return _Job(index, prompts, seeds, route, slo_ms)
@@ -427,7 +413,7 @@ class TritonPythonModel:
             for i, request in enumerate(requests):
                 try:
                     jobs.append(self._parse(i, request, policy))
-                except routing.BadRequest as exc:
+                except validation.BadRequest as exc:
                     self.metrics.errors["invalid"].increment(1)
                     responses[i] = self._error_response(f"{self.name}: {exc}", "INVALID_ARGUMENT")
             ahead, estimates = self.shared.totals(), self.shared.estimates()

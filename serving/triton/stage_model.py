@@ -18,24 +18,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from serving.control import ControlFile, chunk_sizes, default_control_path, resolve_control_path
-from serving.pipeline import SEED_MAX
+from serving.model_config import config_parameters
+from serving.validation import BadRequest, check_images, check_seeds, decode_prompts, request_parameters
 
 GENERATOR_STAGES = ("light", "heavy")
-PROMPT_MAX_BYTES = 2048  # same bound as the cascade model's (serving.routing)
-DEFAULT_SEED = 0  # when SEED is omitted (the cascade model's default too)
 
 
 class ConfigInvalid(ValueError):
     """The model's config.pbtxt does not match the contract or its artifacts."""
-
-
-class BadInput(ValueError):
-    """A request input is malformed; the message names it and what was expected."""
-
-
-def parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
-    """``parameters`` of a Triton model config as a plain ``{key: string_value}`` dict."""
-    return {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}
 
 
 def expected_config_hash(params: Mapping[str, str], project_root: str) -> str | None:
@@ -86,33 +76,6 @@ def check_discriminator_config(model_config: Mapping[str, Any]) -> None:
         raise ConfigInvalid(f"output CONFIDENCE is {conf}; expected TYPE_FP32 dims [1]")
 
 
-def decode_prompts(raw: np.ndarray) -> list[str]:
-    """BYTES [n, 1] -> prompts; raises :class:`BadInput` for non-UTF-8 or over-long prompts."""
-    out = []
-    for k, p in enumerate(np.asarray(raw, dtype=object).reshape(-1)):
-        b = p if isinstance(p, bytes) else str(p).encode()
-        if len(b) > PROMPT_MAX_BYTES:
-            raise BadInput(f"PROMPT[{k}] is {len(b)} bytes; expected at most {PROMPT_MAX_BYTES}")
-        try:
-            out.append(b.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise BadInput(f"PROMPT[{k}] is not valid UTF-8 ({exc})") from exc
-    return out
-
-
-def check_seeds(raw: np.ndarray | None, n: int) -> list[int]:
-    """INT64 [n, 1] -> seeds in [0, 2**32 - 1]; None (input omitted) -> seed 0, as the cascade model does."""
-    if raw is None:
-        return [DEFAULT_SEED] * n
-    values = np.asarray(raw).reshape(-1)
-    if values.size != n:
-        raise BadInput(f"SEED has {values.size} values for {n} prompts; expected one per prompt")
-    for k, v in enumerate(values):
-        if not 0 <= int(v) <= SEED_MAX:
-            raise BadInput(f"SEED[{k}]={int(v)}; expected an integer in [0, {SEED_MAX}]")
-    return [int(v) for v in values]
-
-
 def run_chunked(fn, items: Sequence[Any], batch_size: int) -> list[np.ndarray]:
     """Apply ``fn`` to consecutive chunks of ``items`` of at most ``batch_size``; returns per-chunk outputs."""
     outs, start = [], 0
@@ -133,7 +96,7 @@ class _Base:
         if not root:
             raise ConfigInvalid("PROJECT_ROOT is not set; start tritonserver through orchestrator.server")
         cfg = json.loads(args["model_config"])
-        params = parameters(cfg)
+        params = config_parameters(cfg)
         self.name = cfg.get("name", "")
         self.stage = params.get("stage") or self.name
         art = params.get("artifact_dir") or str(Path(args["model_repository"]) / args["model_version"] / "artifacts")
@@ -161,8 +124,9 @@ class _Base:
         items, owners = [], []
         for i, request in enumerate(requests):
             try:
+                request_parameters(request.parameters())  # a stage takes no request parameters
                 parsed = parse(request)
-            except BadInput as exc:
+            except BadRequest as exc:
                 responses[i] = self._error(f"{self.name}: {exc}")
                 continue
             owners.append((i, len(items), len(parsed)))
@@ -201,7 +165,7 @@ class StageModel(_Base):
     def _parse(self, request) -> list[tuple[str, int]]:
         prompt_t = self.pb.get_input_tensor_by_name(request, "PROMPT")
         if prompt_t is None:
-            raise BadInput("input PROMPT is missing; expected BYTES [batch, 1]")
+            raise BadRequest("input PROMPT is missing; expected BYTES [batch, 1]")
         prompts = decode_prompts(prompt_t.as_numpy())
         seed_t = self.pb.get_input_tensor_by_name(request, "SEED")
         seeds = check_seeds(None if seed_t is None else seed_t.as_numpy(), len(prompts))
@@ -229,11 +193,8 @@ class DiscriminatorModel(_Base):
     def _parse(self, request) -> list[np.ndarray]:
         t = self.pb.get_input_tensor_by_name(request, "IMAGE")
         if t is None:
-            raise BadInput("input IMAGE is missing; expected UINT8 [batch, H, W, 3]")
-        images = t.as_numpy()
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise BadInput(f"IMAGE is {images.dtype} {images.shape}; expected UINT8 [batch, H, W, 3]")
-        return list(images)
+            raise BadRequest("input IMAGE is missing; expected UINT8 [batch, H, W, 3]")
+        return list(check_images(t.as_numpy()))
 
     def _run(self, chunk: Sequence[np.ndarray]) -> np.ndarray:
         return self.model.confidence(np.stack(chunk))
