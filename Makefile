@@ -66,7 +66,7 @@ calibrate: export
 
 ## bench-sim  simulator: the paper's comparison, all MAF traces, the 1,024-GPU scale run -> benchmarks/results/sim/
 bench-sim: setup
-	$(PY) -m benchmarks.sim.experiment --out benchmarks/results/sim
+	$(PY) -m benchmarks.sim --out benchmarks/results/sim
 
 ## bench-planner  planner solve time p50/p95 at 16-1,024 GPUs, 2 and 4 variants -> benchmarks/results/planner/
 bench-planner: setup

@@ -3,7 +3,7 @@ trace's arrival rate multiplied by a load factor (``trace.rate_scale_trace``, se
 policy. It shows where a fixed provisioning (DiffServe-Static) breaks and how the planned
 policies trade FID for keeping up.
 
-    .venv/bin/python -m benchmarks.sim.experiment --only load --out benchmarks/results/sim
+    .venv/bin/python -m benchmarks.sim --only load --out benchmarks/results/sim
 """
 from __future__ import annotations
 
