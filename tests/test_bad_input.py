@@ -7,7 +7,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client import CascadeClient
-from serving.routing import PROMPT_MAX_BYTES
+from serving.validation import PROMPT_MAX_BYTES
 from client.errors import InvalidRequest, triton_errors
 
 pytestmark = pytest.mark.triton
@@ -53,7 +53,13 @@ def rejected(client, inputs, parameters=None) -> str:
 @pytest.mark.parametrize("prompt", [b"", b"   "])
 def test_empty_prompt_is_rejected(grpc, prompt):
     msg = rejected(grpc, [prompt_input([prompt])])
-    assert "PROMPT[0] is empty" in msg and "non-empty" in msg
+    assert "PROMPT[0] has no printable character" in msg and "printable non-space" in msg
+
+
+@pytest.mark.parametrize("prompt", [b"\x00", b"\x00" * 16, b"\x01\x02\x03", b"a red circle\x00"])
+def test_prompts_of_nul_or_control_characters_are_rejected(grpc, prompt):
+    msg = rejected(grpc, [prompt_input([prompt])])
+    assert "PROMPT[0] contains the control character U+" in msg
 
 
 def test_prompt_over_the_byte_limit_is_rejected_naming_its_length(grpc):

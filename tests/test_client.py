@@ -24,7 +24,7 @@ def test_cli_writes_png_and_prints_served_by_confidence_latency(cascade_stack, t
 def test_cli_exit_codes_for_invalid_and_dropped_requests(cascade_stack, tmp_path, capsys):
     url = cascade_stack[0].grpc_url
     assert main(["   ", "-o", str(tmp_path / "x.png"), "--url", url]) == 2
-    assert "PROMPT[0] is empty" in capsys.readouterr().err
+    assert "PROMPT[0] has no printable character" in capsys.readouterr().err
     assert main(["an easy one", "-o", str(tmp_path / "y.png"), "--url", url]) == 0  # latencies observed
     assert main(["an easy one", "-o", str(tmp_path / "z.png"), "--url", url, "--slo-ms", "0.5"]) == 3
     assert "dropped" in capsys.readouterr().err
