@@ -8,12 +8,6 @@ import pytest
 
 from planner import Allocation, DeferralCurve, Instance, ModelProfile, QualityCurve, data
 
-needs_artifact = pytest.mark.skipif(
-    not (data.ARTIFACT_DIR / data.PAPER_PROFILE_CSV).is_file(), reason=f"paper artifact not at {data.ARTIFACT_DIR}"
-)
-
-
-@needs_artifact
 def test_paper_profiles_are_the_a100_rows():
     light, heavy = data.load_paper_profiles()
     assert (light.name, heavy.name) == ("sdturbo", "sdv15")
@@ -23,7 +17,6 @@ def test_paper_profiles_are_the_a100_rows():
     assert heavy.throughput_qps(4) == pytest.approx(4 / 3.68)
 
 
-@needs_artifact
 def test_paper_curves_load_with_their_shape():
     f = data.load_deferral_curve()
     assert f.f(0.0) == 0.0 and f.f(0.05) == pytest.approx(0.36) and f.f(1.0) == 1.0
@@ -32,7 +25,6 @@ def test_paper_curves_load_with_their_shape():
     assert min(q.fid) == q.fid_at(0.4)  # the U: 40 % light beats all heavy
 
 
-@needs_artifact
 def test_paper_confidences_give_an_empirical_deferral_curve():
     c = data.load_confidences()
     assert len(c.content_id) == 5000 and (c.light_name, c.heavy_name) == ("sdturbo", "sdv15")

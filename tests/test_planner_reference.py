@@ -140,11 +140,6 @@ def test_mdc_estimate_is_close_to_a_simulated_mdc_queue():
     assert queueing.mdc_wait_ms(lam, 1, 1000 * s, c) == pytest.approx(simulated_ms, rel=0.15)
 
 
-needs_artifact = pytest.mark.skipif(
-    not (data.ARTIFACT_DIR / data.PAPER_PROFILE_CSV).is_file(), reason=f"paper artifact not at {data.ARTIFACT_DIR}"
-)
-
-
 def _paper(**kw) -> Instance:
     profiles, f, q = data.load_paper()
     args = dict(models=profiles, demand_qps=12.0, slo_ms=5000.0, num_workers=15, deferral=f, quality=q)
@@ -152,28 +147,24 @@ def _paper(**kw) -> Instance:
     return Instance(**args)
 
 
-@needs_artifact
 def test_more_gpus_never_lower_achievable_quality():
     fids = [make_policy("quality").plan(_paper(num_workers=n)).expected_fid for n in range(2, 25, 2)]
     assert all(b <= a + 1e-12 for a, b in zip(fids, fids[1:])), fids
     assert fids[-1] < fids[0]  # and the property is not vacuous
 
 
-@needs_artifact
 def test_more_gpus_never_lower_the_diffserve_threshold():
     ts = [make_policy("diffserve").plan(_paper(num_workers=n)).threshold for n in range(2, 25, 2)]
     assert all(b >= a for a, b in zip(ts, ts[1:])), ts
     assert ts[-1] > ts[0]
 
 
-@needs_artifact
 def test_more_demand_never_raises_the_diffserve_threshold():
     ts = [make_policy("diffserve").plan(_paper(demand_qps=d)).threshold for d in (1, 2, 4, 8, 12, 16, 20, 25, 30, 40, 60)]
     assert all(b <= a for a, b in zip(ts, ts[1:])), ts
     assert ts[0] > ts[-1]
 
 
-@needs_artifact
 def test_quality_beats_diffserve_fid_where_all_heavy_fits():
     # 15 A100s at 8 qps: diffserve maximizes t (all heavy, FID 18.55); quality stops near 40 %
     # light (FID ~16.8), the bottom of the paper's U-shaped curve.
