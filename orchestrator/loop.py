@@ -38,10 +38,9 @@ from orchestrator.observe import NodeSample, merge, window_stats
 from orchestrator.placement import (
     Placement,
     control_state,
-    diff,
+    plan_actions,
     routing_weights,
     slots_from_instance_group,
-    split_workers,
 )
 from orchestrator.publish import JsonlLog, publish_weights
 from orchestrator.server import PROJECT_ROOT
@@ -360,21 +359,19 @@ class Orchestrator:
         """Apply ``plan``'s placement; returns True when some action failed (slots quarantined)."""
         specs = [n.spec for n in self.nodes]
         workers = {m: int(plan.workers.get(m, 0)) for m in self.models}
-        target = split_workers(workers, self.models, specs, available, self.placement)
+        _, planned = plan_actions(workers, self.models, specs, available, self.placement)
+        by_url = {n.url: n for n in self.nodes}
         failed = False
-        for node in self.nodes:
+        for act in planned:
+            node = by_url[act.node]
             if node.url in self.down:
                 continue
-            for act in diff(node.spec, self.placement.get(node.url, Placement()), target[node.url], self.models):
-                if self.health.in_backoff((node.url, act.model), now):
-                    actions.append({**act.as_json(), "result": "skipped: in backoff"})
-                    continue
-                if act.op == "unload":
-                    res = self._run(node, act.model, (), now)
-                else:
-                    res = self._run(node, act.model, act.slots, now)
-                actions.append({**act.as_json(), **res})
-                failed = failed or res["result"] != "ok"
+            if self.health.in_backoff((node.url, act.model), now):
+                actions.append({**act.as_json(), "result": "skipped: in backoff"})
+                continue
+            res = self._run(node, act.model, () if act.op == "unload" else act.slots, now)
+            actions.append({**act.as_json(), **res})
+            failed = failed or res["result"] != "ok"
         return failed
 
     def _run(self, node: TritonNode, model: str, slots: tuple[int, ...], now: float, reason: str = "",

@@ -151,6 +151,18 @@ def diff(node: NodeSpec, current: Placement, target: Placement, models: Sequence
     return shrink + grow
 
 
+def plan_actions(workers: Mapping[str, int], models: Sequence[str], nodes: Sequence[NodeSpec],
+                 available: Mapping[str, Sequence[int]], current: Mapping[str, Placement]
+                 ) -> tuple[dict[str, Placement], list[Action]]:
+    """A plan's worker counts + the running placement -> (target placement per node, the actions
+    that get there: per node in ``nodes`` order, shrinking ones first). The one placement
+    decision of the live loop and the simulator. ValueError when more workers are asked than
+    slots are available."""
+    target = split_workers(workers, models, nodes, available, current)
+    actions = [a for n in nodes for a in diff(n, current.get(n.url, Placement()), target[n.url], models)]
+    return target, actions
+
+
 def control_state(plan: Plan, light: str, heavy: str, slo_ms: float, version: int,
                   discriminator_batch: int | None = None) -> ControlState:
     """The control file (docs/interfaces.md section 3) that carries ``plan``'s threshold, routing

@@ -44,14 +44,15 @@ class ObservingLoop(ControlLoop):
         return super().step(observation)
 
 
-def run(arrivals, *plans, conf=None, workers=1, slo_ms=5000.0, window_s=5.0, load_s=0.0, seed=0, loop_cls=ControlLoop):
+def run(arrivals, *plans, conf=None, workers=1, slo_ms=5000.0, window_s=5.0, load_s=0.0, seed=0, loop_cls=ControlLoop,
+        ahead_per_worker=True):
     arrivals = np.asarray(arrivals, dtype=float)
     trace = Trace(arrivals, np.arange(len(arrivals)))
     conf = np.ones(len(arrivals)) if conf is None else np.asarray(conf, dtype=float)
     cc = ControlConfig(models=(LIGHT, HEAVY), slo_ms=slo_ms, num_workers=workers, deferral=CURVE, quality=QUALITY,
                        window_s=window_s)
     loop = loop_cls(cc, Schedule(*plans), DemandEstimator())
-    return simulate(trace, conf, loop, SimConfig(model_load_s=load_s, seed=seed)), loop
+    return simulate(trace, conf, loop, SimConfig(model_load_s=load_s, seed=seed, ahead_per_worker=ahead_per_worker)), loop
 
 
 def test_idle_worker_takes_one_query_then_the_queue_is_batched_up_to_the_batch_size():
@@ -78,16 +79,38 @@ def test_cascade_defers_low_confidence_queries_to_the_heavy_model():
     assert res.finish_ms.tolist() == [100.0, 1200.0]
 
 
-def test_query_is_dropped_when_its_predicted_finish_exceeds_1_5_x_slo_and_kept_at_exactly_the_deadline():
-    # Heavy only, SLO 1000 ms -> drop deadline = arrival + 1500 ms; heavy batch of 1 = 1000 ms.
-    res, _ = run([0, 0, 500], plan(light=0, heavy=1, bh=1), slo_ms=1000.0)
-    # q0: 0..1000 (latency == SLO: on time). q1 at t=1000 would finish 2000 > 1500: dropped.
-    # q2 at t=1000 would finish 2000 == its deadline 2000: served, but late (a timeout).
-    assert res.outcome.tolist() == [SERVED_HEAVY, DROPPED, SERVED_HEAVY]
-    assert res.finish_ms.tolist() == [1000.0, 1000.0, 2000.0]
+def test_query_is_shed_on_arrival_when_the_live_rule_predicts_a_finish_past_1_5_x_slo():
+    # Heavy only, SLO 1000 ms -> drop limit 1500 ms; heavy batch of 1 = 1000 ms.
+    res, _ = run([0, 0, 1500, 2500], plan(light=0, heavy=1, bh=1), slo_ms=1000.0)
+    # q0, q1: nothing measured yet, admitted (as a cold live cascade). q0 0..1000, q1 1000..2000 (late).
+    # q2 at 1500: 1 query ahead at ~1000 ms per query + its own ~1000 ms = 2000 > 1500: shed at once.
+    # q3 at 2500: nothing ahead, EWMA round trip 0.2 x 2000 + 0.8 x 1000 = 1200 <= 1500: admitted.
+    assert res.outcome.tolist() == [SERVED_HEAVY, SERVED_HEAVY, DROPPED, SERVED_HEAVY]
+    assert res.finish_ms.tolist() == [1000.0, 2000.0, 1500.0, 3500.0]
     s = summarize(res, QUALITY)
     assert (s.drops, s.timeouts) == (1, 1)
-    assert s.violation_ratio == pytest.approx(2 / 3)
+    assert s.violation_ratio == pytest.approx(2 / 4)
+
+
+def test_queries_arriving_back_to_back_are_admitted_up_to_the_limit_and_the_rest_shed():
+    # 1 heavy GPU, SLO 2000 ms (limit 3000), each query 1000 ms. q0 (0..1000) is measured first;
+    # q1 arrives at 1000.5 on an idle GPU (runs to 2000.5); q2..q4 arrive while it is busy:
+    # q2 sees 1 ahead (2000 ms <= 3000), q3 2 ahead (3000 <= 3000), q4 3 ahead (4000): shed.
+    res, _ = run([0, 1000.5, 1001, 1002, 1003], plan(light=0, heavy=1, bh=1), slo_ms=2000.0)
+    assert res.outcome.tolist() == [SERVED_HEAVY, SERVED_HEAVY, SERVED_HEAVY, SERVED_HEAVY, DROPPED]
+    assert res.finish_ms[4] == 1003.0
+
+
+def test_queries_ahead_per_gpu_admit_what_the_count_over_all_instances_sheds():
+    # 3 heavy GPUs, SLO 1200 ms (limit 1800), 1000 ms per query, measured on q0 and q1. At 2000 q2
+    # starts on an idle GPU; q3 then has 1/3 query ahead per GPU (1333 ms, admitted), q4 at 2001
+    # 2/3 (1667 ms, admitted). Counted over all instances (the live cascade's count) q3 has 1 ahead
+    # (2000 ms > 1800) and q4 too: both shed although two GPUs are idle.
+    arrivals = [0, 0, 2000, 2000, 2001]
+    per_worker, _ = run(arrivals, plan(light=0, heavy=3, bh=1), slo_ms=1200.0, workers=3)
+    total, _ = run(arrivals, plan(light=0, heavy=3, bh=1), slo_ms=1200.0, workers=3, ahead_per_worker=False)
+    assert per_worker.outcome.tolist() == [SERVED_HEAVY] * 5
+    assert total.outcome.tolist() == [SERVED_HEAVY] * 3 + [DROPPED, DROPPED]
 
 
 def test_moved_gpu_finishes_its_batch_then_loads_the_new_model_for_the_configured_delay():
@@ -103,30 +126,34 @@ def test_without_load_delay_the_move_is_immediate_after_the_running_batch():
     assert res.finish_ms.tolist() == [1050.0, 2100.0]
 
 
-def test_queries_stuck_without_workers_are_shed_at_the_next_tick_and_reported_to_the_control_loop():
+def test_queries_sent_to_a_model_without_gpus_fail_at_once_and_are_reported_to_the_control_loop():
     res, loop = run([0, 10, 20], plan(light=0, heavy=0), slo_ms=100.0, window_s=1.0, loop_cls=ObservingLoop)
     assert (res.outcome == DROPPED).all()
-    assert res.finish_ms.tolist() == [1000.0, 1000.0, 1000.0]
+    assert res.finish_ms.tolist() == [0.0, 10.0, 20.0]
     assert loop.observations[0].drops == 3 and loop.observations[0].arrivals == 3
 
 
-def test_observation_reports_arrivals_queue_delay_and_allocation_of_the_window():
+def test_queries_queued_at_a_model_whose_last_gpu_leaves_fail_at_the_move():
+    # 1 light GPU, batch 1 (100 ms), q0..q2 queue; at the 150-ms tick the plan moves the GPU to
+    # heavy: q0 was done at 100, q1 (running until 200) finishes, q2 (queued) fails at 150.
+    res, _ = run([0, 1, 2], plan(light=1), plan(light=0, heavy=1), window_s=0.15)
+    assert res.outcome.tolist() == [SERVED_LIGHT, SERVED_LIGHT, DROPPED]
+    assert res.finish_ms.tolist() == [100.0, 200.0, 150.0]
+
+
+def test_observation_has_only_the_fields_the_live_loop_fills():
     res, loop = run([0, 1, 2, 3, 4], plan(light=1, bl=4), window_s=1.0, loop_cls=ObservingLoop)
     obs = loop.observations[0]
-    assert obs.arrivals == 5 and obs.window_s == 1.0
+    assert obs.arrivals == 5 and obs.window_s == 1.0 and obs.drops == 0
     assert obs.queue_delay_ms["light"] == pytest.approx((0 + 99 + 98 + 97 + 96) / 5)
-    assert obs.model_arrival_qps == {"light": 5.0, "heavy": 0.0}
-    assert obs.queue_length["light"] == pytest.approx((99 + 98 + 97 + 96) / 1000)  # time average
+    assert "heavy" not in obs.queue_delay_ms  # nothing dispatched there, as Triton reports no queue count
     assert dict(obs.current.workers) == {"light": 1, "heavy": 0}
-
-
-def test_queue_length_counts_the_waiting_of_queries_still_queued_at_the_tick():
-    res, loop = run([0, 10, 20], plan(light=0, heavy=0), window_s=1.0, loop_cls=ObservingLoop)
-    assert loop.observations[0].queue_length["light"] == pytest.approx((1000 + 990 + 980) / 1000)
+    # the live loop fills no timeouts, queue lengths or per-model arrival rates
+    assert obs.timeouts == 0 and dict(obs.queue_length) == {} and dict(obs.model_arrival_qps) == {}
 
 
 def test_plan_asking_for_more_workers_than_the_cluster_has_is_rejected():
-    with pytest.raises(ValueError, match=r"workers \{'light': 3, 'heavy': 0\}.*<= 2 in all"):
+    with pytest.raises(ValueError, match=r"3 workers \{'light': 3, 'heavy': 0\}; only 2 slots"):
         run([0], plan(light=3), workers=2)
 
 

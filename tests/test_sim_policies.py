@@ -1,6 +1,8 @@
 """Planner policies as the simulator drives them (regressions found in simulation)."""
 from __future__ import annotations
 
+import pytest
+
 import planner
 from planner import data
 from planner.types import Instance
@@ -63,16 +65,34 @@ def test_a_paper_experiment_run_is_reproducible_from_its_seed():
     assert other != a
 
 
-def test_static_on_three_workers_keeps_one_to_three_and_stays_under_capacity_at_the_trace_peak():
-    # The sweep's 0 violations for DiffServe-Static on maf_1to8qps / 3 workers are not an
-    # artefact: 1 light + 2 heavy GPUs, t = 0.02 defers 14.4 %, both stages below capacity at the peak.
+def _static_load(cfg, inputs):
+    from benchmarks.sim import compare, experiment
+
+    return compare.static_utilization(inputs, cfg.num_workers, cfg.window_s, experiment.make_policy("static", cfg))
+
+
+def test_static_on_three_workers_keeps_one_to_three_and_its_heavy_gpus_fall_short_at_the_trace_peak():
+    # DiffServe-Static on maf_1to8qps / 3 workers: 1 light + 2 heavy GPUs; t = 0.02 defers 26.0 %
+    # of prompts by the discriminator's scores (interpolating the published 0.05-grid curve would
+    # say 14.4 %), so at the trace's peak 5-s rate the heavy GPUs are short by ~10 %.
     from benchmarks.sim import experiment
 
     cfg = experiment.RunConfig(trace="maf_1to8qps", num_workers=3)
-    u = experiment.static_utilization(cfg, experiment.load_inputs(cfg))
+    u = _static_load(cfg, experiment.load_inputs(cfg))
     assert u["workers"] == {"sdturbo": 1, "sdv15": 2}
-    assert u["heavy_share"] == 0.144
-    assert u["light_utilization"] < 1.0 and u["heavy_utilization"] < 1.0
+    assert u["heavy_share"] == pytest.approx(0.2604)
+    assert u["light_utilization"] < 1.0 and u["heavy_utilization"] == pytest.approx(1.10, abs=0.01)
+
+
+def test_static_configuration_comes_from_the_run_config():
+    from benchmarks.sim import experiment
+
+    cfg = experiment.RunConfig(trace="maf_1to8qps", num_workers=3, static=(("threshold", 0.1), ("light_workers", 2),
+                                                                            ("heavy_workers", 1)))
+    u = _static_load(cfg, experiment.load_inputs(cfg))
+    assert u["workers"] == {"sdturbo": 2, "sdv15": 1} and u["threshold"] == 0.1
+    with pytest.raises(ValueError, match=r"static configuration keys \['gpus'\]"):
+        experiment.RunConfig(static=(("gpus", 3),))
 
 
 def test_static_breaks_once_the_load_exceeds_its_fixed_capacity():
@@ -82,6 +102,6 @@ def test_static_breaks_once_the_load_exceeds_its_fixed_capacity():
     for factor in (1.0, 3.0):
         cfg = experiment.RunConfig(load_factor=factor)
         inputs = experiment.load_inputs(cfg)
-        out[factor] = (experiment.static_utilization(cfg, inputs), experiment.run_policy(cfg, "static", inputs)["summary"])
-    assert out[1.0][0]["heavy_utilization"] < 1.0 and out[1.0][1]["violation_ratio"] == 0.0
+        out[factor] = (_static_load(cfg, inputs), experiment.run_policy(cfg, "static", inputs)["summary"])
+    assert out[1.0][0]["heavy_utilization"] < 1.0 and out[1.0][1]["violation_ratio"] < 0.001
     assert out[3.0][0]["heavy_utilization"] > 1.0 and out[3.0][1]["violation_ratio"] > 0.1

@@ -1,14 +1,14 @@
-"""Trace files, trace scaling and the calibration of per-prompt confidences to f(t)."""
+"""Trace files, trace scaling and each query's confidence (its prompt's, as the artifact defers)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks.sim.trace import Trace, calibrate_confidences, load_trace, query_confidences, rate_scale_trace, scale_trace
+from benchmarks.sim.trace import (Trace, confidences_from_curve, load_trace, query_confidences, rate_scale_trace,
+                                  scale_trace)
+from planner import data
+from planner.data import PromptConfidences
 from planner.types import DeferralCurve
-
-PAPER_F = DeferralCurve((0.0, 0.05, 0.1, 0.5, 0.6, 1.0), (0.0, 0.36, 0.449, 0.993, 1.0, 1.0))
-
 
 def test_trace_file_is_read_and_sorted_by_arrival(tmp_path):
     p = tmp_path / "t.txt"
@@ -48,18 +48,37 @@ def test_scaling_multiplies_the_rate_and_keeps_the_shape():
         scale_trace(base, 0, seed=1)
 
 
-def test_calibrated_confidences_reproduce_the_deferral_curve_and_keep_the_order():
-    raw = np.random.default_rng(1).beta(5, 1, 5000)  # like the paper's: almost all near 1
-    cal = calibrate_confidences(raw, PAPER_F)
-    for t in (0.02, 0.05, 0.1, 0.3, 0.5, 0.55):
-        assert np.mean(cal < t) == pytest.approx(PAPER_F.f(t), abs=2e-3)
-    assert np.array_equal(np.argsort(cal, kind="stable"), np.argsort(raw, kind="stable"))
+def test_each_query_is_deferred_exactly_when_the_artifact_defers_its_prompt():
+    paper = data.load_cascade(data.ARTIFACT_DIR)
+    trace = load_trace(paper.traces_dir / "maf_1to8qps.txt")
+    conf = query_confidences(trace, paper.confidences)
+    raw = np.loadtxt(data.ARTIFACT_DIR / data.PAPER_SCORES).reshape(5000, 4).mean(axis=1)
+    assert np.allclose(conf, 1.0 - raw[trace.prompt_id - 1])  # content id k = the k-th prompt of the scores
+    # The prompt the discriminator finds most fake is deferred first: below every threshold > its confidence.
+    worst = int(np.argmax(raw)) + 1
+    assert paper.confidences.lookup(np.array([worst]))[0] == pytest.approx(1.0 - raw.max())
+    assert (1.0 - raw.max()) < 0.01 and paper.confidences.deferral_fraction(0.01) < 0.25
 
 
-def test_query_confidence_of_an_unknown_prompt_is_an_error():
-    tr = Trace(np.array([0.0, 1.0]), np.array([1, 99]))
-    with pytest.raises(ValueError, match="prompt_id 99 has no confidence"):
-        query_confidences(tr, {1: 0.9, 2: 0.3}, PAPER_F)
+def test_prompt_ids_without_a_confidence_are_an_error_or_wrapped_when_asked():
+    conf = PromptConfidences(np.array([1, 2, 3]), np.array([0.1, 0.5, 0.9]), "c.csv")
+    tr = Trace(np.array([0.0, 1.0, 2.0]), np.array([1, 99, 3]))
+    with pytest.raises(ValueError, match="prompt id 99 has no confidence in c.csv"):
+        query_confidences(tr, conf, "exact")
+    assert query_confidences(tr, conf, "wrap").tolist() == [0.5, 0.1, 0.1]  # 1 % 3, 99 % 3, 3 % 3
+    assert query_confidences(tr, conf, "auto").tolist() == [0.5, 0.1, 0.1]
+    known = Trace(np.array([0.0, 1.0]), np.array([3, 1]))
+    assert query_confidences(known, conf, "auto").tolist() == [0.9, 0.1]  # exact when every id is known
+
+
+def test_confidences_drawn_from_a_curve_defer_f_of_t_and_a_prompt_always_alike():
+    curve = DeferralCurve((0.0, 0.05, 0.1, 0.5, 0.6, 1.0), (0.0, 0.36, 0.449, 0.993, 1.0, 1.0))
+    ids = np.arange(20_000) % 5000
+    tr = Trace(np.arange(20_000, dtype=float), ids)
+    conf = confidences_from_curve(tr, curve, seed=1)
+    for t in (0.02, 0.05, 0.3, 0.55):
+        assert np.mean(conf < t) == pytest.approx(curve.f(t), abs=0.02)
+    assert np.array_equal(conf[:5000], conf[5000:10000])  # the same prompt gets the same confidence
 
 
 def test_rate_scaling_by_a_fraction_multiplies_the_count_and_is_seeded():

@@ -1,28 +1,26 @@
 """Discrete-event simulator of a GPU cluster serving a light -> heavy diffusion cascade.
 
-Model of the system (the DiffServe paper's serving side):
+Model of the system (the live system's decisions, on a simulated clock):
 
-* Workers (GPUs) each hold one model (or none). Each model has one FIFO queue; an idle worker
-  takes up to its planned batch size from the head of its model's queue at once (dynamic
-  batching with no queueing delay, like Triton's batcher with ``max_queue_delay`` 0).
-* A batch of ``n`` takes the profiled latency, linearly interpolated between profiled sizes.
-* Routing (from the plan in force, derived by the live orchestrator's own
-  ``orchestrator.placement.control_state``): ``cascade``: every query runs on the light model,
-  and the ones whose confidence is below the threshold are re-queued on the heavy model;
-  ``random`` (query-agnostic, Proteus-like): each query goes straight to the heavy model with
-  probability ``heavy_share``; with 0 light workers queries go straight to heavy, with 0 heavy
-  workers nothing is deferred.
-* Load shedding: when a worker forms a batch, queries whose *predicted* finish
-  (now + batch latency) is after ``arrival + drop_factor x SLO`` are dropped. At each control
-  tick queued queries already past that deadline are dropped too. A served query whose latency
-  exceeds the SLO is a timeout.
-* Re-planning every ``window_s``: the control loop (:mod:`orchestrator.control`, the same code as
-  the live orchestrator) sees an :class:`Observation` and returns a plan. A worker moved to
-  another model finishes its running batch, then is unavailable for ``model_load_s``.
+* Routing and shedding at admission, as the live cascade model: each arriving query gets its
+  route from :func:`serving.routing.choose_route` under the control state the live orchestrator
+  would write (:func:`orchestrator.placement.control_state`), and is shed at once when
+  :func:`serving.routing.admit_batch` predicts it would finish past ``drop_factor`` x SLO
+  (:mod:`.admission`). An admitted query is served, late or not (a late one is a timeout).
+* Each model has one FIFO queue; an idle GPU takes up to the planned batch size from its head at
+  once (Triton's batcher with no queueing delay). A batch of ``n`` takes the profiled latency,
+  linear between profiled sizes. ``cascade``: a light image whose confidence is below the
+  threshold in force when the query was admitted is re-queued on the heavy model (the live
+  cascade reads the threshold once per batch); confidences and threshold are compared in float32
+  as :func:`serving.routing.defer_mask` does.
+* Every ``window_s`` the control loop (:mod:`orchestrator.control`, the live code) gets an
+  :class:`Observation` with the fields the live loop fills (arrivals, drops, queueing delay per
+  model, current allocation) and returns a plan; GPUs move with the live placement
+  (:mod:`.cluster`). A query sent to a model that has no GPU left fails (a drop).
 
 Performance: arrivals are not heap events. Between two heap events (batch completions, model
-loads, control ticks) arrivals are appended to the queues in one numpy slice unless an idle
-worker could take them; routing and drop checks are numpy operations per batch.
+loads, control ticks) arrivals that find no idle GPU are admitted in one step (the admitted ones
+are a prefix, found by binary search); batches up to ``_SMALL`` queries use scalar Python.
 """
 from __future__ import annotations
 
@@ -35,49 +33,26 @@ import numpy as np
 
 from orchestrator.control import ControlDecision, ControlLoop, Observation
 from orchestrator.placement import control_state
-from planner.types import Allocation, ModelProfile, Plan
+from planner.types import Allocation, Plan
+from serving import routing
+from serving.control import ControlState
+from serving.validation import RequestOptions
 
+from .admission import STAGES, AdmissionControl
+from .cluster import BUSY, HEAVY, LIGHT, Cluster
+from .queues import Fifo, latency_table
 from .trace import Trace
 from .types import DROPPED, PENDING, SERVED_HEAVY, SERVED_LIGHT, SimConfig, SimResult, WindowRecord
+from .window import WindowStats
 
 __all__ = ["DROPPED", "PENDING", "SERVED_HEAVY", "SERVED_LIGHT", "SimConfig", "SimResult", "Simulator",
            "WindowRecord", "simulate"]
 
-LIGHT, HEAVY, NONE = 0, 1, -1
-IDLE, BUSY, LOADING = 0, 1, 2
 # Heap event kinds; at equal times completions come first, the control tick last.
 _DONE, _READY, _CONTROL = 0, 1, 2
 _SMALL = 8  # batches up to this size are handled with scalar Python operations
-
-
-class _Fifo:
-    """Queue of query indices in a preallocated array (each query enters a queue at most once)."""
-
-    __slots__ = ("buf", "head", "tail")
-
-    def __init__(self, capacity: int) -> None:
-        self.buf = np.empty(max(capacity, 1), dtype=np.int64)
-        self.head = 0
-        self.tail = 0
-
-    def __len__(self) -> int:
-        return self.tail - self.head
-
-    def push(self, idx: np.ndarray) -> None:
-        n = len(idx)
-        self.buf[self.tail:self.tail + n] = idx
-        self.tail += n
-
-    def push1(self, i: int) -> None:
-        self.buf[self.tail] = i
-        self.tail += 1
-
-
-def _latency_table(profile: ModelProfile) -> np.ndarray:
-    """``table[n]`` = latency (ms) of a batch of n, linear between profiled sizes (index 0 unused)."""
-    sizes = np.array(profile.batch_sizes, dtype=np.float64)
-    ms = np.array([profile.latency_ms(int(b)) for b in sizes])
-    return np.interp(np.arange(int(sizes[-1]) + 1, dtype=np.float64), sizes, ms)
+_NO_OPTIONS = RequestOptions()
+_NOT_CASCADE = -1.0  # per-query threshold of a query not on the cascade route: never deferred
 
 
 class Simulator:
@@ -90,45 +65,32 @@ class Simulator:
         self.trace, self.loop, self.cfg = trace, loop, config
         cc = loop.config
         self.names = (cc.models[0].name, cc.models[-1].name)
-        # Python lists: scalar indexing of a list is several times faster than of an ndarray.
-        self.lat = (_latency_table(cc.models[0]).tolist(), _latency_table(cc.models[-1]).tolist())
+        self.lat = (latency_table(cc.models[0]), latency_table(cc.models[-1]))
         self.slo_ms = cc.slo_ms
         self.window_ms = cc.window_s * 1000.0
-        self.load_ms = config.model_load_s * 1000.0
         n = len(trace)
         self.arr = trace.arrival_ms
-        self.conf = confidence
-        self.deadline = self.arr + config.drop_factor * cc.slo_ms
-        # Scalar copies for the single-query fast paths (idle workers take batches of one).
         self.arr_l = self.arr.tolist()
-        self.deadline_l = self.deadline.tolist()
-        self.conf_l = confidence.tolist()
-        self.coin = np.random.default_rng(config.seed).random(n)  # random routing draws
+        # float32 like the live comparison (serving.routing.defer_mask), kept as Python floats.
+        self.conf_l = confidence.astype(np.float32).astype(np.float64).tolist()
+        self.thr_l = [_NOT_CASCADE] * n  # threshold each query was admitted under
+        self.coin = np.random.default_rng(config.seed).random(n).tolist()  # random routing draws
         self.finish = np.full(n, np.nan)
         self.outcome = np.zeros(n, dtype=np.int8)
-        self.heavy_enq = np.zeros(n)
-        self.enq = (self.arr, self.heavy_enq)
-        self.fifo = (_Fifo(n), _Fifo(n))
-        w = cc.num_workers
-        self.model = [NONE] * w
-        self.state = [IDLE] * w
-        self.pending: list[int | None] = [None] * w
-        self.gen = [0] * w
-        self.busy_until = [0.0] * w
-        self.batch_of: list[Any] = [None] * w
-        self.idle: tuple[list[int], list[int]] = ([], [])
+        self.enq = (self.arr, np.zeros(n))  # when each query entered the light / heavy queue
+        self.fifo = (Fifo(n), Fifo(n))
+        self.running = [0, 0]  # queries in running batches per model
+        self.batch_of: list[Any] = [None] * cc.num_workers
+        self.cluster = Cluster(cc.num_workers, self.names, config.model_load_s * 1000.0, self._load_started)
+        self.workers = (0, 0)  # GPUs per model after the last plan
+        self.admission = AdmissionControl(self.slo_ms, config.drop_factor, config.ewma_alpha, config.ahead_per_worker)
         self.batch = [1, 1]
-        self.threshold = 0.0
-        self.mode = "cascade"
-        self.heavy_share = 0.0
+        self.control = ControlState()
+        self.threshold32 = 0.0
         self.heap: list[tuple] = []
         self.seq = 0
         self.events = 0
-        # Per-window counters for the Observation (reset at each control tick).
-        self.w_drops = 0
-        self.w_timeouts = 0
-        self.w_batches: tuple[list, list] = ([], [])  # (dispatch time, chunk) per model this window
-        self.w_in = [0, 0]  # queries that entered each model's queue
+        self.stats = WindowStats()
         self.windows: list[WindowRecord] = []
         self.planner_wall_s = 0.0
         self.planner_cpu_s = 0.0
@@ -138,200 +100,120 @@ class Simulator:
         self.seq += 1
         heapq.heappush(self.heap, (t, kind, self.seq, w, gen))
 
-    def _drop(self, idx: np.ndarray, now: float) -> None:
+    def _load_started(self, w: int, now: float) -> None:
+        self._push(now + self.cluster.load_ms, _READY, w, self.cluster.gen[w])
+
+    def _drop(self, idx: Any, now: Any) -> None:
         self.outcome[idx] = DROPPED
         self.finish[idx] = now
-        self.w_drops += len(idx)
+        self.stats.drops += len(idx)
 
-    def _take_batch(self, m: int, now: float):
-        """Head of queue m as one batch (dropping queries that would finish past their
-        deadline); returns (indices, finish_ms) or None when the queue empties. Batches of up to
-        _SMALL queries are Python lists (scalar fast path), larger ones int64 arrays."""
-        q, lat, b = self.fifo[m], self.lat[m], self.batch[m]
-        while True:
-            n = min(b, q.tail - q.head)
-            if n <= 0:
-                return None
-            finish = now + lat[n]
-            if n <= _SMALL:  # a scalar min over a short list beats three numpy calls
-                ids = q.buf[q.head:q.head + n].tolist()
-                dl = self.deadline_l
-                if min([dl[i] for i in ids]) >= finish:
-                    q.head += n
-                    return ids, finish
-            else:
-                chunk = q.buf[q.head:q.head + n]
-                if self.deadline[chunk].min() >= finish:
-                    q.head += n
-                    return chunk.copy(), finish
-            chunk = q.buf[q.head:q.head + n]
-            late = self.deadline[chunk] < finish
-            keep = chunk[~late]
-            self._drop(chunk[late], now)
-            new_head = q.head + n - len(keep)
-            q.buf[new_head:q.head + n] = keep
-            q.head = new_head
+    def _enqueue(self, m: int, idx: np.ndarray, now: Any) -> None:
+        """Queries ``idx`` enter model m's queue at ``now`` (a time, or one per query); with no
+        GPU on m they fail at once (a drop)."""
+        if self.workers[m] == 0:
+            self._drop(idx, now)
+            return
+        if m == HEAVY:
+            self.enq[HEAVY][idx] = now
+        self.fifo[m].push(idx)
 
     def _dispatch(self, m: int, now: float) -> None:
-        """Idle workers of model m take batches while there is work."""
-        idle, q, batches = self.idle[m], self.fifo[m], self.w_batches[m]
+        """Idle GPUs of model m take batches while there is work."""
+        idle, q, lat, b = self.cluster.idle[m], self.fifo[m], self.lat[m], self.batch[m]
         while idle and q.tail > q.head:
-            got = self._take_batch(m, now)
-            if got is None:
-                return
-            chunk, finish = got
+            n = min(b, q.tail - q.head)
+            chunk = q.buf[q.head:q.head + n]
+            chunk = chunk.tolist() if n <= _SMALL else chunk.copy()
+            q.head += n
+            finish = now + lat[n]
             w = idle.pop()
-            self.state[w] = BUSY
-            self.busy_until[w] = finish
+            self.cluster.state[w] = BUSY
             self.batch_of[w] = chunk
-            batches.append((now, chunk))  # queueing stats are computed per window
+            self.running[m] += n
+            self.stats.dispatched[m].append((now, chunk))  # queueing delay is computed per window
             self.seq += 1
             heapq.heappush(self.heap, (finish, _DONE, self.seq, w, 0))
 
     def _on_done(self, w: int, now: float) -> None:
-        chunk, m = self.batch_of[w], self.model[w]
+        chunk, m = self.batch_of[w], self.cluster.model[w]
         self.batch_of[w] = None
-        cascade = m == LIGHT and self.mode == "cascade" and self.threshold > 0
+        self.running[m] -= len(chunk)
         if type(chunk) is list:
-            n_def = self._finish_small(chunk, m, cascade, now)
+            deferred, n_casc, enq_sum = self._finish_small(chunk, m, now)
         else:
-            n_def = self._finish_array(chunk, m, cascade, now)
-        self.state[w] = IDLE
-        self._become_available(w, now)
-        if n_def:
+            deferred, n_casc, enq_sum = self._finish_array(chunk, m, now)
+        self.admission.observe_call(STAGES[m], now - enq_sum / len(chunk), len(chunk))
+        if n_casc:
+            self.admission.observe_deferrals(len(deferred) / n_casc)
+        if len(deferred):
+            self._enqueue(HEAVY, np.asarray(deferred, dtype=np.int64), now)
+        idle_on = self.cluster.finish_batch(w, now)
+        if idle_on is not None:
+            self._dispatch(idle_on, now)
+        if len(deferred) and idle_on != HEAVY:
             self._dispatch(HEAVY, now)
 
-    def _finish_small(self, ids: list, m: int, cascade: bool, now: float) -> int:
-        """Completes a small batch with scalar operations; returns how many were deferred."""
-        n_def = 0
-        conf, thr, arr, slo = self.conf_l, self.threshold, self.arr_l, self.slo_ms
-        code = SERVED_LIGHT if m == LIGHT else SERVED_HEAVY
+    def _finish_small(self, ids: list, m: int, now: float) -> tuple[list, int, float]:
+        """Completes a small batch with scalar operations: (deferred ids, cascade-routed count,
+        sum of queue-entry times)."""
+        enq = self.enq[m]
+        enq_sum = float(sum(enq[i] for i in ids))
+        if m == HEAVY:
+            self.finish[ids] = now
+            self.outcome[ids] = SERVED_HEAVY
+            return [], 0, enq_sum
+        conf, thr = self.conf_l, self.thr_l
+        deferred, served, n_casc = [], [], 0
         for i in ids:
-            if cascade and conf[i] < thr:
-                self.heavy_enq[i] = now
-                self.fifo[HEAVY].push1(i)
-                n_def += 1
-            else:
-                self.finish[i] = now
-                self.outcome[i] = code
-                if now - arr[i] > slo:
-                    self.w_timeouts += 1
-        self.w_in[HEAVY] += n_def
-        return n_def
-
-    def _finish_array(self, chunk: np.ndarray, m: int, cascade: bool, now: float) -> int:
-        """Completes a large batch with numpy operations; returns how many were deferred."""
-        if cascade:
-            defer = self.conf[chunk] < self.threshold
-            served = chunk[~defer]
-            deferred = chunk[defer]
-            if len(deferred):
-                self.heavy_enq[deferred] = now
-                self.fifo[HEAVY].push(deferred)
-                self.w_in[HEAVY] += len(deferred)
-        else:
-            served, deferred = chunk, chunk[:0]
+            if thr[i] >= 0.0:
+                n_casc += 1
+                if conf[i] < thr[i]:
+                    deferred.append(i)
+                    continue
+            served.append(i)
         self.finish[served] = now
-        self.outcome[served] = SERVED_LIGHT if m == LIGHT else SERVED_HEAVY
-        self.w_timeouts += int(np.count_nonzero(now - self.arr[served] > self.slo_ms))
-        return len(deferred)
+        self.outcome[served] = SERVED_LIGHT
+        return deferred, n_casc, enq_sum
 
-    def _become_available(self, w: int, now: float) -> None:
-        """Worker w finished its batch: start a pending move, or go idle and take work."""
-        target = self.pending[w]
-        self.pending[w] = None
-        if target is None or target == self.model[w]:
-            m = self.model[w]
-            self.idle[m].append(w)
-            if self.fifo[m].tail > self.fifo[m].head:
-                self._dispatch(m, now)
-        elif target == NONE:
-            self.model[w] = NONE
-        else:
-            self._start_load(w, target, now)
+    def _finish_array(self, chunk: np.ndarray, m: int, now: float) -> tuple[np.ndarray, int, float]:
+        """Completes a large batch with numpy operations (same result as :meth:`_finish_small`)."""
+        enq_sum = float(self.enq[m][chunk].sum())
+        if m == HEAVY:
+            self.finish[chunk] = now
+            self.outcome[chunk] = SERVED_HEAVY
+            return chunk[:0], 0, enq_sum
+        thr = np.array([self.thr_l[i] for i in chunk.tolist()])
+        conf = np.array([self.conf_l[i] for i in chunk.tolist()])
+        defer = (thr >= 0.0) & (conf < thr)
+        self.finish[chunk[~defer]] = now
+        self.outcome[chunk[~defer]] = SERVED_LIGHT
+        return chunk[defer], int(np.count_nonzero(thr >= 0.0)), enq_sum
 
-    def _start_load(self, w: int, m: int, now: float) -> None:
-        self.model[w] = m
-        self.state[w] = LOADING
-        self.gen[w] += 1
-        self._push(now + self.load_ms, _READY, w, self.gen[w])
-
-    def _move(self, w: int, m: int, now: float, instant: bool) -> None:
-        """Reassign worker w to model m (NONE: unassign). Busy workers move after their batch."""
-        st, cur = self.state[w], self.model[w]
-        if st == BUSY:
-            self.pending[w] = None if m == cur else m
-            return
-        if cur == m:
-            return
-        if st == IDLE and cur != NONE:
-            self.idle[cur].remove(w)
-        self.gen[w] += 1  # invalidates a load in progress
-        if m == NONE:
-            self.model[w], self.state[w] = NONE, IDLE
-        elif instant or self.load_ms == 0:
-            self.model[w], self.state[w] = m, IDLE
-            self.idle[m].append(w)
-        else:
-            self._start_load(w, m, now)
-
-    def _effective(self, w: int) -> int:
-        p = self.pending[w]
-        return self.model[w] if p is None else p
-
+    # ---- control --------------------------------------------------------------------------
     def _apply(self, plan: Plan, now: float, instant: bool = False) -> None:
-        want = [int(plan.workers.get(n, 0)) for n in self.names]
-        if min(want) < 0 or sum(want) > len(self.model):
-            raise ValueError(f"plan {plan.policy!r} asks for workers {dict(plan.workers)}; expected >= 0 each, "
-                             f"<= {len(self.model)} in all")
-        for m in (LIGHT, HEAVY):
-            b = int(plan.batch_size.get(self.names[m], 1) or 1)
+        for name in self.names:
+            b = int(plan.batch_size.get(name, 1) or 1)
+            m = self.names.index(name)
             if not 1 <= b < len(self.lat[m]):
-                raise ValueError(f"plan {plan.policy!r}: batch size {b} for {self.names[m]!r}; "
+                raise ValueError(f"plan {plan.policy!r}: batch size {b} for {name!r}; "
                                  f"expected 1..{len(self.lat[m]) - 1} (the profiled range)")
             self.batch[m] = b
-        if plan.routing not in ("cascade", "random", "light", "heavy"):
-            raise ValueError(f"plan {plan.policy!r}: routing {plan.routing!r}; "
-                             "expected 'cascade', 'random', 'light' or 'heavy'")
         # Routing, heavy share and threshold exactly as the live orchestrator writes them into the
         # serving models' control file (same function): e.g. a model without workers gets no queries.
-        state = control_state(plan, self.names[LIGHT], self.names[HEAVY], self.slo_ms, version=0)
-        self.mode, self.heavy_share, self.threshold = state.routing, float(state.heavy_share), float(state.threshold)
-
-        def key(w: int) -> tuple:  # cheapest to move first: idle, loading, then soonest free
-            return ({IDLE: 0, LOADING: 1, BUSY: 2}[self.state[w]], self.busy_until[w], w)
-
+        self.control = control_state(plan, self.names[LIGHT], self.names[HEAVY], self.slo_ms, version=0)
+        self.threshold32 = float(np.float32(self.control.threshold))
+        self.cluster.apply({n: int(plan.workers.get(n, 0)) for n in self.names}, now, instant)
+        self.workers = self.cluster.counts()
         for m in (LIGHT, HEAVY):
-            have = sorted((w for w in range(len(self.model)) if self._effective(w) == m), key=key)
-            for w in have[:max(0, len(have) - want[m])]:
-                self._move(w, NONE, now, instant)
-        for m in (LIGHT, HEAVY):
-            have = sum(1 for w in range(len(self.model)) if self._effective(w) == m)
-            free = sorted((w for w in range(len(self.model)) if self._effective(w) == NONE), key=key)
-            for w in free[:max(0, want[m] - have)]:
-                self._move(w, m, now, instant)
-        for m in (LIGHT, HEAVY):
+            if self.workers[m] == 0 and len(self.fifo[m]):  # requests to a model that is gone fail
+                self._drop(self.fifo[m].clear(), now)
             self._dispatch(m, now)
 
-    def _purge(self, now: float) -> None:
-        """Drop queued queries whose deadline has passed (no worker could still serve them)."""
-        for q in self.fifo:
-            ids = q.buf[q.head:q.tail]
-            late = self.deadline[ids] < now
-            if late.any():
-                keep = ids[~late]
-                self._drop(ids[late], now)
-                q.buf[q.tail - len(keep):q.tail] = keep
-                q.head = q.tail - len(keep)
-
     def _allocation(self) -> Allocation:
-        counts = {n: 0 for n in self.names}
-        for w in range(len(self.model)):
-            e = self._effective(w)
-            if e != NONE:
-                counts[self.names[e]] += 1
-        return Allocation(workers=counts, batch_size={n: self.batch[i] for i, n in enumerate(self.names)},
-                          threshold=self.threshold)
+        return Allocation(workers=dict(zip(self.names, self.workers)),
+                          batch_size={n: self.batch[i] for i, n in enumerate(self.names)},
+                          threshold=self.control.threshold)
 
     def _record(self, now: float, d: ControlDecision) -> None:
         p = d.plan
@@ -343,72 +225,62 @@ class Simulator:
             demand_qps=d.demand_qps, measured_rate_qps=d.measured_rate_qps, status=p.status, reason=p.reason,
             planner_wall_ms=d.planner_wall_ms, planner_cpu_ms=d.planner_cpu_ms))
 
-    def _queue_stats(self, m: int, start: float, now: float) -> tuple[float | None, float]:
-        """(mean queueing delay in ms of the queries dispatched this window or None, time-averaged
-        queue length over the window) of model m. The queue-length integral counts each query's
-        waiting inside [start, now): dispatched ones until dispatch, queued ones until now."""
-        ids: list[int] = []
-        ts: list[float] = []
-        arrays, array_ts = [], []
-        for t, c in self.w_batches[m]:
-            if type(c) is list:
-                ids.extend(c)
-                ts.extend([t] * len(c))
-            else:
-                arrays.append(c)
-                array_ts.append(np.full(len(c), t))
-        all_ids = np.concatenate([np.array(ids, dtype=np.int64)] + arrays)
-        t_disp = np.concatenate([np.array(ts, dtype=np.float64)] + array_ts)
-        e = self.enq[m][all_ids]
-        mean_delay = float(np.mean(t_disp - e)) if len(all_ids) else None
-        q = self.fifo[m]
-        queued = self.enq[m][q.buf[q.head:q.tail]]
-        area = float(np.sum(t_disp - np.maximum(e, start))) + float(np.sum(now - np.maximum(queued, start)))
-        return mean_delay, area / (now - start)
-
     def _on_control(self, now: float) -> None:
-        self._purge(now)
         start = now - self.window_ms
         arrivals = int(np.searchsorted(self.arr, now, "left") - np.searchsorted(self.arr, start, "left"))
-        stats = [self._queue_stats(m, start, now) for m in (LIGHT, HEAVY)]
-        qd = {self.names[m]: stats[m][0] for m in (LIGHT, HEAVY) if stats[m][0] is not None}
-        win_s = self.window_ms / 1000.0
-        obs = Observation(window_start_ms=start, window_s=win_s, arrivals=arrivals,
-                          drops=self.w_drops, timeouts=self.w_timeouts, queue_delay_ms=qd,
-                          queue_length={self.names[m]: stats[m][1] for m in (LIGHT, HEAVY)},
-                          model_arrival_qps={self.names[m]: self.w_in[m] / win_s for m in (LIGHT, HEAVY)},
+        obs = Observation(window_start_ms=start, window_s=self.window_ms / 1000.0, arrivals=arrivals,
+                          drops=self.stats.drops, queue_delay_ms=self.stats.queue_delay_ms(self.names, self.enq),
                           current=self._allocation())
-        self.w_drops = self.w_timeouts = 0
-        self.w_batches, self.w_in = ([], []), [0, 0]
+        self.stats = WindowStats()
         decision = self.loop.step(obs)
         self._record(now, decision)
         self._apply(decision.plan, now)
 
     # ---- arrivals -----------------------------------------------------------------------
-    def _admit(self, p0: int, p1: int) -> None:
-        """Queries p0..p1-1 arrive: append them to the queue(s) the routing mode sends them to."""
-        idx = np.arange(p0, p1)
-        if self.mode in ("cascade", "light"):
-            self.fifo[LIGHT].push(idx)
-            self.w_in[LIGHT] += len(idx)
-            return
-        if self.mode == "heavy":
-            to_heavy = idx
-        else:
-            sel = self.coin[p0:p1] < self.heavy_share
-            to_heavy = idx[sel]
-            self.fifo[LIGHT].push(idx[~sel])
-            self.w_in[LIGHT] += len(idx) - len(to_heavy)
-        self.heavy_enq[to_heavy] = self.arr[to_heavy]
-        self.fifo[HEAVY].push(to_heavy)
-        self.w_in[HEAVY] += len(to_heavy)
+    def _route_model(self, route: str) -> int:
+        return HEAVY if route == "heavy" else LIGHT
 
-    def _arrivals_find_idle(self) -> bool:
-        if self.mode in ("cascade", "light"):
-            return bool(self.idle[LIGHT])
-        if self.mode == "heavy":
-            return bool(self.idle[HEAVY])
-        return bool(self.idle[LIGHT]) or bool(self.idle[HEAVY])
+    def _ahead(self) -> dict[str, float]:
+        waiting = (len(self.fifo[LIGHT]) + self.running[LIGHT], len(self.fifo[HEAVY]) + self.running[HEAVY])
+        return self.admission.ahead(waiting, self.workers)
+
+    def _arrive_one(self, i: int) -> None:
+        """Query i arrives: route, admit or shed, queue, dispatch."""
+        now = self.arr_l[i]
+        route = routing.choose_route(_NO_OPTIONS, self.control, self.coin[i])
+        if not self.admission.admits(route, self._ahead()):
+            self._drop([i], now)
+            return
+        if route == "cascade":
+            self.thr_l[i] = self.threshold32
+        m = self._route_model(route)
+        if self.workers[m] == 0:
+            self._drop([i], now)
+            return
+        self.fifo[m].push1(i)
+        if m == HEAVY:
+            self.enq[HEAVY][i] = now
+        self._dispatch(m, now)
+
+    def _arrive_stretch(self, p0: int, p1: int) -> None:
+        """Queries p0..p1-1 arrive before the next event and find no idle GPU (so nothing but
+        their own queueing changes between them): admit the prefix the live rule admits."""
+        route = self.control.routing  # not "random": random routing takes queries one by one
+        m = self._route_model(route)
+        per_query = 1.0 / max(self.workers[m], 1) if self.admission.ahead_per_worker else 1.0
+        k = self.admission.admitted_count(route, self._ahead(), STAGES[m], per_query, p1 - p0)
+        if k < p1 - p0:
+            self._drop(np.arange(p0 + k, p1), self.arr[p0 + k:p1])  # each answered at its arrival
+        if k and route == "cascade":
+            self.thr_l[p0:p0 + k] = [self.threshold32] * k
+        if k:
+            self._enqueue(m, np.arange(p0, p0 + k), self.arr[p0:p0 + k])
+
+    def _idle_for_route(self) -> bool:
+        r = self.control.routing
+        if r == "random":
+            return True  # one by one: each query draws its route
+        return bool(self.cluster.idle[HEAVY if r == "heavy" else LIGHT])
 
     def run(self, progress: bool = False) -> SimResult:
         """Simulates the whole trace and drains the queues. Returns the result."""
@@ -425,55 +297,44 @@ class Simulator:
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=n_ticks, desc=f"sim {self.loop.config.num_workers} workers", unit="window", leave=False)
-        heap, arr, ptr = self.heap, self.arr, 0
+        self._loop(bar)
+        if bar is not None:
+            bar.close()
+        for q in self.fifo:  # whatever is still queued has no GPU left to serve it: it is shed
+            self.outcome[q.clear()] = DROPPED
+        return SimResult(arrival_ms=self.arr, finish_ms=self.finish, outcome=self.outcome,
+                         windows=tuple(self.windows), slo_ms=self.slo_ms, window_s=self.window_ms / 1000.0,
+                         events=self.events, loop_wall_s=time.perf_counter() - t_wall - self.planner_wall_s,
+                         planner_wall_s=self.planner_wall_s,
+                         loop_cpu_s=time.process_time() - t_cpu - self.planner_cpu_s, planner_cpu_s=self.planner_cpu_s)
+
+    def _loop(self, bar: Any) -> None:
+        heap, arr, n, ptr = self.heap, self.arr, len(self.arr), 0
         while True:
             t_ev = heap[0][0] if heap else math.inf
             if ptr < n and arr[ptr] < t_ev:
-                if self._arrivals_find_idle():
-                    now = self.arr_l[ptr]
-                    if self.mode in ("cascade", "light"):
-                        self.fifo[LIGHT].push1(ptr)
-                        self.w_in[LIGHT] += 1
-                        ptr += 1
-                        self._dispatch(LIGHT, now)  # an idle light worker exists (checked above)
-                    else:
-                        self._admit(ptr, ptr + 1)
-                        ptr += 1
-                        self._dispatch(LIGHT, now)
-                        self._dispatch(HEAVY, now)
+                if self._idle_for_route():
+                    self._arrive_one(ptr)
+                    ptr += 1
                 else:
                     p1 = n if t_ev == math.inf else int(np.searchsorted(arr, t_ev, "left"))
-                    self._admit(ptr, p1)
+                    self._arrive_stretch(ptr, p1)
                     ptr = p1
                 continue
             if not heap:
-                break
+                return
             now, kind, _, w, gen = heapq.heappop(heap)
             self.events += 1
             if kind == _DONE:
                 self._on_done(w, now)
             elif kind == _READY:
-                if gen == self.gen[w]:
-                    self.state[w] = IDLE
-                    self.idle[self.model[w]].append(w)
-                    self._dispatch(self.model[w], now)
+                m = self.cluster.loaded(w, gen)
+                if m is not None:
+                    self._dispatch(m, now)
             else:
                 self._on_control(now)
                 if bar is not None:
                     bar.update(1)
-        if bar is not None:
-            bar.close()
-        # Whatever is still queued has no worker left to serve it: it is shed.
-        for q in self.fifo:
-            ids = q.buf[q.head:q.tail]
-            self.outcome[ids] = DROPPED
-            q.head = q.tail
-        loop_wall = time.perf_counter() - t_wall - self.planner_wall_s
-        loop_cpu = time.process_time() - t_cpu - self.planner_cpu_s
-        return SimResult(arrival_ms=self.arr, finish_ms=self.finish, outcome=self.outcome,
-                         windows=tuple(self.windows), slo_ms=self.slo_ms, window_s=self.window_ms / 1000.0,
-                         events=self.events, loop_wall_s=loop_wall, planner_wall_s=self.planner_wall_s,
-                         loop_cpu_s=loop_cpu, planner_cpu_s=self.planner_cpu_s)
 
 
 def simulate(trace: Trace, confidence: np.ndarray, loop: ControlLoop, config: SimConfig = SimConfig(),

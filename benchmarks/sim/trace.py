@@ -1,5 +1,5 @@
-"""Arrival traces: loading the paper's ``arrival_ms,prompt_id`` files, scaling them, and the
-per-prompt confidences that drive query-aware routing.
+"""Arrival traces: loading the paper's ``arrival_ms,prompt_id`` files, scaling them, and each
+query's confidence (its prompt's, from the cascade description) that drives query-aware routing.
 
 Pure numpy; no simulator state here.
 """
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from planner.data import PromptConfidences
 from planner.types import DeferralCurve
 
 
@@ -126,59 +127,33 @@ def rate_scale_trace(trace: Trace, factor: float, seed: int) -> Trace:
     return Trace.from_unsorted(np.concatenate(arrivals), np.concatenate(prompts), name=f"{trace.name}@{factor:g}x")
 
 
-def load_confidences(path: str | Path, column: str = "sdturbo") -> dict[int, float]:
-    """Per-prompt light-image confidence from the paper's ``confidence_*.csv``
-    (``content_id,sdturbo,sdv15``). Returns {prompt_id: confidence}."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"confidence file {path} does not exist")
-    with path.open() as fh:
-        header = fh.readline().strip().split(",")
-    if "content_id" not in header or column not in header:
-        raise ValueError(f"{path}: header {header}; expected columns 'content_id' and {column!r}")
-    data = np.genfromtxt(path, delimiter=",", skip_header=1)
-    ids = data[:, header.index("content_id")].astype(np.int64)
-    conf = data[:, header.index(column)]
-    return dict(zip(ids.tolist(), conf.tolist()))
+PROMPT_ID_MODES = ("exact", "wrap", "auto")
 
 
-def calibrate_confidences(raw: np.ndarray, deferral: DeferralCurve) -> np.ndarray:
-    """Maps raw confidences to values whose distribution matches the deferral curve f(t).
+def query_confidences(trace: Trace, confidences: PromptConfidences, prompt_ids: str = "exact") -> np.ndarray:
+    """Each query's confidence: its prompt's (float64, len(trace)), so a query is deferred at
+    threshold t exactly when the artifact would defer its prompt (confidence < t).
 
-    The paper's published per-prompt confidences are not on the same scale as its f(t) curve
-    (0.6 % of them are below 0.5, while f(0.5) = 0.99). The cascade's behaviour depends only
-    on the *order* of the confidences (the least confident queries are deferred first), so we keep
-    the order and replace each value by f^-1 of its rank quantile: afterwards the share of
-    prompts with calibrated confidence < t equals f(t) (up to 1/n). Returns float64 (n,).
+    ``prompt_ids``: ``exact`` (a prompt id without a confidence is a ValueError naming it),
+    ``wrap`` (prompt id p takes the confidence of the (p mod n)-th prompt in id order: a trace
+    written for another prompt set, e.g. the paper's traces on a 256-prompt calibration) or
+    ``auto`` (exact when every id is known, else wrap).
     """
-    raw = np.asarray(raw, dtype=np.float64)
-    n = len(raw)
-    if n == 0:
-        raise ValueError("calibrate_confidences: no confidences given; expected >= 1")
-    ranks = np.empty(n, dtype=np.float64)
-    ranks[np.argsort(raw, kind="stable")] = np.arange(n)
-    u = (ranks + 0.5) / n
+    if prompt_ids not in PROMPT_ID_MODES:
+        raise ValueError(f"prompt_ids = {prompt_ids!r}; expected one of {PROMPT_ID_MODES}")
+    known = np.isin(trace.prompt_id, confidences.content_id)
+    if prompt_ids == "exact" or (prompt_ids == "auto" and known.all()):
+        return confidences.lookup(trace.prompt_id)
+    return confidences.confidence[np.mod(trace.prompt_id, len(confidences.confidence))]
+
+
+def confidences_from_curve(trace: Trace, deferral: DeferralCurve, seed: int) -> np.ndarray:
+    """Per-query confidences for a cascade known only by its f(t): each prompt id draws u ~ U[0, 1)
+    once (seeded) and gets the threshold at which f reaches u, so the share of prompts deferred at
+    t is f(t) (up to sampling) and a repeated prompt is deferred alike. Returns float64 (len(trace))."""
+    ids, inverse = np.unique(trace.prompt_id, return_inverse=True)
+    u = np.random.default_rng(seed).random(len(ids))
     f = np.asarray(deferral.deferral_fraction, dtype=np.float64)
     t = np.asarray(deferral.thresholds, dtype=np.float64)
-    # np.interp needs strictly increasing xp: keep the first threshold of every plateau of f.
-    keep = np.concatenate([[True], np.diff(f) > 0])
-    return np.interp(u, f[keep], t[keep])
-
-
-def query_confidences(trace: Trace, per_prompt: dict[int, float], deferral: DeferralCurve) -> np.ndarray:
-    """Calibrated confidence of every query of ``trace`` (float64, len(trace)).
-
-    Raises ValueError naming a prompt id of the trace that has no confidence.
-    """
-    ids = np.fromiter(per_prompt.keys(), dtype=np.int64, count=len(per_prompt))
-    raw = np.fromiter(per_prompt.values(), dtype=np.float64, count=len(per_prompt))
-    cal = calibrate_confidences(raw, deferral)
-    order = np.argsort(ids)
-    ids, cal = ids[order], cal[order]
-    pos = np.searchsorted(ids, trace.prompt_id)
-    pos_c = np.minimum(pos, len(ids) - 1)
-    missing = ids[pos_c] != trace.prompt_id
-    if np.any(missing):
-        bad = int(trace.prompt_id[np.argmax(missing)])
-        raise ValueError(f"trace {trace.name!r}: prompt_id {bad} has no confidence; expected ids in the confidence file")
-    return cal[pos_c]
+    keep = np.concatenate([[True], np.diff(f) > 0])  # np.interp needs strictly increasing f
+    return np.interp(u, f[keep], t[keep])[inverse]

@@ -12,17 +12,26 @@ PENDING, SERVED_LIGHT, SERVED_HEAVY, DROPPED = 0, 1, 2, 3
 
 @dataclasses.dataclass(frozen=True)
 class SimConfig:
-    """Serving-side parameters of a simulation (the planner's side lives in ControlConfig)."""
+    """Serving-side parameters of a simulation (the planner's side lives in ControlConfig).
+
+    ``drop_factor`` and ``ewma_alpha`` are the live cascade's (``CascadeConfig`` defaults: shed
+    past 1.5 x SLO, EWMA weight 0.2 of the newest stage call); ``ahead_per_worker``: see
+    :mod:`benchmarks.sim.admission`; ``seed``: random routing draws.
+    """
 
     drop_factor: float = 1.5
     model_load_s: float = 3.0
     seed: int = 0
+    ewma_alpha: float = 0.2
+    ahead_per_worker: bool = True
 
     def __post_init__(self) -> None:
         if not self.drop_factor >= 1.0:
             raise ValueError(f"SimConfig.drop_factor = {self.drop_factor}; expected >= 1.0 (x SLO)")
         if not (self.model_load_s >= 0 and math.isfinite(self.model_load_s)):
             raise ValueError(f"SimConfig.model_load_s = {self.model_load_s}; expected a finite time >= 0 s")
+        if not 0.0 < self.ewma_alpha <= 1.0:
+            raise ValueError(f"SimConfig.ewma_alpha = {self.ewma_alpha}; expected 0 < alpha <= 1")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,31 @@
+"""What the simulator counts during one control window, for the control loop's Observation."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+
+class WindowStats:
+    """Drops (shed on admission or failed) and the batches each model started in the window."""
+
+    __slots__ = ("drops", "dispatched")
+
+    def __init__(self) -> None:
+        self.drops = 0
+        self.dispatched: tuple[list, list] = ([], [])  # (dispatch time, query ids) per model
+
+    def queue_delay_ms(self, names: Sequence[str], enq: Sequence[np.ndarray]) -> dict[str, float]:
+        """Mean queueing delay (ms) per model of the queries dispatched in the window; a model
+        that started nothing is absent (as the live loop reports it from Triton's statistics)."""
+        out = {}
+        for m, name in enumerate(names):
+            ids: list[int] = []
+            ts: list[float] = []
+            for t, chunk in self.dispatched[m]:
+                c: Any = chunk if type(chunk) is list else chunk.tolist()
+                ids.extend(c)
+                ts.extend([t] * len(c))
+            if ids:
+                out[name] = float(np.mean(np.array(ts) - enq[m][np.array(ids, dtype=np.int64)]))
+        return out
