@@ -11,7 +11,6 @@ directory (docs/simulator.md says how to describe a new cascade).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -63,14 +62,8 @@ def config_from(args: argparse.Namespace) -> RunConfig:
                      latency_factor=args.latency_factor)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    command = "python -m benchmarks.sim " + " ".join(argv if argv is not None else sys.argv[1:])
+def run_parts(args: argparse.Namespace, base: RunConfig, command: str) -> None:
     policies = [p for p in args.policies.split(",") if p]
-    try:
-        base = config_from(args)
-    except ValueError as exc:
-        raise SystemExit(f"python -m benchmarks.sim: {exc}") from None
     parts = args.only or list(PARTS)
     if "paper" in parts:
         paper_comparison(args.out / "paper", base, policies, command)
@@ -87,8 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "live" in parts:
         from benchmarks.sim.live import live_vs_sim  # noqa: PLC0415
 
-        live_vs_sim(args.out, args.live_run, dataclasses.replace(base, seed=args.seed), command)
+        live_vs_sim(args.out, args.live_run, base, command)
         print((args.out / "live_vs_sim.md").read_text())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    command = "python -m benchmarks.sim " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:  # bad input (a cascade folder, a trace, a flag) is one line naming it, not a traceback
+        run_parts(args, config_from(args), command)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"python -m benchmarks.sim: {exc}") from None
     return 0
 
 

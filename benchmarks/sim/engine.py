@@ -65,7 +65,8 @@ class Simulator:
         self.trace, self.loop, self.cfg = trace, loop, config
         cc = loop.config
         self.names = (cc.models[0].name, cc.models[-1].name)
-        self.lat = (latency_table(cc.models[0]), latency_table(cc.models[-1]))
+        self.lat = tuple([ms * config.service_latency_factor for ms in latency_table(m)]
+                         for m in (cc.models[0], cc.models[-1]))
         self.slo_ms = cc.slo_ms
         self.window_ms = cc.window_s * 1000.0
         n = len(trace)

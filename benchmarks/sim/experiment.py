@@ -59,7 +59,8 @@ class RunConfig:
     in the cascade's or the paper's ``traces/``; ``static``: DiffServe-Static's configuration
     (pairs of :data:`STATIC_KEYS` and values; unset ones: the paper's t = 0.02, 4 + 12 GPUs, batch
     16 / 4); ``latency_factor``: every profiled latency x this, for serving and planning alike
-    (e.g. the live run's measured slowdown); ``prompt_ids``: see :func:`.trace.query_confidences`.
+    (e.g. the live run's measured slowdown); ``service_latency_factor``: batches take the planner's
+    latencies x this (see :class:`.types.SimConfig`); ``prompt_ids``: see :func:`.trace.query_confidences`.
     """
 
     cascade: str = str(DEFAULT_CASCADE)
@@ -83,6 +84,7 @@ class RunConfig:
     static: tuple[tuple[str, float], ...] = ()
     latency_factor: float = 1.0
     ahead_per_worker: bool = True
+    service_latency_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -155,7 +157,7 @@ def trace_path(name: str, cascade: pdata.CascadeData) -> Path:
     p = Path(name)
     if p.suffix and p.is_file():
         return p
-    dirs = [d for d in (cascade.traces_dir, DEFAULT_CASCADE / "traces") if d is not None]
+    dirs = list(dict.fromkeys(d.resolve() for d in (cascade.traces_dir, DEFAULT_CASCADE / "traces") if d is not None))
     for d in dirs:
         if (d / f"{name}.txt").is_file():
             return d / f"{name}.txt"
@@ -219,7 +221,8 @@ def run_policy(cfg: RunConfig, name: str, inputs: Inputs, progress: bool = False
     loop = ControlLoop(cc, policy if policy is not None else make_policy(name, cfg), est)
     res = simulate(inputs.trace, inputs.confidence, loop,
                    SimConfig(drop_factor=cfg.drop_factor, model_load_s=cfg.model_load_s, seed=cfg.seed,
-                             ahead_per_worker=cfg.ahead_per_worker), progress=progress)
+                             ahead_per_worker=cfg.ahead_per_worker, service_latency_factor=cfg.service_latency_factor),
+                   progress=progress)
     return {
         "summary": summarize(res, inputs.quality, inputs.light.name, inputs.heavy.name).as_dict(),
         "series": series(res, inputs.quality, inputs.light.name, inputs.heavy.name),

@@ -42,6 +42,8 @@ class Summary:
     goodput_qps: float
     p99_latency_ms: float
     duration_s: float
+    p50_latency_ms: float = float("nan")
+    p95_latency_ms: float = float("nan")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -133,7 +135,9 @@ def summarize(result: SimResult, quality: QualityCurve, light_name: str = "", he
         light_share=n_light / n_served if n_served else float("nan"),
         throughput_qps=n_served / duration_s, goodput_qps=(n_served - timeouts) / duration_s,
         p99_latency_ms=float(np.percentile(lat[served_mask], 99)) if n_served else float("nan"),
-        duration_s=duration_s)
+        duration_s=duration_s,
+        p50_latency_ms=float(np.percentile(lat[served_mask], 50)) if n_served else float("nan"),
+        p95_latency_ms=float(np.percentile(lat[served_mask], 95)) if n_served else float("nan"))
 
 
 def fluid_fid_bound(arrival_ms: np.ndarray, window_s: float, light: ModelProfile, heavy: ModelProfile,

@@ -16,7 +16,9 @@ class SimConfig:
 
     ``drop_factor`` and ``ewma_alpha`` are the live cascade's (``CascadeConfig`` defaults: shed
     past 1.5 x SLO, EWMA weight 0.2 of the newest stage call); ``ahead_per_worker``: see
-    :mod:`benchmarks.sim.admission`; ``seed``: random routing draws.
+    :mod:`benchmarks.sim.admission`; ``seed``: random routing draws; ``service_latency_factor``:
+    batches take the planner's profiled latency x this (1: the profile is exact; e.g. < 1 when the
+    planner plans with derated profiles that the serving side beats).
     """
 
     drop_factor: float = 1.5
@@ -24,12 +26,15 @@ class SimConfig:
     seed: int = 0
     ewma_alpha: float = 0.2
     ahead_per_worker: bool = True
+    service_latency_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.drop_factor >= 1.0:
             raise ValueError(f"SimConfig.drop_factor = {self.drop_factor}; expected >= 1.0 (x SLO)")
         if not (self.model_load_s >= 0 and math.isfinite(self.model_load_s)):
             raise ValueError(f"SimConfig.model_load_s = {self.model_load_s}; expected a finite time >= 0 s")
+        if not (self.service_latency_factor > 0 and math.isfinite(self.service_latency_factor)):
+            raise ValueError(f"SimConfig.service_latency_factor = {self.service_latency_factor}; expected a finite factor > 0")
         if not 0.0 < self.ewma_alpha <= 1.0:
             raise ValueError(f"SimConfig.ewma_alpha = {self.ewma_alpha}; expected 0 < alpha <= 1")
 
