@@ -95,8 +95,7 @@ def sample_grid(real, light, heavy, prompts, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    """CLI entry point; prints a summary and writes report.json + PNGs."""
+def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--weights", type=Path, default=WEIGHTS)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/tiny"))
@@ -105,25 +104,89 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--image-cache", type=Path, default=None,
                    help="npz of generated images, reused when present AND made from the same weights files")
-    a = p.parse_args()
+    return p.parse_args()
+
+
+def _generated_images(a: argparse.Namespace, pipes: dict, prompts: list[str], seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(heavy, light) images of the prompts, from ``--image-cache`` when it was made from the same weights."""
+    key = _weights_key(a.weights, a.n_per_difficulty)
+    if a.image_cache is not None and a.image_cache.is_file() and str(np.load(a.image_cache)["key"]) == key:
+        with np.load(a.image_cache) as z:
+            return z["heavy"], z["light"]
+    heavy = generate(pipes["heavy"], prompts, seeds, SAMPLING["heavy"], progress=True)
+    light = generate(pipes["light"], prompts, seeds, SAMPLING["light"], progress=True)
+    if a.image_cache is not None:
+        np.savez(a.image_cache, heavy=heavy, light=light, key=key)
+    return heavy, light
+
+
+def _by_difficulty(diff: np.ndarray, ok: dict, feats: dict, conf: np.ndarray) -> dict:
+    per_diff = {}
+    for d in ("easy", "hard", "all"):
+        m = np.ones(len(diff), bool) if d == "all" else diff == d
+        per_diff[d] = {
+            "n": int(m.sum()),
+            **{f"fidelity_{k}": float(v[m].mean()) for k, v in ok.items()},
+            **{f"fid_{k}": fid(feats[k][m], feats["real"][m]) for k in ("heavy", "light", "real_ref")},
+            "mean_confidence_light": float(conf[m].mean()),
+        }
+    return per_diff
+
+
+def _plot(out: Path, curves: dict, fcurves: dict, per_diff: dict) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, style in (("discriminator", "o-"), ("random", "s--")):
+        ax1.plot(curves["share"], np.array(curves[key]) * 100, style, ms=3, label=f"{key} routing")
+        ax2.plot(fcurves["share"], fcurves[key], style, ms=3, label=f"{key} routing")
+    ax1.set(xlabel="share of queries deferred to heavy", ylabel="prompt fidelity (%)", title="fidelity (higher is better)")
+    ax2.set(xlabel="share of queries deferred to heavy", ylabel="in-domain FID", title="FID (lower is better)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "cascade_curve.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    x = np.arange(2)
+    for j, k in enumerate(("light", "heavy", "real")):
+        ax.bar(x + (j - 1) * 0.27, [per_diff[d][f"fidelity_{k}"] * 100 for d in ("easy", "hard")], 0.27, label=k)
+    ax.set_xticks(x, ["easy (1 object)", "hard (2-3 objects)"])
+    ax.set(ylabel="prompt fidelity (%)", ylim=(0, 105))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "fidelity_by_difficulty.png", dpi=120)
+    plt.close(fig)
+
+
+def _print_summary(report: dict, threads: int) -> None:
+    per_diff, curves, timing = report["by_difficulty"], report["cascade_curve_fidelity"], report["cost_batch1_cpu_diffusers"]
+    for d in ("easy", "hard"):
+        r = per_diff[d]
+        print(f"{d:5s} fidelity heavy {r['fidelity_heavy']:.1%} light {r['fidelity_light']:.1%} "
+              f"real {r['fidelity_real']:.1%} | FID heavy {r['fid_heavy']:.2f} light {r['fid_light']:.2f} "
+              f"real-vs-real {r['fid_real_ref']:.2f}")
+    print(f"discriminator AUC (light image correct): {report['discriminator']['auc_light_correct']:.3f}")
+    print("share  disc   random")
+    for s, dv, rv in zip(curves["share"], curves["discriminator"], curves["random"]):
+        print(f"{s:4.2f}  {dv:.3f}  {rv:.3f}")
+    print(f"discriminator routing beats random at every share 10-90%: {report['discriminator_beats_random_10_to_90']}")
+    print(f"batch-1 CPU ms (diffusers, {threads} threads): heavy {timing['heavy_ms']:.1f}, light "
+          f"{timing['light_ms']:.1f}, ratio {timing['heavy_over_light']:.1f}")
+
+
+def main() -> None:
+    """CLI entry point; prints a summary and writes report.json + PNGs."""
+    a = _parse_args()
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
     n = a.n_per_difficulty
     prompts = eval_prompts(PROMPT_SEED, n)
     seeds = list(range(10_000, 10_000 + len(prompts)))
     diff = np.array(["easy"] * n + ["hard"] * n)
-    heavy_pipe, light_pipe = load_pipeline(a.weights / "heavy"), load_pipeline(a.weights / "light")
+    pipes = {"heavy": load_pipeline(a.weights / "heavy"), "light": load_pipeline(a.weights / "light")}
     judge, disc = load_judge(a.weights / "judge"), load_discriminator(a.weights / "discriminator")
-
-    key = _weights_key(a.weights, n)
-    if a.image_cache is not None and a.image_cache.is_file() and str(np.load(a.image_cache)["key"]) == key:
-        with np.load(a.image_cache) as z:
-            heavy, light = z["heavy"], z["light"]
-    else:
-        heavy = generate(heavy_pipe, prompts, seeds, SAMPLING["heavy"], progress=True)
-        light = generate(light_pipe, prompts, seeds, SAMPLING["light"], progress=True)
-        if a.image_cache is not None:
-            np.savez(a.image_cache, heavy=heavy, light=light, key=key)
+    heavy, light = _generated_images(a, pipes, prompts, seeds)
     rng = np.random.default_rng(PROMPT_SEED)
     real = np.stack([render(parse_caption(q), rng) for q in prompts])
     real_ref = np.stack([render(parse_caption(q), rng) for q in prompts])  # second draw: the FID floor
@@ -137,24 +200,13 @@ def main() -> None:
         conf_heavy = torch.sigmoid(disc(to_tensor01(heavy))).numpy()
         conf_real = torch.sigmoid(disc(to_tensor01(real))).numpy()
 
-    per_diff = {}
-    for d in ("easy", "hard", "all"):
-        m = np.ones(len(prompts), bool) if d == "all" else diff == d
-        per_diff[d] = {
-            "n": int(m.sum()),
-            **{f"fidelity_{k}": float(v[m].mean()) for k, v in ok.items()},
-            **{f"fid_{k}": fid(feats[k][m], feats["real"][m]) for k in ("heavy", "light", "real_ref")},
-            "mean_confidence_light": float(conf[m].mean()),
-        }
+    per_diff = _by_difficulty(diff, ok, feats, conf)
     curves = cascade_curves(ok["light"], ok["heavy"], conf)
     fcurves = fid_curves(feats["light"], feats["heavy"], feats["real"], conf, seed=PROMPT_SEED)
     mid = [i for i, s in enumerate(curves["share"]) if 0.1 - 1e-9 <= s <= 0.9 + 1e-9]
-    beats = all(curves["discriminator"][i] > curves["random"][i] for i in mid)
-
-    timing = {"heavy_ms": time_batch1(heavy_pipe, "heavy", prompts[-1], a.timing_repeats),
-              "light_ms": time_batch1(light_pipe, "light", prompts[-1], a.timing_repeats)}
+    timing = {"heavy_ms": time_batch1(pipes["heavy"], "heavy", prompts[-1], a.timing_repeats),
+              "light_ms": time_batch1(pipes["light"], "light", prompts[-1], a.timing_repeats)}
     timing["heavy_over_light"] = timing["heavy_ms"] / timing["light_ms"]
-
     report = {
         "prompts": {"seed": PROMPT_SEED, "n_per_difficulty": n},
         "sampling": {k: vars(v) for k, v in SAMPLING.items()},
@@ -168,52 +220,16 @@ def main() -> None:
         },
         "cascade_curve_fidelity": curves,
         "cascade_curve_fid": fcurves,
-        "discriminator_beats_random_10_to_90": beats,
+        "discriminator_beats_random_10_to_90": all(curves["discriminator"][i] > curves["random"][i] for i in mid),
         "cost_batch1_cpu_diffusers": {**timing, "threads": a.threads},
     }
     (a.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, style in (("discriminator", "o-"), ("random", "s--")):
-        ax1.plot(curves["share"], np.array(curves[key]) * 100, style, ms=3, label=f"{key} routing")
-        ax2.plot(fcurves["share"], fcurves[key], style, ms=3, label=f"{key} routing")
-    ax1.set(xlabel="share of queries deferred to heavy", ylabel="prompt fidelity (%)", title="fidelity (higher is better)")
-    ax2.set(xlabel="share of queries deferred to heavy", ylabel="in-domain FID", title="FID (lower is better)")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(a.out / "cascade_curve.png", dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    x = np.arange(2)
-    for j, k in enumerate(("light", "heavy", "real")):
-        ax.bar(x + (j - 1) * 0.27, [per_diff[d][f"fidelity_{k}"] * 100 for d in ("easy", "hard")], 0.27, label=k)
-    ax.set_xticks(x, ["easy (1 object)", "hard (2-3 objects)"])
-    ax.set(ylabel="prompt fidelity (%)", ylim=(0, 105))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(a.out / "fidelity_by_difficulty.png", dpi=120)
-    plt.close(fig)
-
+    _plot(a.out, curves, fcurves, per_diff)
     for d in ("easy", "hard"):
         idx = np.where(diff == d)[0][:8]
         sample_grid(real[idx], light[idx], heavy[idx], [prompts[i] for i in idx], a.out / f"samples_{d}.png",
                     f"{d} prompts")
-
-    for d in ("easy", "hard"):
-        r = per_diff[d]
-        print(f"{d:5s} fidelity heavy {r['fidelity_heavy']:.1%} light {r['fidelity_light']:.1%} "
-              f"real {r['fidelity_real']:.1%} | FID heavy {r['fid_heavy']:.2f} light {r['fid_light']:.2f} "
-              f"real-vs-real {r['fid_real_ref']:.2f}")
-    print(f"discriminator AUC (light image correct): {report['discriminator']['auc_light_correct']:.3f}")
-    print("share  disc   random")
-    for s, dv, rv in zip(curves["share"], curves["discriminator"], curves["random"]):
-        print(f"{s:4.2f}  {dv:.3f}  {rv:.3f}")
-    print(f"discriminator routing beats random at every share 10-90%: {beats}")
-    print(f"batch-1 CPU ms (diffusers, {a.threads} threads): heavy {timing['heavy_ms']:.1f}, light "
-          f"{timing['light_ms']:.1f}, ratio {timing['heavy_over_light']:.1f}")
+    _print_summary(report, a.threads)
     print(f"wrote {a.out / 'report.json'} and PNGs")
 
 
