@@ -15,13 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from zoo.common import (
-    optimizer_step,
-    pick_device,
-    seed_everything,
-    to_tensor01,
-    training_args,
-)
+from zoo.common import optimizer_step, pick_device, seed_everything, to_tensor01, training_args
 from zoo.domain import counts_vector, sample_batch
 from zoo.judge import TinyJudge, save_judge
 

@@ -12,13 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from zoo.common import (
-    optimizer_step,
-    pick_device,
-    seed_everything,
-    to_tensor01,
-    training_args,
-)
+from zoo.common import optimizer_step, pick_device, seed_everything, to_tensor01, training_args
 from zoo.domain import sample_batch
 from zoo.models import VAEConfig, build_vae
 
