@@ -9,7 +9,10 @@ pipelines through diffusers, then measures with the independent quality judge:
   (defer the least confident light images) and for random routing (exact expectation);
 - CPU cost per image at batch 1 through the diffusers pipelines (serving uses ONNX Runtime,
   see docs/interfaces.md; these torch numbers are the reference path);
-- a grid of sample images per difficulty (real render | light | heavy).
+- a grid of sample images per difficulty (real render | light | heavy);
+- routing policies (``hybrid.json``, ``hybrid.png``; :mod:`zoo.hybrid`): fidelity at heavy
+  shares 10-90 % of random, discriminator-only, router-only and hybrid routing, hybrid's router
+  share chosen on the calibration prompts (configs/tiny.yaml's seed) and evaluated on these.
 
 Writes ``report.json`` and PNG plots under ``--out`` (default ``benchmarks/results/tiny``).
 """
@@ -30,7 +33,9 @@ import torch  # noqa: E402
 
 from export.discriminators import load_discriminator  # noqa: E402
 from zoo.common import to_tensor01  # noqa: E402
+from serving.router import load_router  # noqa: E402
 from zoo.domain import eval_prompts, parse_caption, render  # noqa: E402
+from zoo.hybrid import CALIBRATION_SEED, curves, plot, routing_set  # noqa: E402
 from zoo.judge import load_judge  # noqa: E402
 from zoo.metrics import SHARES, cascade_curves, fid  # noqa: E402
 from zoo.sampling import SAMPLING, generate, load_pipeline  # noqa: E402
@@ -175,6 +180,37 @@ def _print_summary(report: dict, threads: int) -> None:
           f"{timing['light_ms']:.1f}, ratio {timing['heavy_over_light']:.1f}")
 
 
+def _confidence(disc, images: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.sigmoid(disc(to_tensor01(images))).numpy()
+
+
+def _hybrid_report(a: argparse.Namespace, pipes: dict, judge, disc, evaluation: dict) -> None:
+    """hybrid.json + hybrid.png: the four routing curves; hybrid's router share chosen on calibration prompts."""
+    n = a.n_per_difficulty
+    prompts = eval_prompts(CALIBRATION_SEED, n)
+    seeds = [CALIBRATION_SEED + i for i in range(len(prompts))]
+    cache = a.image_cache.with_name(a.image_cache.stem + "_calibration.npz") if a.image_cache else None
+    heavy, light = _generated_images(argparse.Namespace(**{**vars(a), "image_cache": cache}), pipes, prompts, seeds)
+    router = load_router(a.weights / "router")
+    calibration = routing_set(prompts, light, heavy, judge, lambda im: _confidence(disc, im), router)
+    result = {"evaluation_prompts": {"seed": PROMPT_SEED, "n_per_difficulty": n},
+              "calibration_prompts": {"seed": CALIBRATION_SEED, "n_per_difficulty": n},
+              "router_auc_light_fails": {
+                  "evaluation": roc_auc(evaluation["router_score"], ~evaluation["light_ok"]),
+                  "calibration": roc_auc(calibration["router_score"], ~calibration["light_ok"])},
+              "discriminator_auc_light_fails": roc_auc(-evaluation["confidence"], ~evaluation["light_ok"]),
+              **curves(evaluation, calibration)}
+    (a.out / "hybrid.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, a.out / "hybrid.png")
+    print("heavy share  random  disc   router  hybrid (router share)")
+    for row in zip(result["heavy_share"], result["random"], result["discriminator"], result["router"],
+                   result["hybrid"], result["hybrid_router_share"]):
+        print("{:4.2f}        {:.3f}   {:.3f}  {:.3f}   {:.3f}  ({:.2f})".format(*row))
+    print(f"hybrid >= the better of discriminator and router at every share: "
+          f"{result['hybrid_at_least_the_better_everywhere']}; strictly better at {result['hybrid_strictly_better_at']}")
+
+
 def main() -> None:
     """CLI entry point; prints a summary and writes report.json + PNGs."""
     a = _parse_args()
@@ -195,10 +231,7 @@ def main() -> None:
           "real": judge.fidelity(real, prompts)}
     feats = {k: judge.features(v) for k, v in (("heavy", heavy), ("light", light), ("real", real),
                                                ("real_ref", real_ref))}
-    with torch.no_grad():
-        conf = torch.sigmoid(disc(to_tensor01(light))).numpy()
-        conf_heavy = torch.sigmoid(disc(to_tensor01(heavy))).numpy()
-        conf_real = torch.sigmoid(disc(to_tensor01(real))).numpy()
+    conf, conf_heavy, conf_real = (_confidence(disc, x) for x in (light, heavy, real))
 
     per_diff = _by_difficulty(diff, ok, feats, conf)
     curves = cascade_curves(ok["light"], ok["heavy"], conf)
@@ -230,6 +263,8 @@ def main() -> None:
         sample_grid(real[idx], light[idx], heavy[idx], [prompts[i] for i in idx], a.out / f"samples_{d}.png",
                     f"{d} prompts")
     _print_summary(report, a.threads)
+    _hybrid_report(a, pipes, judge, disc, routing_set(prompts, light, heavy, judge, lambda im: _confidence(disc, im),
+                                                        load_router(a.weights / "router")))
     print(f"wrote {a.out / 'report.json'} and PNGs")
 
 
