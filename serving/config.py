@@ -35,7 +35,7 @@ SCHEDULER_CLASSES = {
 _LOADER = re.compile(r"^[\w.]+:\w+$")  # package.module:function
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _STAGE_KEYS = {"model", "steps", "guidance_scale", "scheduler", "height", "width"}
-_TOP_KEYS = {"name", "slo_ms", "light", "heavy", "discriminator", "calibration", "description"}
+_TOP_KEYS = {"name", "slo_ms", "light", "heavy", "discriminator", "router", "calibration", "description"}
 
 
 class ConfigError(ValueError):
@@ -92,6 +92,13 @@ class CalibrationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RouterConfig:
+    """The prompt router's artifact folder (``router.json``, :mod:`serving.router`); optional in a cascade."""
+
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
 class CascadeConfig:
     """A whole cascade config; ``config_hash`` identifies its content (not its formatting)."""
 
@@ -103,6 +110,7 @@ class CascadeConfig:
     calibration: CalibrationConfig
     source: str
     config_hash: str
+    router: RouterConfig | None = None
 
     def stage(self, name: str) -> StageConfig:
         if name not in ("light", "heavy"):
@@ -167,6 +175,14 @@ def _stage(src: str, key: str, v: Any) -> StageConfig:
     )
 
 
+def _router(source: str, v: Any) -> RouterConfig | None:
+    if v is None:
+        return None
+    if not isinstance(v, Mapping) or set(v) != {"path"} or not isinstance(v["path"], str) or not v["path"]:
+        raise ConfigError(f"{source}: router={v!r}; expected a mapping {{path: <folder with router.json>}}")
+    return RouterConfig(v["path"])
+
+
 def config_hash(obj: Mapping[str, Any]) -> str:
     """sha256 (first 16 hex digits) of the config's canonical JSON: comments and key order do not matter."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
@@ -208,7 +224,7 @@ def parse_cascade(obj: Any, source: str = "<dict>") -> CascadeConfig:
     return CascadeConfig(
         name=name, slo_ms=_float(f"{source}: slo_ms", obj["slo_ms"], 1.0, 3.6e6),
         light=_stage(source, "light", obj["light"]), heavy=_stage(source, "heavy", obj["heavy"]),
-        discriminator=disc, calibration=cal, source=source,
+        discriminator=disc, calibration=cal, source=source, router=_router(source, obj.get("router")),
         config_hash=config_hash({k: v for k, v in obj.items() if k != "description"}),
     )
 

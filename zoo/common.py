@@ -4,7 +4,9 @@ Small-module folders (``config.json`` + ``model.safetensors``) are :mod:`export.
 """
 from __future__ import annotations
 
+import argparse
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,3 +47,21 @@ def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched=None) -
     opt.step()
     if sched is not None:
         sched.step()
+
+
+def training_args(description: str, config_cls, argv=None, extra=None) -> argparse.Namespace:
+    """The trainers' common command line: ``--out`` (required), ``--steps`` and ``--seed`` (defaults from
+    ``config_cls``), ``--device`` and ``--threads`` (applied to torch here). ``extra(parser)`` adds more."""
+    import torch  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=config_cls.steps)
+    p.add_argument("--seed", type=int, default=config_cls.seed)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=2)
+    if extra is not None:
+        extra(p)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    return a

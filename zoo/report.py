@@ -9,7 +9,10 @@ pipelines through diffusers, then measures with the independent quality judge:
   (defer the least confident light images) and for random routing (exact expectation);
 - CPU cost per image at batch 1 through the diffusers pipelines (serving uses ONNX Runtime,
   see docs/interfaces.md; these torch numbers are the reference path);
-- a grid of sample images per difficulty (real render | light | heavy).
+- a grid of sample images per difficulty (real render | light | heavy);
+- routing policies (``hybrid.json``, ``hybrid.png``; :mod:`zoo.hybrid`): fidelity at heavy
+  shares 10-90 % of random, discriminator-only, router-only and hybrid routing, hybrid's router
+  share chosen on the calibration prompts (configs/tiny.yaml's seed) and evaluated on these.
 
 Writes ``report.json`` and PNG plots under ``--out`` (default ``benchmarks/results/tiny``).
 """
@@ -30,7 +33,9 @@ import torch  # noqa: E402
 
 from export.discriminators import load_discriminator  # noqa: E402
 from zoo.common import to_tensor01  # noqa: E402
+from serving.router import load_router  # noqa: E402
 from zoo.domain import eval_prompts, parse_caption, render  # noqa: E402
+from zoo.hybrid import CALIBRATION_SEED, curves, plot, routing_set  # noqa: E402
 from zoo.judge import load_judge  # noqa: E402
 from zoo.metrics import SHARES, cascade_curves, fid  # noqa: E402
 from zoo.sampling import SAMPLING, generate, load_pipeline  # noqa: E402
@@ -95,8 +100,7 @@ def sample_grid(real, light, heavy, prompts, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    """CLI entry point; prints a summary and writes report.json + PNGs."""
+def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--weights", type=Path, default=WEIGHTS)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/tiny"))
@@ -105,25 +109,120 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--image-cache", type=Path, default=None,
                    help="npz of generated images, reused when present AND made from the same weights files")
-    a = p.parse_args()
+    return p.parse_args()
+
+
+def _generated_images(a: argparse.Namespace, pipes: dict, prompts: list[str], seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(heavy, light) images of the prompts, from ``--image-cache`` when it was made from the same weights."""
+    key = _weights_key(a.weights, a.n_per_difficulty)
+    if a.image_cache is not None and a.image_cache.is_file() and str(np.load(a.image_cache)["key"]) == key:
+        with np.load(a.image_cache) as z:
+            return z["heavy"], z["light"]
+    heavy = generate(pipes["heavy"], prompts, seeds, SAMPLING["heavy"], progress=True)
+    light = generate(pipes["light"], prompts, seeds, SAMPLING["light"], progress=True)
+    if a.image_cache is not None:
+        np.savez(a.image_cache, heavy=heavy, light=light, key=key)
+    return heavy, light
+
+
+def _by_difficulty(diff: np.ndarray, ok: dict, feats: dict, conf: np.ndarray) -> dict:
+    per_diff = {}
+    for d in ("easy", "hard", "all"):
+        m = np.ones(len(diff), bool) if d == "all" else diff == d
+        per_diff[d] = {
+            "n": int(m.sum()),
+            **{f"fidelity_{k}": float(v[m].mean()) for k, v in ok.items()},
+            **{f"fid_{k}": fid(feats[k][m], feats["real"][m]) for k in ("heavy", "light", "real_ref")},
+            "mean_confidence_light": float(conf[m].mean()),
+        }
+    return per_diff
+
+
+def _plot(out: Path, curves: dict, fcurves: dict, per_diff: dict) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, style in (("discriminator", "o-"), ("random", "s--")):
+        ax1.plot(curves["share"], np.array(curves[key]) * 100, style, ms=3, label=f"{key} routing")
+        ax2.plot(fcurves["share"], fcurves[key], style, ms=3, label=f"{key} routing")
+    ax1.set(xlabel="share of queries deferred to heavy", ylabel="prompt fidelity (%)", title="fidelity (higher is better)")
+    ax2.set(xlabel="share of queries deferred to heavy", ylabel="in-domain FID", title="FID (lower is better)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "cascade_curve.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    x = np.arange(2)
+    for j, k in enumerate(("light", "heavy", "real")):
+        ax.bar(x + (j - 1) * 0.27, [per_diff[d][f"fidelity_{k}"] * 100 for d in ("easy", "hard")], 0.27, label=k)
+    ax.set_xticks(x, ["easy (1 object)", "hard (2-3 objects)"])
+    ax.set(ylabel="prompt fidelity (%)", ylim=(0, 105))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "fidelity_by_difficulty.png", dpi=120)
+    plt.close(fig)
+
+
+def _print_summary(report: dict, threads: int) -> None:
+    per_diff, curves, timing = report["by_difficulty"], report["cascade_curve_fidelity"], report["cost_batch1_cpu_diffusers"]
+    for d in ("easy", "hard"):
+        r = per_diff[d]
+        print(f"{d:5s} fidelity heavy {r['fidelity_heavy']:.1%} light {r['fidelity_light']:.1%} "
+              f"real {r['fidelity_real']:.1%} | FID heavy {r['fid_heavy']:.2f} light {r['fid_light']:.2f} "
+              f"real-vs-real {r['fid_real_ref']:.2f}")
+    print(f"discriminator AUC (light image correct): {report['discriminator']['auc_light_correct']:.3f}")
+    print("share  disc   random")
+    for s, dv, rv in zip(curves["share"], curves["discriminator"], curves["random"]):
+        print(f"{s:4.2f}  {dv:.3f}  {rv:.3f}")
+    print(f"discriminator routing beats random at every share 10-90%: {report['discriminator_beats_random_10_to_90']}")
+    print(f"batch-1 CPU ms (diffusers, {threads} threads): heavy {timing['heavy_ms']:.1f}, light "
+          f"{timing['light_ms']:.1f}, ratio {timing['heavy_over_light']:.1f}")
+
+
+def _confidence(disc, images: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.sigmoid(disc(to_tensor01(images))).numpy()
+
+
+def _hybrid_report(a: argparse.Namespace, pipes: dict, judge, disc, evaluation: dict) -> None:
+    """hybrid.json + hybrid.png: the four routing curves; hybrid's router share chosen on calibration prompts."""
+    n = a.n_per_difficulty
+    prompts = eval_prompts(CALIBRATION_SEED, n)
+    seeds = [CALIBRATION_SEED + i for i in range(len(prompts))]
+    cache = a.image_cache.with_name(a.image_cache.stem + "_calibration.npz") if a.image_cache else None
+    heavy, light = _generated_images(argparse.Namespace(**{**vars(a), "image_cache": cache}), pipes, prompts, seeds)
+    router = load_router(a.weights / "router")
+    calibration = routing_set(prompts, light, heavy, judge, lambda im: _confidence(disc, im), router)
+    result = {"evaluation_prompts": {"seed": PROMPT_SEED, "n_per_difficulty": n},
+              "calibration_prompts": {"seed": CALIBRATION_SEED, "n_per_difficulty": n},
+              "router_auc_light_fails": {
+                  "evaluation": roc_auc(evaluation["router_score"], ~evaluation["light_ok"]),
+                  "calibration": roc_auc(calibration["router_score"], ~calibration["light_ok"])},
+              "discriminator_auc_light_fails": roc_auc(-evaluation["confidence"], ~evaluation["light_ok"]),
+              **curves(evaluation, calibration)}
+    (a.out / "hybrid.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, a.out / "hybrid.png")
+    print("heavy share  random  disc   router  hybrid (router share)")
+    for row in zip(result["heavy_share"], result["random"], result["discriminator"], result["router"],
+                   result["hybrid"], result["hybrid_router_share"]):
+        print("{:4.2f}        {:.3f}   {:.3f}  {:.3f}   {:.3f}  ({:.2f})".format(*row))
+    print(f"hybrid >= the better of discriminator and router at every share: "
+          f"{result['hybrid_at_least_the_better_everywhere']}; strictly better at {result['hybrid_strictly_better_at']}")
+
+
+def main() -> None:
+    """CLI entry point; prints a summary and writes report.json + PNGs."""
+    a = _parse_args()
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
     n = a.n_per_difficulty
     prompts = eval_prompts(PROMPT_SEED, n)
     seeds = list(range(10_000, 10_000 + len(prompts)))
     diff = np.array(["easy"] * n + ["hard"] * n)
-    heavy_pipe, light_pipe = load_pipeline(a.weights / "heavy"), load_pipeline(a.weights / "light")
+    pipes = {"heavy": load_pipeline(a.weights / "heavy"), "light": load_pipeline(a.weights / "light")}
     judge, disc = load_judge(a.weights / "judge"), load_discriminator(a.weights / "discriminator")
-
-    key = _weights_key(a.weights, n)
-    if a.image_cache is not None and a.image_cache.is_file() and str(np.load(a.image_cache)["key"]) == key:
-        with np.load(a.image_cache) as z:
-            heavy, light = z["heavy"], z["light"]
-    else:
-        heavy = generate(heavy_pipe, prompts, seeds, SAMPLING["heavy"], progress=True)
-        light = generate(light_pipe, prompts, seeds, SAMPLING["light"], progress=True)
-        if a.image_cache is not None:
-            np.savez(a.image_cache, heavy=heavy, light=light, key=key)
+    heavy, light = _generated_images(a, pipes, prompts, seeds)
     rng = np.random.default_rng(PROMPT_SEED)
     real = np.stack([render(parse_caption(q), rng) for q in prompts])
     real_ref = np.stack([render(parse_caption(q), rng) for q in prompts])  # second draw: the FID floor
@@ -132,29 +231,15 @@ def main() -> None:
           "real": judge.fidelity(real, prompts)}
     feats = {k: judge.features(v) for k, v in (("heavy", heavy), ("light", light), ("real", real),
                                                ("real_ref", real_ref))}
-    with torch.no_grad():
-        conf = torch.sigmoid(disc(to_tensor01(light))).numpy()
-        conf_heavy = torch.sigmoid(disc(to_tensor01(heavy))).numpy()
-        conf_real = torch.sigmoid(disc(to_tensor01(real))).numpy()
+    conf, conf_heavy, conf_real = (_confidence(disc, x) for x in (light, heavy, real))
 
-    per_diff = {}
-    for d in ("easy", "hard", "all"):
-        m = np.ones(len(prompts), bool) if d == "all" else diff == d
-        per_diff[d] = {
-            "n": int(m.sum()),
-            **{f"fidelity_{k}": float(v[m].mean()) for k, v in ok.items()},
-            **{f"fid_{k}": fid(feats[k][m], feats["real"][m]) for k in ("heavy", "light", "real_ref")},
-            "mean_confidence_light": float(conf[m].mean()),
-        }
+    per_diff = _by_difficulty(diff, ok, feats, conf)
     curves = cascade_curves(ok["light"], ok["heavy"], conf)
     fcurves = fid_curves(feats["light"], feats["heavy"], feats["real"], conf, seed=PROMPT_SEED)
     mid = [i for i, s in enumerate(curves["share"]) if 0.1 - 1e-9 <= s <= 0.9 + 1e-9]
-    beats = all(curves["discriminator"][i] > curves["random"][i] for i in mid)
-
-    timing = {"heavy_ms": time_batch1(heavy_pipe, "heavy", prompts[-1], a.timing_repeats),
-              "light_ms": time_batch1(light_pipe, "light", prompts[-1], a.timing_repeats)}
+    timing = {"heavy_ms": time_batch1(pipes["heavy"], "heavy", prompts[-1], a.timing_repeats),
+              "light_ms": time_batch1(pipes["light"], "light", prompts[-1], a.timing_repeats)}
     timing["heavy_over_light"] = timing["heavy_ms"] / timing["light_ms"]
-
     report = {
         "prompts": {"seed": PROMPT_SEED, "n_per_difficulty": n},
         "sampling": {k: vars(v) for k, v in SAMPLING.items()},
@@ -168,52 +253,18 @@ def main() -> None:
         },
         "cascade_curve_fidelity": curves,
         "cascade_curve_fid": fcurves,
-        "discriminator_beats_random_10_to_90": beats,
+        "discriminator_beats_random_10_to_90": all(curves["discriminator"][i] > curves["random"][i] for i in mid),
         "cost_batch1_cpu_diffusers": {**timing, "threads": a.threads},
     }
     (a.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, style in (("discriminator", "o-"), ("random", "s--")):
-        ax1.plot(curves["share"], np.array(curves[key]) * 100, style, ms=3, label=f"{key} routing")
-        ax2.plot(fcurves["share"], fcurves[key], style, ms=3, label=f"{key} routing")
-    ax1.set(xlabel="share of queries deferred to heavy", ylabel="prompt fidelity (%)", title="fidelity (higher is better)")
-    ax2.set(xlabel="share of queries deferred to heavy", ylabel="in-domain FID", title="FID (lower is better)")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(a.out / "cascade_curve.png", dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    x = np.arange(2)
-    for j, k in enumerate(("light", "heavy", "real")):
-        ax.bar(x + (j - 1) * 0.27, [per_diff[d][f"fidelity_{k}"] * 100 for d in ("easy", "hard")], 0.27, label=k)
-    ax.set_xticks(x, ["easy (1 object)", "hard (2-3 objects)"])
-    ax.set(ylabel="prompt fidelity (%)", ylim=(0, 105))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(a.out / "fidelity_by_difficulty.png", dpi=120)
-    plt.close(fig)
-
+    _plot(a.out, curves, fcurves, per_diff)
     for d in ("easy", "hard"):
         idx = np.where(diff == d)[0][:8]
         sample_grid(real[idx], light[idx], heavy[idx], [prompts[i] for i in idx], a.out / f"samples_{d}.png",
                     f"{d} prompts")
-
-    for d in ("easy", "hard"):
-        r = per_diff[d]
-        print(f"{d:5s} fidelity heavy {r['fidelity_heavy']:.1%} light {r['fidelity_light']:.1%} "
-              f"real {r['fidelity_real']:.1%} | FID heavy {r['fid_heavy']:.2f} light {r['fid_light']:.2f} "
-              f"real-vs-real {r['fid_real_ref']:.2f}")
-    print(f"discriminator AUC (light image correct): {report['discriminator']['auc_light_correct']:.3f}")
-    print("share  disc   random")
-    for s, dv, rv in zip(curves["share"], curves["discriminator"], curves["random"]):
-        print(f"{s:4.2f}  {dv:.3f}  {rv:.3f}")
-    print(f"discriminator routing beats random at every share 10-90%: {beats}")
-    print(f"batch-1 CPU ms (diffusers, {a.threads} threads): heavy {timing['heavy_ms']:.1f}, light "
-          f"{timing['light_ms']:.1f}, ratio {timing['heavy_over_light']:.1f}")
+    _print_summary(report, a.threads)
+    _hybrid_report(a, pipes, judge, disc, routing_set(prompts, light, heavy, judge, lambda im: _confidence(disc, im),
+                                                        load_router(a.weights / "router")))
     print(f"wrote {a.out / 'report.json'} and PNGs")
 
 

@@ -91,6 +91,27 @@ def _evaluate(pipe, role: str, judge_path: Path | None, n_per_difficulty: int = 
     return {"fidelity_easy": float(ok[:n_per_difficulty].mean()), "fidelity_hard": float(ok[n_per_difficulty:].mean())}
 
 
+def _denoising_loss(cfg: DiffusionTrainConfig, scheduler, unet, text_states: torch.Tensor, latents: torch.Tensor,
+                    snr: torch.Tensor) -> torch.Tensor:
+    """The batch's denoising loss at sampled timesteps (a share drawn from the high-noise end, which
+    the few-step light sampler starts from), min-SNR weighted for epsilon prediction."""
+    device = latents.device
+    noise = torch.randn_like(latents)
+    if cfg.one_step:
+        t = torch.full((len(latents),), scheduler.config.num_train_timesteps - 1, device=device)
+    else:
+        n_t = scheduler.config.num_train_timesteps
+        t = torch.randint(0, n_t, (len(latents),), device=device)
+        high = torch.randint(cfg.high_noise_min_t, n_t, (len(latents),), device=device)
+        t = torch.where(torch.rand(len(latents), device=device) < cfg.high_noise_share, high, t)
+    pred = unet(scheduler.add_noise(latents, noise, t), t, text_states).sample
+    target = noise if cfg.prediction_type == "epsilon" else latents
+    per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+    if cfg.prediction_type == "epsilon" and cfg.min_snr_gamma > 0:
+        per_sample = per_sample * torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]
+    return per_sample.mean()
+
+
 def train(role: str, cfg: DiffusionTrainConfig, vae_path: Path, out: Path, device: torch.device,
           judge_path: Path | None, resume: bool, keep_snapshots: bool = False) -> None:
     """Train ``role`` for ``cfg.steps`` steps, checkpointing the EMA pipeline to ``out``.
@@ -132,21 +153,7 @@ def train(role: str, cfg: DiffusionTrainConfig, vae_path: Path, out: Path, devic
         if cfg.cfg_dropout > 0:
             drop = torch.rand(len(ids), device=device) < cfg.cfg_dropout
             ids = torch.where(drop[:, None], empty_ids, ids)
-        noise = torch.randn_like(latents)
-        if cfg.one_step:
-            t = torch.full((len(latents),), scheduler.config.num_train_timesteps - 1, device=device)
-        else:
-            n_t = scheduler.config.num_train_timesteps
-            t = torch.randint(0, n_t, (len(latents),), device=device)
-            high = torch.randint(cfg.high_noise_min_t, n_t, (len(latents),), device=device)
-            t = torch.where(torch.rand(len(latents), device=device) < cfg.high_noise_share, high, t)
-        noisy = scheduler.add_noise(latents, noise, t)
-        pred = unet(noisy, t, text_encoder(ids).last_hidden_state).sample
-        target = noise if cfg.prediction_type == "epsilon" else latents
-        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-        if cfg.prediction_type == "epsilon" and cfg.min_snr_gamma > 0:
-            per_sample = per_sample * torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]
-        loss = per_sample.mean()
+        loss = _denoising_loss(cfg, scheduler, unet, text_encoder(ids).last_hidden_state, latents, snr)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * lr_at(step)
         opt.zero_grad(set_to_none=True)

@@ -6,7 +6,6 @@ without ever seeing one. Usage: ``python -m zoo.train_judge --out zoo/weights/ju
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from zoo.common import pick_device, seed_everything, to_tensor01, optimizer_step
+from zoo.common import optimizer_step, pick_device, seed_everything, to_tensor01, training_args
 from zoo.domain import counts_vector, sample_batch
 from zoo.judge import TinyJudge, save_judge
 
@@ -69,14 +68,7 @@ def train_judge(cfg: JudgeTrainConfig, out: Path, device: torch.device) -> dict:
 
 def main() -> None:
     """CLI entry point."""
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=JudgeTrainConfig.steps)
-    p.add_argument("--seed", type=int, default=JudgeTrainConfig.seed)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=2)
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
+    a = training_args(__doc__, JudgeTrainConfig)
     print(json.dumps(train_judge(JudgeTrainConfig(steps=a.steps, seed=a.seed), a.out, pick_device(a.device))))
 
 

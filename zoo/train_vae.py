@@ -4,7 +4,6 @@ Usage: ``python -m zoo.train_vae --out runs/tiny/vae --steps 800``
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from zoo.common import pick_device, seed_everything, to_tensor01, optimizer_step
+from zoo.common import optimizer_step, pick_device, seed_everything, to_tensor01, training_args
 from zoo.domain import sample_batch
 from zoo.models import VAEConfig, build_vae
 
@@ -66,14 +65,7 @@ def train_vae(cfg: VAETrainConfig, out: Path, device: torch.device) -> dict:
 
 def main() -> None:
     """CLI entry point."""
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=VAETrainConfig.steps)
-    p.add_argument("--seed", type=int, default=VAETrainConfig.seed)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=2)
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
+    a = training_args(__doc__, VAETrainConfig)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     metrics = train_vae(VAETrainConfig(steps=a.steps, seed=a.seed), a.out, pick_device(a.device))
     print(json.dumps(metrics))

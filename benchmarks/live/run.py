@@ -192,9 +192,7 @@ def write_report(rows: list[dict], workload, meta: dict, out: Path) -> None:
     fig.savefig(out / "live.png", dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from serving.config import load_cascade  # noqa: PLC0415
-
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.live.run", description=__doc__.split("\n")[0])
     ap.add_argument("--cascade", default="configs/tiny.yaml")
     ap.add_argument("--repository", default=str(PROJECT_ROOT / "model_repository"))
@@ -218,24 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--judge", default=str(PROJECT_ROOT / "zoo" / "weights" / "judge"))
     ap.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results" / "live"))
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    cascade = load_cascade(args.cascade)
-    slo_ms = args.slo_ms or cascade.slo_ms
-    prof_dir = Path(args.profiles or PROJECT_ROOT / "profiles" / cascade.name)
-    device = resolve_device(prof_dir, args.device)
-    profiles, deferral, quality = data.load_calibration(prof_dir, device)
-    models = (dataclasses.replace(profiles[0], name="light"), dataclasses.replace(profiles[-1], name="heavy"))
-    slots = parse_slots(args.slots)
-    control = ControlConfig(models=models, slo_ms=slo_ms, num_workers=len(slots[1]), deferral=deferral,
-                            quality=quality, window_s=args.window_s)
-    judge = None
-    if Path(args.judge).exists():
-        from zoo.judge import load_judge  # noqa: PLC0415
-        judge = load_judge(args.judge)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = Path(args.out) / stamp
-    out.mkdir(parents=True, exist_ok=True)
+
+def _capacity(args: argparse.Namespace, control: ControlConfig, slots, slo_ms: float, out: Path) -> tuple[float, float, str]:
+    """(capacity qps, planned capacity qps, where the capacity comes from) for the load range."""
     planned = capacity_qps(control, args.capacity_policy)
     capacity_note = f"{args.capacity_policy} plan's"
     if args.capacity_qps:
@@ -253,6 +238,31 @@ def main(argv: list[str] | None = None) -> int:
                          f"{2 * planned:.2f} qps offered; planned {planned:.2f})")
     else:
         cap = planned
+    return cap, planned, capacity_note
+
+
+def main(argv: list[str] | None = None) -> int:
+    from serving.config import load_cascade  # noqa: PLC0415
+
+    args = _parse_args(argv)
+
+    cascade = load_cascade(args.cascade)
+    slo_ms = args.slo_ms or cascade.slo_ms
+    prof_dir = Path(args.profiles or PROJECT_ROOT / "profiles" / cascade.name)
+    device = resolve_device(prof_dir, args.device)
+    profiles, deferral, quality = data.load_calibration(prof_dir, device)
+    models = (dataclasses.replace(profiles[0], name="light"), dataclasses.replace(profiles[-1], name="heavy"))
+    slots = parse_slots(args.slots)
+    control = ControlConfig(models=models, slo_ms=slo_ms, num_workers=len(slots[1]), deferral=deferral,
+                            quality=quality, window_s=args.window_s)
+    judge = None
+    if Path(args.judge).exists():
+        from zoo.judge import load_judge  # noqa: PLC0415
+        judge = load_judge(args.judge)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out) / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    cap, planned, capacity_note = _capacity(args, control, slots, slo_ms, out)
     slowdown = planned / cap
     if args.derate_profiles and slowdown > 1.0:
         # The profile times each stage alone; live, light, heavy, discriminator, cascade and the

@@ -1,0 +1,75 @@
+"""The prompt router (serving.router) and the hybrid routing evaluation (zoo.hybrid)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from serving.router import TextRouter, featurize, fit_router, load_router, load_router_stage, tokens
+from serving.stage import StageSpecError, StaleArtifacts
+from zoo import hybrid
+
+
+def test_features_are_stable_across_processes_and_count_ngrams():
+    x = featurize(["a red circle", "A RED circle"], buckets=64, ngrams=2, length_scale=3.0)
+    assert np.array_equal(x[0], x[1])  # lower-cased; crc32 buckets, not Python's salted hash
+    assert x[0, :64].sum() == 3 + 2 and x[0, 64] == pytest.approx(1.0)
+    assert tokens("two red squares, and a circle") == ["two", "red", "squares", ",", "and", "a", "circle"]
+
+
+def test_a_router_learns_which_words_make_prompts_hard():
+    rng = np.random.default_rng(0)
+    prompts = [("a red circle and a blue square" if rng.random() < 0.5 else "a red circle") for _ in range(400)]
+    fails = np.array(["and" in p for p in prompts]) & (rng.random(400) < 0.9)
+    router = fit_router(prompts, fails, buckets=64)
+    s = router.score(["a red circle and a blue square", "a red circle"])
+    assert s[0] > 0.7 > 0.2 > s[1]
+
+
+def test_a_saved_router_loads_back_identically_and_bad_artifacts_are_named(tmp_path):
+    router = fit_router(["a b", "c d e"], np.array([True, False]), buckets=16, steps=10)
+    router.save(tmp_path)
+    again = load_router(tmp_path)
+    assert np.allclose(again.score(["a b", "x"]), router.score(["a b", "x"]))
+    (tmp_path / "router.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="router.json: format 'other'"):
+        load_router(tmp_path)
+    with pytest.raises(ValueError, match=r"shape \(3,\); expected \(17,\)"):
+        TextRouter(np.zeros(3), 0.0, buckets=16)
+
+
+def test_the_router_stage_refuses_artifacts_of_another_config(tmp_path):
+    fit_router(["a", "b"], np.array([True, False]), buckets=8, steps=2).save(tmp_path)
+    with pytest.raises(StageSpecError, match="stage.json: cannot read"):
+        load_router_stage(tmp_path)
+    (tmp_path / "stage.json").write_text(json.dumps({"format_version": 1, "kind": "discriminator"}))
+    with pytest.raises(StageSpecError, match="not a format-1 router stage"):
+        load_router_stage(tmp_path)
+    (tmp_path / "stage.json").write_text(json.dumps({"format_version": 1, "kind": "router", "config_hash": "old"}))
+    assert load_router_stage(tmp_path, expected_hash="old").buckets == 8
+    with pytest.raises(StaleArtifacts, match="re-run `make export`"):
+        load_router_stage(tmp_path, expected_hash="new")
+
+
+def test_hybrid_routes_the_top_router_share_then_defers_the_least_confident_of_the_rest():
+    score = np.array([0.9, 0.1, 0.8, 0.2, 0.3])
+    conf = np.array([0.5, 0.05, 0.9, 0.01, 0.6])
+    # r = 0.4 -> 2 routed (0, 2); d = 0.34 of the other 3 -> 1 deferred: the least confident (3)
+    assert hybrid.heavy_mask(score, conf, 0.4, 0.34).tolist() == [True, False, True, True, False]
+    assert hybrid.heavy_mask(score, conf, 0.0, 0.4).tolist() == [False, True, False, True, False]
+    assert hybrid.split(0.5, 0.2) == pytest.approx(0.375) and hybrid.split(0.3, 0.4) == 0.0
+    with pytest.raises(ValueError, match="expected one of each"):
+        hybrid.heavy_mask(score, conf[:2], 0.1, 0.1)
+
+
+def test_hybrid_split_is_chosen_on_calibration_and_can_lose_on_evaluation():
+    # calibration: the router is right, the discriminator wrong; evaluation: the other way round.
+    light_ok = np.array([False, True, True, True])
+    good = {"light_ok": light_ok, "heavy_ok": np.ones(4, bool), "router_score": np.array([1.0, 0, 0, 0]),
+            "confidence": np.array([1.0, 0.0, 0.5, 0.5])}
+    bad = {**good, "router_score": np.array([0.0, 1, 1, 1]), "confidence": np.array([0.0, 1, 1, 1])}
+    out = hybrid.curves(bad, good, shares=[0.25])
+    assert out["hybrid_router_share"][0] > 0  # the calibration set says: route
+    assert out["discriminator"] == [1.0] and out["hybrid"] == [0.75]  # ... which is worse here
+    assert out["hybrid_at_least_the_better_everywhere"] is False
