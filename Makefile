@@ -64,7 +64,7 @@ profile: export
 calibrate: export
 	$(PY) -m export calibrate --cascade $(CASCADE)
 
-## bench-sim  simulator: the paper's comparison, all MAF traces, the 1,024-GPU scale run -> benchmarks/results/sim/
+## bench-sim  simulator: the paper's comparison, all MAF traces, the 1,024-GPU scale run, the load sweep, sim vs the live run -> benchmarks/results/sim/
 bench-sim: setup
 	$(PY) -m benchmarks.sim --out benchmarks/results/sim
 
