@@ -29,22 +29,26 @@ class AdmissionControl:
         self.batch_ms: dict[str, float] = {}
         self.batch_items: dict[str, float] = {}
         self.defer_rate = 0.0
-        self.est = routing.StageEstimates()
+        self._est: routing.StageEstimates | None = routing.StageEstimates()
 
     def observe_call(self, stage: str, round_trip_ms: float, n_items: int) -> None:
         """One finished batch of ``n_items`` queries on ``stage``, ``round_trip_ms`` from queueing to finish."""
         self.batch_ms[stage] = routing.ewma(self.batch_ms.get(stage), round_trip_ms, self.alpha)
         self.batch_items[stage] = routing.ewma(self.batch_items.get(stage), n_items, self.alpha)
-        self._refresh()
+        self._est = None
 
     def observe_deferrals(self, fraction: float) -> None:
         """The deferred share of one light batch's cascade-routed queries."""
         self.defer_rate = routing.ewma(self.defer_rate, fraction, self.alpha)
-        self._refresh()
+        self._est = None
 
-    def _refresh(self) -> None:
-        self.est = routing.StageEstimates(batch_ms=dict(self.batch_ms), batch_items=dict(self.batch_items),
-                                          defer_rate=self.defer_rate)
+    @property
+    def est(self) -> routing.StageEstimates:
+        """The estimates as the live cascade hands them to its decision (rebuilt after a change)."""
+        if self._est is None:
+            self._est = routing.StageEstimates(batch_ms=dict(self.batch_ms), batch_items=dict(self.batch_items),
+                                               defer_rate=self.defer_rate)
+        return self._est
 
     def ahead(self, waiting: tuple[int, int], workers: tuple[int, int]) -> dict[str, float]:
         """``queries_ahead`` per stage from the queries queued or running and the workers per model."""

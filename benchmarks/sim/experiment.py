@@ -46,6 +46,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # Ablation: ours also provisioning to drain the observed queues (QualityPolicy.drain_queues).
     "quality-drain": ("quality", {"threshold_step": 0.01, "max_batch_wait_ms": 0.0, "spread_spare_workers": True,
                                   "drain_queues": True}),
+    # Ablation: ours assuming smoother batch arrivals in the M/D/c estimate (SCV 0.5, not 1).
+    "quality-scv0.5": ("quality", {"threshold_step": 0.01, "max_batch_wait_ms": 0.0, "spread_spare_workers": True,
+                                   "arrival_scv": 0.5}),
 }
 STATIC_KEYS = ("threshold", "light_workers", "heavy_workers", "light_batch", "heavy_batch")
 
