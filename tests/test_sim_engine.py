@@ -228,3 +228,14 @@ def test_scalar_and_numpy_batch_paths_give_identical_runs(monkeypatch):
     assert np.array_equal(small.outcome, large.outcome)
     assert np.array_equal(small.finish_ms, large.finish_ms, equal_nan=True)
     assert (small.outcome == SERVED_HEAVY).any() and (small.outcome == SERVED_LIGHT).any()
+
+
+def test_gpus_move_as_the_live_placement_moves_them_keeping_the_lowest_slots():
+    # 2 light GPUs; q0 at t=0 runs on GPU 1 (0..100 ms) while GPU 0 idles. At the 50-ms tick the
+    # plan wants 1 light + 1 heavy: the live placement keeps light on slot 0 and moves slot 1, the
+    # busy one, which finishes q0 and loads heavy 100..600 ms (not the idle GPU 0 at once).
+    # q1 (60 ms, deferred at t=0.5): light on GPU 0 60..160, heavy 600..1600.
+    res, _ = run([0, 60], plan(light=2), plan(light=1, heavy=1, t=0.5), conf=[0.9, 0.1], workers=2,
+                 window_s=0.05, load_s=0.5)
+    assert res.outcome.tolist() == [SERVED_LIGHT, SERVED_HEAVY]
+    assert res.finish_ms.tolist() == [100.0, 1600.0]
