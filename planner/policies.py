@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 from planner.baselines import ClipperPolicy, ProteusPolicy, StaticPolicy, fallback_plan, observed_queue_ms
 from planner.spare import spread_spare_workers
-from planner.milp import CascadeSpec, PlannerInfeasible, QueueModel, solve_cascade
+from planner.milp import CascadeSpec, PlannerInfeasible, solve_cascade
+from planner.queueing import QueueModel
 from planner.types import Instance, Plan
 
 POLICY_NAMES = ("diffserve", "quality", "clipper-light", "clipper-heavy", "proteus", "static")

@@ -252,3 +252,11 @@ def test_quality_draining_queues_gives_the_queued_model_more_capacity():
     assert drain.heavy_share == plain.heavy_share > 0  # enough GPUs: same threshold, more heavy GPUs
     need = 4.0 * drain.heavy_share + 20.0 / 5.0
     assert drain.capacity_qps["heavy"] >= need > plain.capacity_qps["heavy"]
+
+
+def test_cascade_spec_rejects_an_unknown_objective_naming_it():
+    from planner.milp import CascadeSpec
+    from planner.queueing import QueueModel
+
+    with pytest.raises(ValueError, match="'max_fid'.*'max_threshold' or 'min_fid'"):
+        CascadeSpec("max_fid", QueueModel("observed"), ())
