@@ -30,6 +30,7 @@ same run, interleaved, in alternating order.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import importlib
 import itertools
@@ -153,27 +154,20 @@ def decisions(gpus: int = 15, demands=(4, 8, 12, 16, 20, 24, 30, 40)) -> list[di
 # (policy, keyword arguments) solved on every random instance of ``--baseline``; a callable
 # builds the keywords from the instance (the static baseline needs profiled batch sizes).
 COMPARE_CASES = (
-    ("diffserve", {}),
-    ("diffserve", {"threshold_step": 0.05}),
-    ("quality", {}),
+    ("diffserve", {}), ("diffserve", {"threshold_step": 0.05}), ("quality", {}),
     ("quality", {"utilization_levels": (0.6, 0.9), "switch_cost_fid": 2.0}),
     ("quality", {"threshold_step": 0.01, "max_batch_wait_ms": 0.0, "spread_spare_workers": True}),
     ("quality", {"drain_queues": True, "arrival_scv": 0.5}),
     ("quality", {"solver_overrides": (("decompose_pairs", False),)}),
-    ("clipper-light", {}),
-    ("clipper-heavy", {}),
-    ("proteus", {}),
+    ("clipper-light", {}), ("clipper-heavy", {}), ("proteus", {}),
     ("static", lambda d: {"light_batch": min(d["models"][0][1]), "heavy_batch": min(d["models"][-1][1]),
                           "light_workers": 1, "heavy_workers": 2, "threshold": 0.4}),
 )
 
 
 def load_baseline_planner(root: Path):
-    """The ``planner`` package of the checkout at ``root``, imported beside this checkout's.
-
-    Our modules are taken out of ``sys.modules`` while the baseline's import and put back after,
-    so both packages live in one process, each bound to its own submodules.
-    """
+    """The ``planner`` package of the checkout at ``root``, imported beside ours: our modules leave
+    ``sys.modules`` while it imports and come back after; each package keeps its own submodules."""
     def take() -> dict:
         return {k: sys.modules.pop(k) for k in list(sys.modules) if k == "planner" or k.startswith("planner.")}
     if not (root / "planner" / "__init__.py").is_file():
@@ -269,7 +263,8 @@ class Comparison:
         ours, base = (dataclasses.asdict(plans[s]) for s in ("ours", "base"))
         diff = {k: [base[k], ours[k]] for k in ours if k != "solve_time_ms" and ours[k] != base.get(k)}
         if diff:
-            self.differences.append({"case": label, "fields (baseline, this)": diff})
+            self.differences.append({"case": label, "status (baseline, this)": [plans["base"].status, plans["ours"].status],
+                                     "fields (baseline, this)": diff})
         return plans["ours"], plans["base"]
 
     def summary(self) -> list[dict]:
@@ -302,7 +297,7 @@ def compare_with_baseline(base, gpus_list: list[int], windows: int, seed: int, n
         desc = random_description(random.Random(seed * 7919 + i))
         for pol, kw in COMPARE_CASES:
             kw = kw(desc) if callable(kw) else kw
-            cmp.solve("random instances, every policy", f"random {i} {pol} {kw}", make_policy(pol, **kw),
+            cmp.solve("random instances, every policy", f"{pol} random {i} {kw}", make_policy(pol, **kw),
                       base.make_policy(pol, **kw), build_instance(planner, desc), build_instance(base, desc))
     return cmp
 
@@ -371,9 +366,12 @@ def run_baseline(args, argv) -> int:
     meta = {
         "command": "benchmarks/bench_planner.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "baseline": str(args.baseline), "plans_compared": cmp.count, "plans_differing": len(cmp.differences),
+        "differing_by_policy_and_status": dict(collections.Counter(
+            f"{d['case'].split()[0]}: {'/'.join(d['status (baseline, this)'])}" for d in cmp.differences)),
         "loadavg_before": load_before, "loadavg_after": load_after, "cpus": os.cpu_count(),
     }
-    out.write_text(json.dumps({"meta": meta, "rows": rows, "differences": cmp.differences}, indent=2, default=str))
+    doc = {"meta": meta, "rows": rows, "differences (first 40)": cmp.differences[:40]}
+    out.write_text(json.dumps(doc, indent=2, default=str))
     print("| case | plans | CPU p50 base / this ms | ratio | CPU p95 base / this ms | ratio | wall p95 ratio | statuses (this) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
@@ -381,7 +379,8 @@ def run_baseline(args, argv) -> int:
         print(f"| {r['case']} | {r['plans']} | {r['base_cpu_ms_p50']:.1f} / {r['ours_cpu_ms_p50']:.1f} | "
               f"{r['ratio_cpu_p50']:.2f} | {r['base_cpu_ms_p95']:.1f} / {r['ours_cpu_ms_p95']:.1f} | "
               f"{r['ratio_cpu_p95']:.2f} | {r['ratio_wall_p95']:.2f} | {st} |")
-    print(f"\n{cmp.count} plan pairs compared, {len(cmp.differences)} differ (all fields but solve_time_ms)")
+    print(f"\n{cmp.count} plan pairs compared, {len(cmp.differences)} differ (all fields but solve_time_ms): "
+          f"{meta['differing_by_policy_and_status']}")
     for d in cmp.differences[:10]:
         print(f"  {d['case']}: {d['fields (baseline, this)']}")
     print(f"load average (1/5/15 min) before {load_before}, after {load_after}; {os.cpu_count()} CPUs; JSON: {out}")
