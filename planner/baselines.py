@@ -1,7 +1,7 @@
 r"""Baseline policies (same interface as the cascade MILP) and the overload fallback plan.
 
 - ``clipper-light`` / ``clipper-heavy``: every GPU serves one model, no cascade. The batch is
-  the smallest profiled size whose N-worker throughput meets the demand within the SLO (the
+  the smallest profiled size whose N-GPU throughput meets the demand within the SLO (the
   lowest latency that keeps up); if none does, the highest-throughput batch within the SLO
   and status FALLBACK. Exhaustive over <= 6 batch sizes, hence OPTIMAL.
 - ``proteus``: query-agnostic accuracy scaling. Each query goes to exactly one model at random,
@@ -20,7 +20,7 @@ Queueing for all of them is the observed delay (the paper's Little's law,
 Proteus MILP (CP-SAT; rates in milli-queries/s, shares in per-mille ``s`` in {0..1000})
 --------------------------------------------------------------------------------------
 Variables: ``y[m,b]`` in {0,1} (model ``m`` in {L, H} uses batch ``b``), ``n[m,b]`` in {0..N}
-(its workers, the linearized product ``x[m] * y[m,b]``), ``s``.
+(its GPUs, the linearized product ``x[m] * y[m,b]``), ``s``.
 
 (P1) ``sum_b y[m,b] <= 1`` for each ``m``.
 (P2) ``y[m,b] <= n[m,b] <= N y[m,b]``.
@@ -218,18 +218,18 @@ class ProteusPolicy:
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return fallback_plan(inst, self.name, f"proteus MILP {solver.status_name(status)}: demand {D:.3f} qps", t0)
         share = solver.value(s) / 1000.0
-        workers, batch, capq, lat = {}, {}, {}, {}
+        gpus, batch, capq, lat = {}, {}, {}, {}
         for (k, b), v in y.items():
             if solver.value(v):
                 prof = profs[k]
-                workers[prof.name] = int(solver.value(n[k, b]))
+                gpus[prof.name] = int(solver.value(n[k, b]))
                 batch[prof.name] = b
-                capq[prof.name] = workers[prof.name] * prof.throughput_qps(b)
+                capq[prof.name] = gpus[prof.name] * prof.throughput_qps(b)
                 lat[prof.name] = prof.latency_ms(b) + qms[k]
         q = inst.quality
         return Plan(
             policy=self.name,
-            workers=workers,
+            workers=gpus,
             batch_size=batch,
             threshold=0.0,
             capacity_qps=capq,

@@ -59,7 +59,7 @@ class DiffServePolicy:
     """The paper's formulation: maximize t s.t. capacity, SLO (observed queueing) and N GPUs."""
 
     time_limit_s: float = 1.0
-    search_workers: int = 1
+    search_workers: int = 1  # CP-SAT search threads, not GPUs
     threshold_step: float | None = None
     solver_overrides: tuple[tuple[str, Any], ...] = ()
     name: str = "diffserve"
@@ -98,7 +98,7 @@ class QualityPolicy:
     arrival_scv: float = 1.0
     max_batch_wait_ms: float | None = None
     time_limit_s: float = 1.0
-    search_workers: int = 1
+    search_workers: int = 1  # CP-SAT search threads, not GPUs
     threshold_step: float | None = None
     solver_overrides: tuple[tuple[str, Any], ...] = ()
     spread_spare_workers: bool = False  # give GPUs the plan leaves idle to its models (planner.spare)

@@ -194,7 +194,7 @@ def _latency_terms(opts: CascadeOptions, gm: GroupModel, stage: Stage, rate_qps:
             banned.append(gm.y[(stage, i)])
             continue
         terms.append((gm.y[(stage, i)], c))
-        phi = opts.spec.queue.fill_ms_per_worker(o.batch, rate_qps)
+        phi = opts.spec.queue.fill_ms_per_gpu(o.batch, rate_qps)
         if phi > 0:
             terms.append((gm.n[(stage, i)], _us(phi, slo_us)))
     return terms, banned

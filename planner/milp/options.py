@@ -92,7 +92,7 @@ class CascadeOptions:
         """Planned latency of ``option`` of ``stage`` at ``rate_qps`` with ``gpus`` GPUs, ms."""
         ms = self.fixed_ms[(stage, option, rate_qps)]
         if gpus > 0 and option.batch > 1:  # the fill wait grows with the GPUs sharing the stream
-            return ms + self.spec.queue.fill_ms_per_worker(option.batch, rate_qps) * gpus
+            return ms + self.spec.queue.fill_ms_per_gpu(option.batch, rate_qps) * gpus
         return ms
 
     def demand_mq(self, rate_qps: float) -> int:
@@ -115,7 +115,7 @@ def _stage_options(inst: Instance, spec: CascadeSpec, stage: Stage, light_rate_q
     prof, queue = inst.model(stage[0]), spec.queue
     return [
         StageOption(b, rho, int(math.floor(rho * prof.throughput_qps(b) * MQ_PER_Q)), prof.throughput_qps(b),
-                    queue.min_workers(prof, b, rho, light_rate_qps) if stage[1] == LIGHT else 1)
+                    queue.min_gpus(prof, b, rho, light_rate_qps) if stage[1] == LIGHT else 1)
         for b in prof.batch_sizes
         if prof.latency_ms(b) <= inst.slo_ms  # a slower batch can never meet the SLO
         for rho in queue.utilization_levels
