@@ -114,7 +114,7 @@ def run_cell(policy_name: str, variants: int, gpus: int, windows: int, seed: int
     kw = {"solver_overrides": tuple(overrides)} if overrides else {}
     policy = make_policy(policy_name, **kw)
     current = None
-    wall, cpu, status, fids = [], [], {}, []
+    wall, cpu, status, fids, reasons = [], [], {}, [], set()
     for draw in window_draws(variants, gpus, windows, seed):
         inst = cell_instance(planner, data_, gpus, draw, current)
         w0, c0 = time.perf_counter(), time.thread_time()
@@ -123,13 +123,14 @@ def run_cell(policy_name: str, variants: int, gpus: int, windows: int, seed: int
         wall.append((time.perf_counter() - w0) * 1000.0)
         status[plan.status] = status.get(plan.status, 0) + 1
         fids.append(plan.expected_fid)
+        reasons |= {f"{plan.status}: {plan.reason}"} if plan.status not in ("OPTIMAL", "STATIC") else set()
         current = plan.as_allocation()
 
     return {
         "policy": policy_name, "variants": variants, "gpus": gpus, "windows": windows,
         "wall_ms_p50": statistics.median(wall), "wall_ms_p95": pct(wall, 95), "wall_ms_max": max(wall),
         "cpu_ms_p50": statistics.median(cpu), "cpu_ms_p95": pct(cpu, 95),
-        "status": status, "mean_expected_fid": statistics.fmean(fids),
+        "status": status, "mean_expected_fid": statistics.fmean(fids), "not_optimal_reasons": sorted(reasons)[:5],
     }
 
 
