@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 from planner.baselines import ClipperPolicy, ProteusPolicy, StaticPolicy, fallback_plan, observed_queue_ms
 from planner.spare import spread_spare_workers
-from planner.milp import CascadeSpec, PlannerInfeasible, QueueModel, solve_cascade
+from planner.milp import CascadeSpec, PlannerInfeasible, solve_cascade
+from planner.queueing import QueueModel
 from planner.types import Instance, Plan
 
 POLICY_NAMES = ("diffserve", "quality", "clipper-light", "clipper-heavy", "proteus", "static")
@@ -58,7 +59,7 @@ class DiffServePolicy:
     """The paper's formulation: maximize t s.t. capacity, SLO (observed queueing) and N GPUs."""
 
     time_limit_s: float = 1.0
-    search_workers: int = 1
+    search_workers: int = 1  # CP-SAT search threads, not GPUs
     threshold_step: float | None = None
     solver_overrides: tuple[tuple[str, Any], ...] = ()
     name: str = "diffserve"
@@ -97,7 +98,7 @@ class QualityPolicy:
     arrival_scv: float = 1.0
     max_batch_wait_ms: float | None = None
     time_limit_s: float = 1.0
-    search_workers: int = 1
+    search_workers: int = 1  # CP-SAT search threads, not GPUs
     threshold_step: float | None = None
     solver_overrides: tuple[tuple[str, Any], ...] = ()
     spread_spare_workers: bool = False  # give GPUs the plan leaves idle to its models (planner.spare)

@@ -1,4 +1,4 @@
-"""Queueing estimates for batched diffusion workers (pure functions, no solver).
+"""Queueing estimates for batched diffusion models on GPUs (pure functions, no solver).
 
 Two families:
 
@@ -7,18 +7,19 @@ Two families:
 - Ours (policy ``quality``), a model of batched service so that the plan's own allocation sets
   the queueing delay instead of the past window's queues:
 
-  * batch fill: a worker that waits for a full batch of ``b`` queries, fed ``lambda / x``
+  * batch fill: a GPU that waits for a full batch of ``b`` queries, fed ``lambda / x``
     queries/s, keeps the first query of a batch waiting ``(b - 1) x / lambda`` seconds
     (:func:`batch_fill_ms`, worst case in a batch; 0 for ``b = 1``);
   * congestion: batches arrive at rate ``lambda / b`` and are served in a deterministic
-    ``s_b`` by ``c`` workers sharing one queue (Triton's dynamic batcher): an M/D/c queue of
+    ``s_b`` by ``c`` GPUs sharing one queue (Triton's dynamic batcher): an M/D/c queue of
     batches, approximated by Allen-Cunneen, ``W ~= C(c, a) s_b / (c - a) * (ca2 + cs2) / 2``
     with offered load ``a = lambda s_b / b`` Erlangs, Erlang-C probability of waiting
     ``C(c, a)``, service SCV ``cs2 = 0`` (profiled deterministic latency) and arrival SCV
     ``ca2`` (1 = Poisson batches, the conservative default; ``1/b`` when batches form from
     Poisson queries) (:func:`mdc_wait_ms`).
 
-All times are milliseconds, rates queries per second.
+All times are milliseconds, rates queries per second. A server of the queueing formulas is one
+GPU (one model instance on it), called ``gpus`` in every name here.
 """
 from __future__ import annotations
 
@@ -91,12 +92,12 @@ def erlang_c_many(servers: np.ndarray, offered_erlangs: np.ndarray) -> np.ndarra
     return out
 
 
-def mdc_wait_ms_many(arrival_qps, batch, batch_latency_ms, workers, arrival_scv: float = 1.0) -> np.ndarray:
+def mdc_wait_ms_many(arrival_qps, batch, batch_latency_ms, gpus, arrival_scv: float = 1.0) -> np.ndarray:
     """Vectorized :func:`mdc_wait_ms` over equal-shape arrays (``inf`` where unstable)."""
     lam = np.asarray(arrival_qps, dtype=np.float64)
     b = np.asarray(batch, dtype=np.float64)
     s = np.asarray(batch_latency_ms, dtype=np.float64)
-    c = np.asarray(workers, dtype=np.int64)
+    c = np.asarray(gpus, dtype=np.int64)
     a = lam * (s / 1000.0) / b
     pw = erlang_c_many(c, np.minimum(a, c))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -104,43 +105,43 @@ def mdc_wait_ms_many(arrival_qps, batch, batch_latency_ms, workers, arrival_scv:
     return np.where(lam == 0, 0.0, w)
 
 
-def mdc_wait_ms(arrival_qps: float, batch: int, batch_latency_ms: float, workers: int, arrival_scv: float = 1.0) -> float:
+def mdc_wait_ms(arrival_qps: float, batch: int, batch_latency_ms: float, gpus: int, arrival_scv: float = 1.0) -> float:
     """Mean wait of a batch in an M/D/c-style queue (Allen-Cunneen), in ms.
 
     ``arrival_qps`` queries/s grouped in batches of ``batch`` served in ``batch_latency_ms`` by
-    ``workers`` parallel workers sharing one queue. Returns ``inf`` when utilization >= 1.
+    ``gpus`` parallel GPUs sharing one queue. Returns ``inf`` when utilization >= 1.
     """
-    if arrival_qps < 0 or batch < 1 or batch_latency_ms <= 0 or workers < 1 or arrival_scv < 0:
+    if arrival_qps < 0 or batch < 1 or batch_latency_ms <= 0 or gpus < 1 or arrival_scv < 0:
         raise ValueError(
             f"arrival_qps={arrival_qps}, batch={batch}, batch_latency_ms={batch_latency_ms}, "
-            f"workers={workers}, arrival_scv={arrival_scv}; expected >= 0, >= 1, > 0, >= 1, >= 0"
+            f"gpus={gpus}, arrival_scv={arrival_scv}; expected >= 0, >= 1, > 0, >= 1, >= 0"
         )
     if arrival_qps == 0:
         return 0.0
     s = batch_latency_ms
-    a = arrival_qps * (s / 1000.0) / batch  # offered load in Erlangs (busy workers on average)
-    if a >= workers:
+    a = arrival_qps * (s / 1000.0) / batch  # offered load in Erlangs (busy GPUs on average)
+    if a >= gpus:
         return math.inf
-    return erlang_c(workers, a) * s / (workers - a) * (arrival_scv + 0.0) / 2.0
+    return erlang_c(gpus, a) * s / (gpus - a) * (arrival_scv + 0.0) / 2.0
 
 
-def batch_fill_ms(arrival_qps: float, batch: int, workers: int) -> float:
-    """Worst-case wait for a full batch at one of ``workers`` workers fed ``arrival_qps`` in all, ms.
+def batch_fill_ms(arrival_qps: float, batch: int, gpus: int) -> float:
+    """Worst-case wait for a full batch at one of ``gpus`` GPUs fed ``arrival_qps`` in all, ms.
 
-    ``(batch - 1) * workers / arrival_qps`` seconds; 0 for ``batch == 1``; ``inf`` when nothing
+    ``(batch - 1) * gpus / arrival_qps`` seconds; 0 for ``batch == 1``; ``inf`` when nothing
     arrives but a batch > 1 is awaited.
     """
-    if arrival_qps < 0 or batch < 1 or workers < 0:
-        raise ValueError(f"arrival_qps={arrival_qps}, batch={batch}, workers={workers}; expected >= 0, >= 1, >= 0")
-    if batch == 1 or workers == 0:
+    if arrival_qps < 0 or batch < 1 or gpus < 0:
+        raise ValueError(f"arrival_qps={arrival_qps}, batch={batch}, gpus={gpus}; expected >= 0, >= 1, >= 0")
+    if batch == 1 or gpus == 0:
         return 0.0
     if arrival_qps == 0:
         return math.inf
-    return 1000.0 * (batch - 1) * workers / arrival_qps
+    return 1000.0 * (batch - 1) * gpus / arrival_qps
 
 
-def min_workers(arrival_qps: float, batch: int, batch_latency_ms: float, utilization: float) -> int:
-    """Fewest workers that keep utilization <= ``utilization`` (at least 1)."""
+def min_gpus(arrival_qps: float, batch: int, batch_latency_ms: float, utilization: float) -> int:
+    """Fewest GPUs that keep utilization <= ``utilization`` (at least 1)."""
     if not 0 < utilization <= 1:
         raise ValueError(f"utilization {utilization}; expected in (0, 1]")
     a = arrival_qps * (batch_latency_ms / 1000.0) / batch
@@ -154,7 +155,7 @@ class QueueModel:
     ``kind="observed"``: the paper's constant per model (``observed_ms``), utilization 1.0.
     ``kind="batched"``: M/D/c wait of batches + batch-fill wait, per utilization level.
     ``max_batch_wait_ms`` caps the fill wait (the batcher's max queue delay; None = waits for a
-    full batch, fill grows with workers).
+    full batch, fill grows with GPUs).
     """
 
     kind: str
@@ -171,24 +172,25 @@ class QueueModel:
         if self.max_batch_wait_ms is not None and not self.max_batch_wait_ms >= 0:
             raise ValueError(f"max_batch_wait_ms {self.max_batch_wait_ms}; expected >= 0 or None")
 
-    def min_workers(self, prof: ModelProfile, b: int, rho: float, lam: float) -> int:
+    def min_gpus(self, prof: ModelProfile, b: int, rho: float, lam: float) -> int:
+        """Fewest GPUs the wait estimate assumes at batch ``b``, level ``rho``, rate ``lam``."""
         if self.kind == "observed":
             return 1
-        return min_workers(lam, b, prof.latency_ms(b), rho)
+        return min_gpus(lam, b, prof.latency_ms(b), rho)
 
-    def wait_ms(self, requests: list[tuple[ModelProfile, int, float, float]], max_workers: int) -> list[float]:
+    def wait_ms(self, requests: list[tuple[ModelProfile, int, float, float]], max_gpus: int) -> list[float]:
         """Queueing wait (not fill) in ms for each (stage profile, batch, level rho, rate lam).
 
-        ``batched``: M/D/c wait with the fewest workers that keep utilization <= rho (the plan
-        has at least that many, and more workers only shorten the wait), priced in one
-        vectorized pass; ``inf`` where that floor exceeds ``max_workers`` (unusable option).
+        ``batched``: M/D/c wait with the fewest GPUs that keep utilization <= rho (the plan
+        has at least that many, and more GPUs only shorten the wait), priced in one
+        vectorized pass; ``inf`` where that floor exceeds ``max_gpus`` (unusable option).
         """
         if self.kind == "observed":
             return [float(self.observed_ms.get(prof.name, 0.0)) for prof, _, _, _ in requests]
         if not requests:
             return []
-        c = np.array([self.min_workers(r[0], r[1], r[2], r[3]) for r in requests], dtype=np.int64)
-        usable = c <= max_workers
+        c = np.array([self.min_gpus(r[0], r[1], r[2], r[3]) for r in requests], dtype=np.int64)
+        usable = c <= max_gpus
         out = np.full(len(requests), np.inf)
         if usable.any():
             idx = np.flatnonzero(usable)
@@ -201,8 +203,8 @@ class QueueModel:
             )
         return out.tolist()
 
-    def fill_ms_per_worker(self, b: int, lam: float) -> float:
-        """Batch-fill wait per worker of the stage, ms (0 when not modelled)."""
+    def fill_ms_per_gpu(self, b: int, lam: float) -> float:
+        """Batch-fill wait per GPU of the stage, ms (0 when not modelled)."""
         if self.kind == "observed" or b == 1 or self.max_batch_wait_ms is not None:
             return 0.0
         return math.inf if lam <= 0 else 1000.0 * (b - 1) / lam

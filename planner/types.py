@@ -62,7 +62,7 @@ class ModelProfile:
         return float(self.batch_latency_ms[batch])
 
     def throughput_qps(self, batch: int) -> float:
-        """Queries per second one worker sustains at this batch size."""
+        """Queries per second one GPU sustains at this batch size."""
         return 1000.0 * batch / self.latency_ms(batch)
 
 
@@ -133,7 +133,7 @@ class QualityCurve:
 
 @dataclasses.dataclass(frozen=True)
 class Allocation:
-    """What runs now: workers (GPUs) and batch size per model name."""
+    """What runs now: GPUs (field ``workers``) and batch size per model name."""
 
     workers: Mapping[str, int]
     batch_size: Mapping[str, int]
@@ -153,8 +153,10 @@ class Instance:
     """One planning problem (one window).
 
     ``models`` are the variants ordered light -> heavy (the cascade uses a pair; policies that
-    choose among more variants pick the pair). ``demand_qps`` is the (already over-provisioned)
-    arrival-rate estimate. ``queue_delay_ms`` is the observed mean queueing delay per model
+    choose among more variants pick the pair). ``num_workers`` is the number of GPUs the plan
+    may use (one model instance each; the field keeps its name until the cross-package rename in
+    docs/planner.md). ``demand_qps`` is the (already over-provisioned) arrival-rate estimate.
+    ``queue_delay_ms`` is the observed mean queueing delay per model
     during the last window (0 when unknown). ``queue_length`` (mean queries waiting) with
     ``model_arrival_qps`` (arrivals per second at that model) gives the paper's Little's-law
     queueing estimate ``queue_length / arrival rate``; it takes precedence over
@@ -232,7 +234,8 @@ class Instance:
 class Plan:
     """The planner's decision for one window.
 
-    ``workers``/``batch_size`` are keyed by model name (models with 0 workers may be absent).
+    ``workers`` (GPUs per model) and ``batch_size`` are keyed by model name (models with 0 GPUs
+    may be absent).
     ``threshold`` is the confidence threshold t (defer when confidence < t).
     ``capacity_qps`` is the throughput the allocation sustains per model.
     ``expected_fid`` is the quality curve at the planned light share.

@@ -252,3 +252,42 @@ def test_quality_draining_queues_gives_the_queued_model_more_capacity():
     assert drain.heavy_share == plain.heavy_share > 0  # enough GPUs: same threshold, more heavy GPUs
     need = 4.0 * drain.heavy_share + 20.0 / 5.0
     assert drain.capacity_qps["heavy"] >= need > plain.capacity_qps["heavy"]
+
+
+def test_cascade_spec_rejects_an_unknown_objective_naming_it():
+    from planner.milp import CascadeSpec
+    from planner.queueing import QueueModel
+
+    with pytest.raises(ValueError, match="'max_fid'.*'max_threshold' or 'min_fid'"):
+        CascadeSpec("max_fid", QueueModel("observed"), ())
+
+
+@pytest.mark.parametrize("name", ["diffserve", "quality", "proteus"])
+def test_overload_fallback_drains_a_backlog_at_the_highest_throughput_batch(name):
+    # Light: batch 1 = 10 qps/GPU, batch 8 = 20 qps/GPU, batch 32 misses the 2 s SLO on its own.
+    # Little's law: 300 queued at 100 qps = 3 s of queueing, more than the SLO, so no batch
+    # "fits" with the queueing. Batch 1 would halve the capacity the backlog needs to drain;
+    # the plan keeps the highest-throughput batch that executes within the SLO.
+    light = ModelProfile("light", {1: 100.0, 8: 400.0, 32: 2500.0}, 0)
+    inst = tiny(models=(light, HEAVY), demand_qps=1000.0,
+                queue_length={"light": 300.0}, model_arrival_qps={"light": 100.0})
+    plan = make_policy(name).plan(inst)
+    assert plan.status == "FALLBACK"
+    assert plan.batch_size == {"light": 8} and plan.workers == {"light": 4}
+    assert plan.capacity_qps["light"] == pytest.approx(80.0)
+    assert "drain the backlog" in plan.reason and "3000 ms" in plan.reason
+
+
+def test_overload_fallback_takes_the_highest_throughput_batch_when_none_executes_within_the_slo():
+    # SLO 2 s; batch 2 (2.5 s, 0.8 qps/GPU) and batch 4 (3 s, 1.33 qps/GPU) both miss it alone.
+    light = ModelProfile("light", {2: 2500.0, 4: 3000.0}, 0)
+    plan = make_policy("diffserve").plan(tiny(models=(light, HEAVY), demand_qps=50.0))
+    assert plan.status == "FALLBACK" and plan.batch_size == {"light": 4}
+
+
+def test_fallback_prefers_throughput_over_batch_size_where_the_gpu_saturates():
+    # The paper's SD-Turbo saturates at batch 16: 20.78 qps/GPU at 770 ms, 20.51 at 32 (1560 ms).
+    light = ModelProfile("light", {1: 100.0, 16: 770.0, 32: 1560.0}, 0)
+    plan = make_policy("diffserve").plan(tiny(models=(light, HEAVY), demand_qps=1000.0, slo_ms=5000.0))
+    assert plan.status == "FALLBACK" and plan.batch_size == {"light": 16}
+    assert plan.capacity_qps["light"] == pytest.approx(4 * 16 / 0.77)

@@ -1,7 +1,7 @@
 """The CP-SAT plans against an independent brute force, and properties on the paper's data.
 
 The brute force enumerates every pair, threshold, option (batch, utilization level) and worker
-count in real arithmetic, applying the semantics stated in planner/milp.py's docstring, with the
+count in real arithmetic, applying the semantics stated in planner/milp/model.py's docstring, with the
 scalar queueing formulas (themselves checked against closed forms and a simulation below).
 """
 from __future__ import annotations
