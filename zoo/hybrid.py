@@ -15,6 +15,8 @@ Quality = prompt fidelity (the judge finds exactly the prompt's objects) of the 
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 HEAVY_SHARES = np.round(np.arange(0.10, 0.9001, 0.05), 2)
@@ -90,10 +92,12 @@ def curves(evaluation: dict, calibration: dict, shares=HEAVY_SHARES) -> dict:
 CALIBRATION_SEED = 20251126  # configs/tiny.yaml's calibration.seed: what `make calibrate` would see
 
 
-def routing_set(prompts: list[str], light: np.ndarray, heavy: np.ndarray, judge, disc_confidence, router) -> dict:
+def routing_set(prompts: list[str], light: np.ndarray, heavy: np.ndarray, judge, disc, router) -> dict:
     """The arrays :func:`curves` takes, for one prompt set with its light and heavy images."""
+    from zoo.sampling import disc_confidence  # noqa: PLC0415
+
     return {"light_ok": judge.fidelity(light, prompts), "heavy_ok": judge.fidelity(heavy, prompts),
-            "router_score": router.score(prompts), "confidence": disc_confidence(light)}
+            "router_score": router.score(prompts), "confidence": disc_confidence(disc, light)}
 
 
 def plot(result: dict, path) -> None:
@@ -112,3 +116,71 @@ def plot(result: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def hybrid_report(out, weights, pipes: dict, judge, disc, evaluation: dict, calibration_per_difficulty: int,
+                  cache=None, evaluation_prompts: dict | None = None) -> dict:
+    """hybrid.json + hybrid.png under ``out``: the four curves on ``evaluation``, hybrid's router share
+    chosen on ``calibration_per_difficulty`` x 2 calibration prompts (seed :data:`CALIBRATION_SEED`)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from serving.router import load_router  # noqa: PLC0415
+    from zoo.domain import eval_prompts  # noqa: PLC0415
+    from zoo.sampling import cached_images  # noqa: PLC0415
+    from zoo.train_discriminator import roc_auc  # noqa: PLC0415
+
+    prompts = eval_prompts(CALIBRATION_SEED, calibration_per_difficulty)
+    seeds = [CALIBRATION_SEED + i for i in range(len(prompts))]
+    heavy, light = cached_images(pipes, prompts, seeds, weights, cache)
+    calibration = routing_set(prompts, light, heavy, judge, disc, load_router(Path(weights) / "router"))
+    result = {"evaluation_prompts": evaluation_prompts or {"n": len(evaluation["light_ok"])},
+              "calibration_prompts": {"seed": CALIBRATION_SEED, "n_per_difficulty": calibration_per_difficulty},
+              "router_auc_light_fails": {
+                  "evaluation": roc_auc(evaluation["router_score"], ~evaluation["light_ok"]),
+                  "calibration": roc_auc(calibration["router_score"], ~calibration["light_ok"])},
+              "discriminator_auc_light_fails": roc_auc(-evaluation["confidence"], ~evaluation["light_ok"]),
+              **curves(evaluation, calibration)}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "hybrid.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, Path(out) / "hybrid.png")
+    print("heavy share  random  disc   router  hybrid (router share)")
+    for row in zip(result["heavy_share"], result["random"], result["discriminator"], result["router"],
+                   result["hybrid"], result["hybrid_router_share"]):
+        print("{:4.2f}        {:.3f}   {:.3f}  {:.3f}   {:.3f}  ({:.2f})".format(*row))
+    print(f"hybrid >= the better of discriminator and router at every share: "
+          f"{result['hybrid_at_least_the_better_everywhere']}; strictly better at {result['hybrid_strictly_better_at']}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m zoo.hybrid``: only the routing-policy part of ``make tiny-report`` (same prompts, same caches)."""
+    import argparse  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from export.discriminators import load_discriminator  # noqa: PLC0415
+    from serving.router import load_router  # noqa: PLC0415
+    from zoo.domain import eval_prompts  # noqa: PLC0415
+    from zoo.judge import load_judge  # noqa: PLC0415
+    from zoo.sampling import PROMPT_SEED, WEIGHTS, cached_images, load_pipeline  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--weights", type=Path, default=WEIGHTS)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/tiny"))
+    ap.add_argument("--n-per-difficulty", type=int, default=250, help="evaluation prompts per difficulty")
+    ap.add_argument("--calibration-per-difficulty", type=int, default=500)
+    ap.add_argument("--image-cache", type=Path, default=Path("runs/tiny/report_images.npz"))
+    a = ap.parse_args(argv)
+    pipes = {k: load_pipeline(a.weights / k) for k in ("heavy", "light")}
+    judge, disc = load_judge(a.weights / "judge"), load_discriminator(a.weights / "discriminator")
+    prompts = eval_prompts(PROMPT_SEED, a.n_per_difficulty)
+    seeds = list(range(10_000, 10_000 + len(prompts)))  # the report's evaluation seeds
+    heavy, light = cached_images(pipes, prompts, seeds, a.weights, a.image_cache)
+    evaluation = routing_set(prompts, light, heavy, judge, disc, load_router(a.weights / "router"))
+    hybrid_report(a.out, a.weights, pipes, judge, disc, evaluation, a.calibration_per_difficulty,
+                  a.image_cache.with_name(a.image_cache.stem + "_calibration.npz"),
+                  {"seed": PROMPT_SEED, "n_per_difficulty": a.n_per_difficulty})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,7 +19,6 @@ Writes ``report.json`` and PNG plots under ``--out`` (default ``benchmarks/resul
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -32,26 +31,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from export.discriminators import load_discriminator  # noqa: E402
-from zoo.common import to_tensor01  # noqa: E402
 from serving.router import load_router  # noqa: E402
 from zoo.domain import eval_prompts, parse_caption, render  # noqa: E402
-from zoo.hybrid import CALIBRATION_SEED, curves, plot, routing_set  # noqa: E402
+from zoo.hybrid import hybrid_report, routing_set  # noqa: E402
 from zoo.judge import load_judge  # noqa: E402
 from zoo.metrics import SHARES, cascade_curves, fid  # noqa: E402
-from zoo.sampling import SAMPLING, generate, load_pipeline  # noqa: E402
+from zoo.sampling import PROMPT_SEED, SAMPLING, WEIGHTS, cached_images, disc_confidence, generate, load_pipeline  # noqa: E402
 from zoo.train_discriminator import roc_auc  # noqa: E402
 
-WEIGHTS = Path("zoo/weights")
-PROMPT_SEED = 2024  # disjoint from the training streams (seeds 1-5) and the training-time eval (123)
-
-
-def _weights_key(weights: Path, n: int) -> str:
-    """Hash of the heavy and light weight files + prompt count: when a cached image set is valid."""
-    h = hashlib.sha256(f"{n}".encode())
-    for f in sorted((weights / "heavy").rglob("*")) + sorted((weights / "light").rglob("*")):
-        if f.is_file() and f.suffix in (".safetensors", ".json"):
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def fid_curves(light_f: np.ndarray, heavy_f: np.ndarray, real_f: np.ndarray, confidence: np.ndarray,
@@ -107,22 +94,11 @@ def _parse_args() -> argparse.Namespace:
     p.add_argument("--n-per-difficulty", type=int, default=300)
     p.add_argument("--timing-repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--calibration-per-difficulty", type=int, default=500,
+                   help="calibration prompts per difficulty on which hybrid routing picks its router share")
     p.add_argument("--image-cache", type=Path, default=None,
                    help="npz of generated images, reused when present AND made from the same weights files")
     return p.parse_args()
-
-
-def _generated_images(a: argparse.Namespace, pipes: dict, prompts: list[str], seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(heavy, light) images of the prompts, from ``--image-cache`` when it was made from the same weights."""
-    key = _weights_key(a.weights, a.n_per_difficulty)
-    if a.image_cache is not None and a.image_cache.is_file() and str(np.load(a.image_cache)["key"]) == key:
-        with np.load(a.image_cache) as z:
-            return z["heavy"], z["light"]
-    heavy = generate(pipes["heavy"], prompts, seeds, SAMPLING["heavy"], progress=True)
-    light = generate(pipes["light"], prompts, seeds, SAMPLING["light"], progress=True)
-    if a.image_cache is not None:
-        np.savez(a.image_cache, heavy=heavy, light=light, key=key)
-    return heavy, light
 
 
 def _by_difficulty(diff: np.ndarray, ok: dict, feats: dict, conf: np.ndarray) -> dict:
@@ -180,37 +156,6 @@ def _print_summary(report: dict, threads: int) -> None:
           f"{timing['light_ms']:.1f}, ratio {timing['heavy_over_light']:.1f}")
 
 
-def _confidence(disc, images: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return torch.sigmoid(disc(to_tensor01(images))).numpy()
-
-
-def _hybrid_report(a: argparse.Namespace, pipes: dict, judge, disc, evaluation: dict) -> None:
-    """hybrid.json + hybrid.png: the four routing curves; hybrid's router share chosen on calibration prompts."""
-    n = a.n_per_difficulty
-    prompts = eval_prompts(CALIBRATION_SEED, n)
-    seeds = [CALIBRATION_SEED + i for i in range(len(prompts))]
-    cache = a.image_cache.with_name(a.image_cache.stem + "_calibration.npz") if a.image_cache else None
-    heavy, light = _generated_images(argparse.Namespace(**{**vars(a), "image_cache": cache}), pipes, prompts, seeds)
-    router = load_router(a.weights / "router")
-    calibration = routing_set(prompts, light, heavy, judge, lambda im: _confidence(disc, im), router)
-    result = {"evaluation_prompts": {"seed": PROMPT_SEED, "n_per_difficulty": n},
-              "calibration_prompts": {"seed": CALIBRATION_SEED, "n_per_difficulty": n},
-              "router_auc_light_fails": {
-                  "evaluation": roc_auc(evaluation["router_score"], ~evaluation["light_ok"]),
-                  "calibration": roc_auc(calibration["router_score"], ~calibration["light_ok"])},
-              "discriminator_auc_light_fails": roc_auc(-evaluation["confidence"], ~evaluation["light_ok"]),
-              **curves(evaluation, calibration)}
-    (a.out / "hybrid.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, a.out / "hybrid.png")
-    print("heavy share  random  disc   router  hybrid (router share)")
-    for row in zip(result["heavy_share"], result["random"], result["discriminator"], result["router"],
-                   result["hybrid"], result["hybrid_router_share"]):
-        print("{:4.2f}        {:.3f}   {:.3f}  {:.3f}   {:.3f}  ({:.2f})".format(*row))
-    print(f"hybrid >= the better of discriminator and router at every share: "
-          f"{result['hybrid_at_least_the_better_everywhere']}; strictly better at {result['hybrid_strictly_better_at']}")
-
-
 def main() -> None:
     """CLI entry point; prints a summary and writes report.json + PNGs."""
     a = _parse_args()
@@ -222,7 +167,7 @@ def main() -> None:
     diff = np.array(["easy"] * n + ["hard"] * n)
     pipes = {"heavy": load_pipeline(a.weights / "heavy"), "light": load_pipeline(a.weights / "light")}
     judge, disc = load_judge(a.weights / "judge"), load_discriminator(a.weights / "discriminator")
-    heavy, light = _generated_images(a, pipes, prompts, seeds)
+    heavy, light = cached_images(pipes, prompts, seeds, a.weights, a.image_cache)
     rng = np.random.default_rng(PROMPT_SEED)
     real = np.stack([render(parse_caption(q), rng) for q in prompts])
     real_ref = np.stack([render(parse_caption(q), rng) for q in prompts])  # second draw: the FID floor
@@ -231,7 +176,7 @@ def main() -> None:
           "real": judge.fidelity(real, prompts)}
     feats = {k: judge.features(v) for k, v in (("heavy", heavy), ("light", light), ("real", real),
                                                ("real_ref", real_ref))}
-    conf, conf_heavy, conf_real = (_confidence(disc, x) for x in (light, heavy, real))
+    conf, conf_heavy, conf_real = (disc_confidence(disc, x) for x in (light, heavy, real))
 
     per_diff = _by_difficulty(diff, ok, feats, conf)
     curves = cascade_curves(ok["light"], ok["heavy"], conf)
@@ -263,8 +208,10 @@ def main() -> None:
         sample_grid(real[idx], light[idx], heavy[idx], [prompts[i] for i in idx], a.out / f"samples_{d}.png",
                     f"{d} prompts")
     _print_summary(report, a.threads)
-    _hybrid_report(a, pipes, judge, disc, routing_set(prompts, light, heavy, judge, lambda im: _confidence(disc, im),
-                                                        load_router(a.weights / "router")))
+    evaluation = routing_set(prompts, light, heavy, judge, disc, load_router(a.weights / "router"))
+    hybrid_report(a.out, a.weights, pipes, judge, disc, evaluation, a.calibration_per_difficulty,
+                  a.image_cache.with_name(a.image_cache.stem + "_calibration.npz") if a.image_cache else None,
+                  {"seed": PROMPT_SEED, "n_per_difficulty": n})
     print(f"wrote {a.out / 'report.json'} and PNGs")
 
 
