@@ -34,7 +34,9 @@ class Observation:
     per model name (absent when the model served nothing); ``queue_length`` the time-averaged
     number of queries waiting per model over the window; ``model_arrival_qps`` the rate at which queries
     entered each model's queue (deferred ones included); ``current`` is the allocation in force
-    at the end of the window (None before the first plan).
+    at the end of the window (None before the first plan). Build it with
+    :func:`orchestrator.observe.build_observation` from plain measurements, as the live loop
+    does, so that every field the planner reads means the same thing everywhere.
     """
 
     window_start_ms: float

@@ -33,7 +33,7 @@ from orchestrator.control import ControlConfig, DemandEstimator, Observation, Po
 from orchestrator.heal import heal
 from orchestrator.health import Backoff
 from orchestrator.node import TritonNode
-from orchestrator.observe import NodeSample, WindowStats, merge, window_stats
+from orchestrator.observe import NodeSample, WindowStats, build_observation, merge, window_stats
 from orchestrator.placement import control_state, routing_weights
 from orchestrator.publish import JsonlLog, publish_weights
 from orchestrator.server import PROJECT_ROOT
@@ -152,15 +152,7 @@ class Orchestrator:
         self._prev.update(samples)
         observation = None
         if stats:
-            ws = merge(stats.values())
-            observation = Observation(window_start_ms=(now - ws.window_s) * 1000.0, window_s=ws.window_s,
-                                      arrivals=ws.arrivals, drops=ws.drops, queue_delay_ms=dict(ws.queue_delay_ms),
-                                      current=self._allocation())
-            rec["observation"] = {"window_s": round(ws.window_s, 3), "arrivals": ws.arrivals,
-                                  "completed": ws.completed, "failed": ws.failed, "drops": ws.drops,
-                                  "pending": ws.pending, "arrival_rate_qps": round(observation.arrival_rate_qps, 3),
-                                  "queue_delay_ms": {k: round(v, 2) for k, v in ws.queue_delay_ms.items()},
-                                  "failures_by_model": dict(ws.failures_by_model)}
+            observation = self._observation(now, merge(stats.values()), rec)
             rec["healed"] = heal(self.cluster, self._health_prev, samples, now)
         elif first and self.cluster.placed_workers() > 0 and not force_plan:
             # Just adopted a running deployment: keep it until one full window is observed.
@@ -188,6 +180,22 @@ class Orchestrator:
             if node.url in self._prev:
                 stats[node.url] = window_stats(self._prev[node.url], samples[node.url], self.config.cascade)
         return samples, stats
+
+    def _observation(self, now: float, ws: WindowStats, rec: dict[str, Any]) -> Observation:
+        """The planner's input for the window that ends ``now`` (:func:`build_observation`); its
+        measurements go into the window's record."""
+        cascade = ws.queues.get(self.config.cascade)
+        arrivals = round(cascade.arrived) if cascade is not None else ws.arrivals  # queries, not requests
+        observation = build_observation(window_start_ms=(now - ws.window_s) * 1000.0, window_s=ws.window_s,
+                                        arrivals=arrivals, queues=ws.queues, current=self._allocation(),
+                                        drops=ws.drops)
+        rec["observation"] = {
+            "window_s": round(ws.window_s, 3), "arrivals": arrivals, "completed": ws.completed, "failed": ws.failed,
+            "drops": ws.drops, "pending": ws.pending, "arrival_rate_qps": round(observation.arrival_rate_qps, 3),
+            **{field: {k: round(v, 3) for k, v in getattr(observation, field).items()}
+               for field in ("queue_delay_ms", "queue_length", "model_arrival_qps")},
+            "failures_by_model": dict(ws.failures_by_model)}
+        return observation
 
     def restart_window(self) -> None:
         """Start the next observation window now (e.g. after a warm-up that is not demand):
