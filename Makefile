@@ -13,10 +13,11 @@ MODELS ?=
 DEMO_ARGS ?= --threshold median
 # make serve: the orchestrator's planner policy, control window, worker slots (auto: GPUs, else
 # CPU_SLOTS CPU instance slots), calibration folder and the admin key file (created 0600).
+# SLO_MS empty: the $(CASCADE) YAML's slo_ms; set, it overrides the YAML (logged).
 POLICY ?= diffserve
 WINDOW_S ?= 5
 SLOTS ?= auto
-SLO_MS ?= 5000
+SLO_MS ?=
 PROFILE_DIR ?= profiles/$(basename $(notdir $(CASCADE)))
 ADMIN_KEY_FILE ?= runs/server/admin_key
 LIVE_ARGS ?=
@@ -40,7 +41,7 @@ serve: setup
 	@test -f $(PROFILE_DIR)/quality_curve.json || $(MAKE) profile calibrate CASCADE=$(CASCADE)
 	@mkdir -p $(dir $(ADMIN_KEY_FILE)); test -s $(ADMIN_KEY_FILE) || (umask 077; echo "x-diffserve-admin:$$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')" > $(ADMIN_KEY_FILE))
 	DIFFSERVE_ADMIN_KEY=$$(cat $(ADMIN_KEY_FILE)) $(PY) -m orchestrator.server start --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(foreach m,$(MODELS),--load-model $(m))
-	DIFFSERVE_ADMIN_KEY=$$(cat $(ADMIN_KEY_FILE)) $(PY) -m orchestrator start --node $(HOST):$(GRPC_PORT) --metrics-url http://$(HOST):$(METRICS_PORT)/metrics --slots $(SLOTS) --profiles $(PROFILE_DIR) --policy $(POLICY) --window-s $(WINDOW_S) --slo-ms $(SLO_MS)
+	DIFFSERVE_ADMIN_KEY=$$(cat $(ADMIN_KEY_FILE)) $(PY) -m orchestrator start --node $(HOST):$(GRPC_PORT) --metrics-url http://$(HOST):$(METRICS_PORT)/metrics --slots $(SLOTS) --cascade $(CASCADE) --profiles $(PROFILE_DIR) --policy $(POLICY) --window-s $(WINDOW_S) $(if $(SLO_MS),--slo-ms $(SLO_MS))
 
 ## stop       stop the orchestrator, then the server started by `make serve`
 stop:

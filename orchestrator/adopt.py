@@ -57,3 +57,28 @@ def control_path_from_config(cluster: Cluster, cascade: str) -> Path:
             return resolve_control_path(light["control_file"])
         return default_control_path(light.get("cascade") or "tiny")
     raise ValueError(f"no node answered for model {cascade!r}; pass control_path")
+
+
+def served_cascade_check(cluster: Cluster, planned_hash: str | None) -> dict[str, Any]:
+    """Compare the cascade config the orchestrator plans for with the one the served light model
+    was exported from (its ``config_hash`` parameter): planning an SDXL cascade with the tiny
+    cascade's SLO and profiles would be wrong without any error. Returns log fields; empty when
+    there is nothing to compare (no hash given, light not loaded, or a model without the parameter)."""
+    if not planned_hash:
+        return {}
+    for node in cluster.nodes:
+        if node.url in cluster.down:
+            continue
+        try:
+            if not node.is_ready(cluster.models[0]):
+                continue
+            served = config_parameters(node.model_config(cluster.models[0])).get("config_hash")
+        except DiffServeError:
+            continue
+        if not served:
+            return {}
+        if served != planned_hash:
+            return {"warning": f"{cluster.models[0]} on {node.url} was exported from a cascade config with hash "
+                               f"{served}; planning with hash {planned_hash}: pass the exported YAML as --cascade"}
+        return {"served_config_hash": served}
+    return {}

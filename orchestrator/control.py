@@ -128,6 +128,27 @@ class ControlConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SloChoice:
+    """The SLO the orchestrator plans for and writes to the control file, and where it came from."""
+
+    slo_ms: float
+    source: str  # "<cascade yaml>" or "override: ..."
+    overridden: bool
+
+
+def choose_slo(cascade_slo_ms: float, cascade_source: str, override_ms: float | None) -> SloChoice:
+    """One SLO source: the cascade YAML's ``slo_ms`` unless the user overrides it explicitly.
+
+    Raises ValueError for an override that is not a finite number > 0 (naming it)."""
+    if override_ms is None:
+        return SloChoice(float(cascade_slo_ms), cascade_source, False)
+    if not (math.isfinite(override_ms) and override_ms > 0):
+        raise ValueError(f"--slo-ms {override_ms}; expected a finite number of milliseconds > 0")
+    return SloChoice(float(override_ms), f"override: --slo-ms {override_ms:g} replaces slo_ms {cascade_slo_ms:g} "
+                     f"of {cascade_source}", True)
+
+
+@dataclasses.dataclass(frozen=True)
 class ControlDecision:
     """One control step's output.
 

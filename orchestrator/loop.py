@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from client.errors import DiffServeError
-from orchestrator.adopt import adopt_node, control_path_from_config, ensure_loaded
+from orchestrator.adopt import adopt_node, control_path_from_config, ensure_loaded, served_cascade_check
 from orchestrator.apply import Cluster
 from orchestrator.control import ControlConfig, DemandEstimator, Observation, Policy, build_instance, decide
 from orchestrator.heal import heal
@@ -53,7 +53,9 @@ class LoopConfig:
     heavy: str = "heavy"
     cascade: str = "cascade"
     discriminator: str | None = "discriminator"  # follows light's slots; None: not managed
-    slo_ms: float = 5000.0
+    slo_ms: float | None = None  # None: the ControlConfig's (the cascade YAML's); set, it must agree
+    slo_source: str = ""  # where the SLO came from (the YAML, or an explicit override), for the log
+    cascade_config_hash: str | None = None  # of the cascade YAML planned for; checked against the served one
     control_path: Path | None = None
     log_path: Path = RUNS / "orchestrator.jsonl"
     weights_path: Path = RUNS / "routing_weights.json"
@@ -88,6 +90,9 @@ class Orchestrator:
                  estimator: DemandEstimator | None = None, clock: Callable[[], float] = time.monotonic):
         if not nodes:
             raise ValueError("Orchestrator needs at least one node")
+        if config.slo_ms is not None and config.slo_ms != control.slo_ms:
+            raise ValueError(f"LoopConfig.slo_ms={config.slo_ms} but ControlConfig.slo_ms={control.slo_ms}; "
+                             "expected one SLO (leave LoopConfig.slo_ms None)")
         self.control = control
         self.policy = policy
         self.config = config
@@ -135,7 +140,9 @@ class Orchestrator:
         except (OSError, ValueError):
             self.control_state = None
         rec = {"event": "adopt", "t_unix_s": time.time(), "nodes": adopted, "control_file": str(self.control_path),
-               "control": None if self.control_state is None else self.control_state.to_json()}
+               "control": None if self.control_state is None else self.control_state.to_json(),
+               "slo_ms": self.control.slo_ms, "slo_source": self.config.slo_source,
+               **served_cascade_check(self.cluster, self.config.cascade_config_hash)}
         self.log.write(rec)
         return rec
 
@@ -293,7 +300,7 @@ class Orchestrator:
         # Route by what actually runs, so a model that failed to load is never routed to.
         effective = dataclasses.replace(plan, workers=self.cluster.running_workers())
         version = (self.control_state.version + 1) if self.control_state else 1
-        state = control_state(effective, self.config.light, self.config.heavy, self.config.slo_ms, version)
+        state = control_state(effective, self.config.light, self.config.heavy, self.control.slo_ms, version)
         if self.control_state is None or dataclasses.replace(self.control_state, version=version) != state:
             write_control(self.control_path, state)
             self.control_state = state
