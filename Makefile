@@ -41,9 +41,9 @@ serve: setup
 	@test -f $(PROFILE_DIR)/quality_curve.json || $(MAKE) profile calibrate CASCADE=$(CASCADE)
 	@mkdir -p $(dir $(ADMIN_KEY_FILE)); test -s $(ADMIN_KEY_FILE) || (umask 077; echo "x-diffserve-admin:$$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')" > $(ADMIN_KEY_FILE))
 	DIFFSERVE_ADMIN_KEY=$$(cat $(ADMIN_KEY_FILE)) $(PY) -m orchestrator.server start --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(foreach m,$(MODELS),--load-model $(m))
-	DIFFSERVE_ADMIN_KEY=$$(cat $(ADMIN_KEY_FILE)) $(PY) -m orchestrator start --node $(HOST):$(GRPC_PORT) --metrics-url http://$(HOST):$(METRICS_PORT)/metrics --slots $(SLOTS) --cascade $(CASCADE) --profiles $(PROFILE_DIR) --policy $(POLICY) --window-s $(WINDOW_S) $(if $(SLO_MS),--slo-ms $(SLO_MS))
+	DIFFSERVE_ADMIN_KEY=$$(cat $(ADMIN_KEY_FILE)) $(PY) -m orchestrator start --node $(HOST):$(GRPC_PORT) --metrics-url http://$(HOST):$(METRICS_PORT)/metrics --slots $(SLOTS) --cascade $(CASCADE) --profiles $(PROFILE_DIR) --policy $(POLICY) --window-s $(WINDOW_S) $(if $(SLO_MS),--slo-ms $(SLO_MS)) --server-state-dir runs/server
 
-## stop       stop the orchestrator, then the server started by `make serve`
+## stop       stop the orchestrator, then the server started by `make serve` (exit 1 if the server had already exited)
 stop:
 	@$(PY) -m orchestrator stop
 	@$(PY) -m orchestrator.server stop

@@ -33,6 +33,7 @@ from orchestrator.loop import RUNS, LoopConfig, Orchestrator
 from orchestrator.node import TritonNode
 from orchestrator.placement import NodeSpec
 from orchestrator.server import PROJECT_ROOT, pid_alive, terminate
+from orchestrator.supervise import ServerSupervisor
 from serving.config import load_cascade
 
 PROFILES_ROOT = PROJECT_ROOT / "profiles"
@@ -130,10 +131,17 @@ def build(args: argparse.Namespace) -> Orchestrator:
                      cascade_config_hash=cascade.config_hash,
                      control_path=Path(args.control_file) if args.control_file else None,
                      log_path=log_dir / "orchestrator.jsonl", weights_path=log_dir / "routing_weights.json",
+                     metrics_path=log_dir / "metrics.prom",
                      envoy_rds_path=Path(args.envoy_rds) if args.envoy_rds else None,
                      backoff=Backoff(args.backoff_base_s, args.backoff_max_s),
                      health_interval_s=args.health_interval_s if args.health_interval_s > 0 else None)
-    return Orchestrator(nodes, control, make_policy(args.policy), cfg, estimator=estimator)
+    supervisor = None
+    if args.server_state_dir:
+        try:
+            supervisor = ServerSupervisor(args.server_state_dir, args.admin_key or None)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+    return Orchestrator(nodes, control, make_policy(args.policy), cfg, estimator=estimator, supervisor=supervisor)
 
 
 def summary(rec: dict) -> str:
@@ -152,7 +160,7 @@ def summary(rec: dict) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     orch = build(args)
     overridden = orch.config.slo_source.startswith("override")
-    print(f"{'WARNING: ' if overridden else ''}planning for slo_ms={orch.config.slo_ms:g} "
+    print(f"{'WARNING: ' if overridden else ''}planning for slo_ms={orch.control.slo_ms:g} "
           f"({orch.config.slo_source})", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -265,6 +273,9 @@ def parser() -> argparse.ArgumentParser:
         r.add_argument("--control-file", default="", help="default: the cascade's control_file parameter")
         r.add_argument("--admin-key", default=os.environ.get("DIFFSERVE_ADMIN_KEY", ""), help="'header:value'")
         r.add_argument("--log-dir", default=str(RUNS))
+        r.add_argument("--server-state-dir", default="",
+                       help="supervise the tritonserver that `python -m orchestrator.server start` recorded here "
+                            "(make serve: runs/server): restart it when it exits and re-apply the plan")
         r.add_argument("--envoy-rds", default="", help="also write an Envoy file-based RDS route config here")
         r.add_argument("--backoff-base-s", type=float, default=1.0)
         r.add_argument("--backoff-max-s", type=float, default=60.0)

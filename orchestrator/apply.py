@@ -7,6 +7,7 @@ bookkeeping always follows what Triton actually runs: a change that fails is bac
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -35,6 +36,7 @@ class Cluster:
         self.placement: dict[str, Placement] = {}
         self.health = HealthBook()
         self.down: set[str] = set()
+        self._lock = threading.Lock()  # changes may run in parallel threads (re-applying a plan after a restart)
 
     def placement_of(self, url: str) -> Placement:
         return self.placement.get(url, Placement())
@@ -72,8 +74,9 @@ class Cluster:
         return failed
 
     def change(self, node: TritonNode, model: str, slots: tuple[int, ...], now: float, reason: str = "",
-               bump: bool = False) -> dict[str, Any]:
-        """Execute one change (``slots`` empty: unload) and record success / failure + backoff."""
+               bump: bool = False, follow: bool = True) -> dict[str, Any]:
+        """Execute one change (``slots`` empty: unload) and record success / failure + backoff.
+        ``follow``: the discriminator follows a change of light (off when the caller places it)."""
         key = (node.url, model)
         before = self.placement_of(node.url).slots.get(model, ())
         t0 = time.perf_counter()
@@ -86,20 +89,22 @@ class Cluster:
             else:
                 node.unload(model)
             self.set_slots(node.url, model, slots)
-            self.health = self.health.succeeded(key)
-            if self.discriminator and model == self.models[0] and slots:
-                self._follow_light(node, slots)
+            with self._lock:
+                self.health = self.health.succeeded(key)
+            if follow and self.discriminator and model == self.models[0] and slots:
+                self.follow_light(node, slots)
             out["result"] = "ok"
         except DiffServeError as exc:
             added = tuple(s for s in slots if s not in before) or tuple(slots) or before
             # The backoff starts when the failure is known (a failed load can take seconds).
-            self.health = self.health.failed(key, self.clock(), added, str(exc), self.backoff)
+            with self._lock:
+                self.health = self.health.failed(key, self.clock(), added, str(exc), self.backoff)
             self.set_slots(node.url, model, self.running_slots(node, model))
             out["result"] = f"failed: {str(exc)[:300]}"
         out["wall_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
         return out
 
-    def _follow_light(self, node: TritonNode, light_slots: tuple[int, ...]) -> None:
+    def follow_light(self, node: TritonNode, light_slots: tuple[int, ...]) -> None:
         """The discriminator runs where light runs (it scores every light image)."""
         try:
             node.set_instances(self.discriminator, light_slots)
@@ -125,12 +130,50 @@ class Cluster:
         return slots_from_instance_group("gpu", groups, others, node.spec.slots)
 
     def set_slots(self, url: str, model: str, slots: tuple[int, ...]) -> None:
-        cur = dict(self.placement_of(url).slots)
-        cur[model] = tuple(slots)
-        self.placement[url] = Placement({m: s for m, s in cur.items() if s})
+        with self._lock:
+            cur = dict(self.placement_of(url).slots)
+            cur[model] = tuple(slots)
+            self.placement[url] = Placement({m: s for m, s in cur.items() if s})
+
+    def target(self, plan: Plan, now: float) -> dict[str, Placement]:
+        """Where ``plan``'s workers go on the available slots (running slots kept in place)."""
+        workers = {m: int(plan.workers.get(m, 0)) for m in self.models}
+        return split_workers(workers, self.models, [n.spec for n in self.nodes], self.available(now), self.placement)
 
     def placed_workers(self) -> int:
         return sum(p.count(m) for p in self.placement.values() for m in self.models)
 
     def running_workers(self) -> dict[str, int]:
         return {m: sum(p.count(m) for p in self.placement.values()) for m in self.models}
+
+    def load_fresh(self, node: TritonNode, plan: Plan | None, always_up: Sequence[str | None],
+                   now: float) -> list[dict[str, Any]]:
+        """A node whose server just (re)started with nothing loaded: load the always-up models
+        and ``plan``'s placement there all at once (Triton loads different models in parallel),
+        so service is back after the slowest load instead of the sum of all. Returns one record
+        per load."""
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+        self.placement.pop(node.url, None)
+        slots = self.target(plan, now)[node.url].slots if plan is not None else {}
+        light_slots = slots.get(self.models[0], ())
+
+        def always(model: str) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            out: dict[str, Any] = {"node": node.url, "model": model, "op": "load"}
+            try:
+                if model == self.discriminator and light_slots:
+                    node.set_instances(model, light_slots)  # it runs where light runs
+                else:
+                    node.load_default(model)
+                out["result"] = "ok"
+            except DiffServeError as exc:
+                out["result"] = f"failed: {str(exc)[:300]}"
+            out["wall_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
+            return out
+
+        jobs = [lambda m=m: always(m) for m in always_up if m]
+        jobs += [lambda m=m, s=s: {**self.change(node, m, s, now, follow=False), "op": "set_instances"}
+                 for m, s in slots.items() if m in self.models and s]
+        with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+            return list(pool.map(lambda job: job(), jobs))

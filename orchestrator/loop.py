@@ -35,8 +35,9 @@ from orchestrator.health import Backoff
 from orchestrator.node import TritonNode
 from orchestrator.observe import NodeSample, WindowStats, build_observation, merge, window_stats
 from orchestrator.placement import control_state, routing_weights
-from orchestrator.publish import JsonlLog, publish_weights
+from orchestrator.publish import JsonlLog, publish_weights, write_metrics
 from orchestrator.server import PROJECT_ROOT
+from orchestrator.supervise import ServerSupervisor
 from planner.types import Allocation, Plan
 from serving.control import ControlState, read_control, write_control
 
@@ -58,12 +59,14 @@ class LoopConfig:
     cascade_config_hash: str | None = None  # of the cascade YAML planned for; checked against the served one
     control_path: Path | None = None
     log_path: Path = RUNS / "orchestrator.jsonl"
+    metrics_path: Path = RUNS / "metrics.prom"
     weights_path: Path = RUNS / "routing_weights.json"
     envoy_rds_path: Path | None = None
     backoff: Backoff = Backoff()
     max_resolves: int = 2
     health_interval_s: float | None = 1.0  # None: check health only once per window
     control_grace_s: float = 0.3  # after routing away from a model, before unloading it (3 x 100 ms re-read)
+    supervise_interval_s: float = 0.25  # how often a supervised server's process is checked (a pid look)
 
     def __post_init__(self) -> None:
         if not self.window_s > 0:
@@ -87,7 +90,8 @@ class Orchestrator:
     replaced every window by the number of healthy slots."""
 
     def __init__(self, nodes: Sequence[TritonNode], control: ControlConfig, policy: Policy, config: LoopConfig,
-                 estimator: DemandEstimator | None = None, clock: Callable[[], float] = time.monotonic):
+                 estimator: DemandEstimator | None = None, clock: Callable[[], float] = time.monotonic,
+                 supervisor: ServerSupervisor | None = None):
         if not nodes:
             raise ValueError("Orchestrator needs at least one node")
         if config.slo_ms is not None and config.slo_ms != control.slo_ms:
@@ -107,6 +111,12 @@ class Orchestrator:
         self.window = 0
         self._prev: dict[str, NodeSample] = {}  # at the last window
         self._health_prev: dict[str, NodeSample] = {}  # at the last health look (window or between)
+        self.supervisor = supervisor
+        if supervisor is not None and supervisor.grpc_url not in {n.url for n in nodes}:
+            raise ValueError(f"the supervised server listens on {supervisor.grpc_url}; expected one of the nodes "
+                             f"{[n.url for n in nodes]}")
+        self.counters = {"windows_total": 0, "heals_total": 0, "server_restarts_total": 0,
+                         "server_restart_failures_total": 0, "shm_regions_removed_total": 0}
 
     @property
     def nodes(self) -> list[TritonNode]:
@@ -152,6 +162,7 @@ class Orchestrator:
 
         Right after adopting a running deployment the first call only observes (nothing is
         changed before one window is seen) unless ``force_plan``: plan from the prior demand now."""
+        self.supervise()
         now = self.clock()
         rec: dict[str, Any] = {"event": "window", "window": self.window, "t_unix_s": time.time()}
         samples, stats = self._sample_window(rec)
@@ -222,6 +233,9 @@ class Orchestrator:
         rec["down"] = sorted(self.cluster.down)
         self.log.write(rec)
         self.window += 1
+        self.counters["windows_total"] += 1
+        self.counters["heals_total"] += len(rec.get("healed", []))
+        write_metrics(self.config.metrics_path, self.counters)
 
     def check_health(self) -> list[dict]:
         """Between windows: sample every node and heal what failed since the last look.
@@ -229,6 +243,8 @@ class Orchestrator:
         Cheap (one statistics + one metrics read per node), so the loop runs it every
         ``health_interval_s``: a dead stub is replaced within about a second instead of at the
         next window boundary. Returns (and logs, when not empty) the heal actions."""
+        if self.supervisor is not None and self.supervisor.alive():
+            self.supervisor.watch()  # its /dev/shm regions, to remove them if it dies
         samples = {}
         for node in self.nodes:
             if node.url in self.cluster.down:
@@ -241,7 +257,47 @@ class Orchestrator:
         if healed:
             self.log.write({"event": "health", "window": self.window, "t_unix_s": time.time(), "healed": healed,
                             "placement": self.cluster.placement_json()})
+            self.counters["heals_total"] += len(healed)
+            write_metrics(self.config.metrics_path, self.counters)
         return healed
+
+    def supervise(self) -> dict[str, Any] | None:
+        """If the supervised tritonserver has exited: restart it (:mod:`orchestrator.supervise`),
+        take the new server's state as it is and re-apply the current plan at once (not at the
+        next window). Returns (and logs, and counts) the restart event; None when it runs."""
+        sup = self.supervisor
+        if sup is None or sup.alive():
+            return None
+        event = sup.restart()
+        if event is None:
+            return None  # a failed restart waits for its backoff
+        self.counters["shm_regions_removed_total"] = sup.regions_removed
+        if event["result"] != "ok":
+            self.counters["server_restart_failures_total"] += 1
+        else:
+            t0 = time.monotonic()
+            node = next(n for n in self.nodes if n.url == sup.grpc_url)
+            event["reapplied"] = self._reapply(node)
+            sup.watch()
+            event["reapply_s"] = round(time.monotonic() - t0, 3)
+            self.counters["server_restarts_total"] += 1
+            self.counters["last_server_restart_seconds"] = event["restart_s"] + event["reapply_s"]
+        self.log.write({**event, "window": self.window, "placement": self.cluster.placement_json()})
+        write_metrics(self.config.metrics_path, self.counters)
+        return event
+
+    def _reapply(self, node: TritonNode) -> dict[str, Any]:
+        """A fresh server on ``node``: forget its counters, load the always-up models and the
+        current plan's placement there in parallel (:meth:`Cluster.load_fresh`), then make the
+        control file route by what runs."""
+        for prev in (self._prev, self._health_prev):
+            prev.pop(node.url, None)
+        self.cluster.down.discard(node.url)
+        node.reconnect()
+        rec: dict[str, Any] = {"actions": self.cluster.load_fresh(node, self.plan, self._always_up, self.clock())}
+        if self.plan is not None:
+            self._write_control(self.plan, rec)
+        return rec
 
     def _decide_and_apply(self, now: float, observation: Observation | None, rec: dict[str, Any]) -> None:
         available = self.cluster.available(now)
@@ -339,14 +395,19 @@ class Orchestrator:
             self._between_windows(stop, next_t)
 
     def _between_windows(self, stop: threading.Event, next_t: float) -> None:
-        """Wait until ``next_t`` (or ``stop``), checking health every ``health_interval_s``."""
+        """Wait until ``next_t`` (or ``stop``), checking health every ``health_interval_s`` and a
+        supervised server's process every ``supervise_interval_s``."""
         health_every_s = self.config.health_interval_s or self.config.window_s
+        tick_s = min(health_every_s, self.config.supervise_interval_s) if self.supervisor else health_every_s
+        next_health = self.clock() + health_every_s
         while not stop.is_set():
             remaining = next_t - self.clock()
-            if remaining <= 0 or stop.wait(min(remaining, health_every_s)):
+            if remaining <= 0 or stop.wait(min(remaining, tick_s)):
                 break
-            if next_t - self.clock() > 0.2 * health_every_s:
-                try:
+            try:
+                self.supervise()
+                if self.clock() >= next_health - 1e-6 and next_t - self.clock() > 0.2 * health_every_s:
                     self.check_health()
-                except Exception as exc:  # noqa: BLE001 - never let a health look kill the loop
-                    self.log.write({"event": "error", "t_unix_s": time.time(), "error": repr(exc)[:500]})
+                    next_health = self.clock() + health_every_s
+            except Exception as exc:  # noqa: BLE001 - never let a health look kill the loop
+                self.log.write({"event": "error", "t_unix_s": time.time(), "error": repr(exc)[:500]})
