@@ -148,8 +148,13 @@ class _ReplayClock:
 
 
 def cycle_of(outcomes: Sequence[Outcome], t_kill: float, t_end: float) -> dict:
-    """Measures of the requests sent in ``[t_kill, t_end)`` (pure)."""
-    sent = sorted((o for o in outcomes if t_kill <= o.t_send_s < t_end), key=lambda o: o.t_send_s)
+    """Measures of the requests sent in ``[t_kill, t_end)`` (pure), ``t_end`` being the next
+    kill: a request still unanswered then, that failed, failed because of that kill and is
+    left out of this cycle."""
+    def belongs(o: Outcome) -> bool:
+        return t_kill <= o.t_send_s < t_end and (o.ok or o.t_send_s + o.latency_ms / 1000.0 < t_end)
+
+    sent = sorted((o for o in outcomes if belongs(o)), key=lambda o: o.t_send_s)
     fails = [i for i, o in enumerate(sent) if not o.ok]
     first_ok = (fails[-1] + 1) if fails else 0
     back = sent[first_ok] if first_ok < len(sent) else None

@@ -6,10 +6,11 @@ listens, and how to start it again (read by ``make stop`` and by the supervisor)
     {"pid": 1234, "start_ticks": 98765, "grpc": "127.0.0.1:8001", "http": ..., "metrics": ...,
      "log": ".../tritonserver.log",
      "config": {"model_repository": ..., "host": ..., "http_port": 8000, "grpc_port": 8001,
-                "metrics_port": 8002, "load_models": [], "startup_timeout_s": 300}}
+                "metrics_port": 8002, "load_models": [], "startup_timeout_s": 300,
+                "restricted": true}}
 
-The admin key is never written here (the launcher and the supervisor get it from
-``DIFFSERVE_ADMIN_KEY`` / ``--admin-key``).
+The admin key is never written here, only whether the server had one (the launcher and the
+supervisor get it from ``DIFFSERVE_ADMIN_KEY`` / ``--admin-key``).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def server_state(server: Any) -> dict[str, Any]:
             "config": {"model_repository": str(Path(c.model_repository).resolve()), "host": c.host,
                        "http_port": server.http_port, "grpc_port": server.grpc_port,
                        "metrics_port": server.metrics_port, "load_models": list(c.load_models),
-                       "startup_timeout_s": c.startup_timeout_s}}
+                       "startup_timeout_s": c.startup_timeout_s, "restricted": bool(c.restricted_key)}}
 
 
 def write_state(state_dir: Path, state: dict[str, Any]) -> None:

@@ -38,6 +38,9 @@ class ServerSupervisor:
         if state is None or "config" not in state:
             raise ValueError(f"no tritonserver state with a launch config in {self.state_dir}; start the server "
                              "with `python -m orchestrator.server start --state-dir ...` (make serve does)")
+        if state["config"].get("restricted") and not restricted_key:
+            raise ValueError(f"the server recorded in {self.state_dir} was started with an admin key; expected the "
+                             "same key (--admin-key / DIFFSERVE_ADMIN_KEY) to restart it restricted")
         self.state: dict[str, Any] = state
         self.restricted_key = restricted_key
         self.backoff = backoff

@@ -80,3 +80,32 @@ def test_orchestrator_metrics_are_prometheus_text_with_types():
     text = metrics_text({"server_restarts_total": 2, "last_server_restart_seconds": 7.5})
     assert "# TYPE diffserve_orchestrator_server_restarts_total counter\ndiffserve_orchestrator_server_restarts_total 2" in text
     assert "# TYPE diffserve_orchestrator_last_server_restart_seconds gauge" in text
+
+
+def test_restart_benchmark_measures_back_from_the_first_request_after_the_last_failure():
+    from benchmarks.bench_restart import cycle_of  # noqa: PLC0415
+    from benchmarks.live.replay import Outcome  # noqa: PLC0415
+
+    def req(t, ok, latency_s=0.1):
+        return Outcome(0, t, latency_s * 1000, ok, error_kind="" if ok else "ServerUnavailable", error="" if ok else "x")
+
+    outcomes = [req(9.0, False, 2.0),  # in flight at the kill (t=10): not this cycle's
+                req(10.5, False), req(12.0, False), req(13.0, True), req(14.0, True),
+                req(19.8, False, 1.0)]  # in flight at the next kill (t=20): that kill's
+    c = cycle_of(outcomes, 10.0, 20.0)
+    assert (c["requests"], c["failed"], c["back_s"], c["last_failure_s"]) == (4, 2, 3.0, 2.0)
+    assert c["back_answered_s"] == pytest.approx(3.1)
+    assert cycle_of([req(11.0, False)], 10.0, 20.0)["back_s"] is None  # never back
+
+
+def test_supervisor_needs_a_recorded_server_and_keeps_a_restricted_one_restricted(tmp_path):
+    from orchestrator.server_state import write_state  # noqa: PLC0415
+    from orchestrator.supervise import ServerSupervisor  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match="no tritonserver state"):
+        ServerSupervisor(tmp_path, "x-key:v")
+    write_state(tmp_path, {"pid": os.getpid(), "start_ticks": None, "grpc": "127.0.0.1:1", "log": "l",
+                           "config": {"restricted": True}})
+    with pytest.raises(ValueError, match="started with an admin key"):
+        ServerSupervisor(tmp_path, None)
+    assert ServerSupervisor(tmp_path, "x-key:v").alive()  # this very process stands in for a live server
