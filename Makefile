@@ -35,7 +35,7 @@ setup:
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## serve      start tritonserver on $(HOST) (ports HTTP_PORT/GRPC_PORT/METRICS_PORT) AND the orchestrator (POLICY, WINDOW_S) on the exported $(CASCADE); model control + statistics need the key in $(ADMIN_KEY_FILE)
+## serve      start tritonserver on $(HOST) (ports HTTP_PORT/GRPC_PORT/METRICS_PORT) AND the orchestrator (POLICY, WINDOW_S, SLO of $(CASCADE)) on the exported $(CASCADE); it restarts the server if it exits; model control + statistics need the key in $(ADMIN_KEY_FILE)
 serve: setup
 	@test -d model_repository/light/1/artifacts || { echo "no exported cascade in model_repository/: run 'make export' first"; exit 1; }
 	@test -f $(PROFILE_DIR)/quality_curve.json || $(MAKE) profile calibrate CASCADE=$(CASCADE)

@@ -3,13 +3,15 @@ orchestrator restarts it and re-applies its plan. Per kill: how long until servi
 how every request ended, and whether any /dev/shm region of the dead server is left.
 
     python -m benchmarks.bench_restart                  # 5 kills, the exported cascade (make export)
-    -> benchmarks/results/restart/restart.json, restart.png
+    -> benchmarks/results/restart/restart.json, restart.png, orchestrator.jsonl, metrics.prom
 
 Deployed like ``make serve``: a detached server (``python -m orchestrator.server start``) and
 ``python -m orchestrator run --server-state-dir`` over it, on free ports and a copy of the
-repository (its control file in the run folder). "Back" is measured on the requests: the send
+repository (its control file in a temporary run folder). "Back" is measured on the requests: the send
 time, after the kill, of the first request from which every later request of that cycle got an
-image (``back_s``), and when that request's image arrived (``back_answered_s``).
+image (``back_s``), and when that request's image arrived (``back_answered_s``); a request
+shed by the cascade (``RequestDropped``: overload, not unavailability) does not count as an
+outage, and every failure is listed with its time and kind.
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,6 +36,7 @@ from orchestrator.server_state import read_state
 ADMIN_KEY = "x-diffserve-admin:bench-restart"
 PROMPTS = ("a red circle", "a hard scene of many things")
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "restart"
+SHED = ("RequestDropped",)  # load shedding by the cascade, not unavailability
 
 
 def stub_regions(server_pid: int) -> set[str]:
@@ -127,6 +132,7 @@ class KillCycle:
     back_answered_s: float | None
     last_failure_s: float | None
     error_kinds: dict
+    failures: list  # [seconds after the kill (send time), error kind] of each failed request
     dead_regions: tuple[str, ...]
     left_regions: tuple[str, ...]
 
@@ -156,7 +162,10 @@ def cycle_of(outcomes: Sequence[Outcome], t_kill: float, t_end: float) -> dict:
 
     sent = sorted((o for o in outcomes if belongs(o)), key=lambda o: o.t_send_s)
     fails = [i for i, o in enumerate(sent) if not o.ok]
-    first_ok = (fails[-1] + 1) if fails else 0
+    # Unavailability ends the outage; a load shed (RequestDropped) is the cascade working as
+    # designed under overload, counted (error_kinds, failures) but not as "not back".
+    outage = [i for i in fails if sent[i].error_kind not in SHED]
+    first_ok = (outage[-1] + 1) if outage else 0
     back = sent[first_ok] if first_ok < len(sent) else None
     kinds: dict[str, int] = {}
     for o in sent:
@@ -165,7 +174,8 @@ def cycle_of(outcomes: Sequence[Outcome], t_kill: float, t_end: float) -> dict:
     return {"requests": len(sent), "failed": len(fails), "error_kinds": kinds,
             "back_s": None if back is None else round(back.t_send_s - t_kill, 3),
             "back_answered_s": None if back is None else round(back.t_send_s + back.latency_ms / 1000 - t_kill, 3),
-            "last_failure_s": round(sent[fails[-1]].t_send_s - t_kill, 3) if fails else None}
+            "last_failure_s": round(sent[fails[-1]].t_send_s - t_kill, 3) if fails else None,
+            "failures": [[round(sent[i].t_send_s - t_kill, 3), sent[i].error_kind] for i in fails]}
 
 
 def kill_cycles(stack: Stack, kills: int, rate_qps: float, period_s: float, settle_s: float = 4.0,
@@ -204,6 +214,7 @@ def summary(cycles: Sequence[KillCycle], outcomes: Sequence[Outcome]) -> dict:
             "unexplained_errors": sum((not o.ok) and not o.error for o in outcomes),
             "worst_back_s": None if None in backs else max(backs),
             "worst_back_answered_s": None if None in backs else max(c.back_answered_s for c in cycles),
+            "worst_last_failure_any_kind_s": max((c.last_failure_s or 0.0) for c in cycles) if cycles else None,
             "regions_left": sum(len(c.left_regions) for c in cycles),
             "cycles": [dataclasses.asdict(c) for c in cycles]}
 
@@ -248,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cascade = load_cascade(args.cascade)
     out = Path(args.out)
-    run_dir = out / "run"
+    run_dir = Path(tempfile.mkdtemp(prefix="bench_restart."))  # state, logs, a repository copy
     repo = copy_repository(Path(args.repository), run_dir / "repo", run_dir / "control.json")
     profiles = Path(args.profiles or PROJECT_ROOT / "profiles" / cascade.name)
     with Stack(repo, run_dir, args.cascade, profiles, args.device, args.slots, args.window_s) as stack:
@@ -266,11 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "restart.json").write_text(json.dumps(res, indent=1))
     plot(cycles, outcomes, out / "restart.png")
-    import shutil  # noqa: PLC0415
-    shutil.rmtree(run_dir / "repo", ignore_errors=True)  # a copy of the exported models: not a result
+    for name in ("orchestrator.jsonl", "metrics.prom"):  # the restart records and counters, as evidence
+        shutil.copy(stack.log_dir / name, out / name)
+    shutil.rmtree(run_dir, ignore_errors=True)
     for c in cycles:
-        print(f"kill at {c.t_kill_s:6.1f} s: back after {c.back_s} s (answered {c.back_answered_s} s), "
-              f"{c.failed}/{c.requests} failed {c.error_kinds}, dead regions left {len(c.left_regions)}")
+        print(f"kill at {c.t_kill_s:6.1f} s: back after {c.back_s} s (answered {c.back_answered_s} s; last failure "
+              f"of any kind {c.last_failure_s} s), {c.failed}/{c.requests} failed {c.error_kinds}, "
+              f"dead regions left {len(c.left_regions)}")
     print(f"worst of {len(cycles)}: back after {res['worst_back_s']} s; lost {res['lost']}; "
           f"regions left {res['regions_left']} -> {out / 'restart.json'}")
     return 0 if res["worst_back_s"] is not None and res["lost"] == 0 and res["regions_left"] == 0 else 1

@@ -96,6 +96,9 @@ def test_restart_benchmark_measures_back_from_the_first_request_after_the_last_f
     assert (c["requests"], c["failed"], c["back_s"], c["last_failure_s"]) == (4, 2, 3.0, 2.0)
     assert c["back_answered_s"] == pytest.approx(3.1)
     assert cycle_of([req(11.0, False)], 10.0, 20.0)["back_s"] is None  # never back
+    shed = Outcome(0, 15.0, 100.0, False, error_kind="RequestDropped", error="shed")
+    c = cycle_of(outcomes + [shed], 10.0, 20.0)  # a load shed after recovery is counted, not an outage
+    assert c["back_s"] == 3.0 and c["failed"] == 3 and c["failures"][-1] == [5.0, "RequestDropped"]
 
 
 def test_supervisor_needs_a_recorded_server_and_keeps_a_restricted_one_restricted(tmp_path):
