@@ -22,7 +22,7 @@ PROFILE_DIR ?= profiles/$(basename $(notdir $(CASCADE)))
 ADMIN_KEY_FILE ?= runs/server/admin_key
 LIVE_ARGS ?=
 
-.PHONY: setup test serve stop bench-live export zoo tiny-report profile calibrate demo perf bench-overhead bench-sim bench-planner clean help
+.PHONY: setup test serve stop bench-live bench-restart export zoo tiny-report profile calibrate demo perf bench-overhead bench-sim bench-planner clean help
 
 help:
 	@grep -E '^## ' Makefile | sed 's/## //'
@@ -52,6 +52,10 @@ stop:
 bench-live: export
 	@test -f $(PROFILE_DIR)/quality_curve.json || $(MAKE) profile calibrate CASCADE=$(CASCADE)
 	$(PY) -m benchmarks.live.run --cascade $(CASCADE) $(LIVE_ARGS)
+
+## bench-restart  SIGKILL tritonserver 5 times under a request stream; the orchestrator restarts it -> benchmarks/results/restart/
+bench-restart: export
+	$(PY) -m benchmarks.bench_restart --cascade $(CASCADE)
 
 ## export     export $(CASCADE) (light, heavy, discriminator) into model_repository/, verify, render configs
 export: setup
