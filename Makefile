@@ -13,15 +13,16 @@ MODELS ?=
 DEMO_ARGS ?= --threshold median
 # make serve: the orchestrator's planner policy, control window, worker slots (auto: GPUs, else
 # CPU_SLOTS CPU instance slots), calibration folder and the admin key file (created 0600).
+# SLO_MS empty: the $(CASCADE) YAML's slo_ms; set, it overrides the YAML (logged).
 POLICY ?= diffserve
 WINDOW_S ?= 5
 SLOTS ?= auto
-SLO_MS ?= 5000
+SLO_MS ?=
 PROFILE_DIR ?= profiles/$(basename $(notdir $(CASCADE)))
 ADMIN_KEY_FILE ?= runs/server/admin_key
 LIVE_ARGS ?=
 
-.PHONY: setup test serve stop bench-live export zoo tiny-report profile calibrate demo perf bench-overhead bench-sim bench-planner clean help
+.PHONY: setup test serve stop bench-live bench-restart export zoo tiny-report profile calibrate demo perf bench-overhead bench-sim bench-planner clean help
 
 help:
 	@grep -E '^## ' Makefile | sed 's/## //'
@@ -34,15 +35,15 @@ setup:
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## serve      start tritonserver on $(HOST) (ports HTTP_PORT/GRPC_PORT/METRICS_PORT) AND the orchestrator (POLICY, WINDOW_S) on the exported $(CASCADE); model control + statistics need the key in $(ADMIN_KEY_FILE)
+## serve      start tritonserver on $(HOST) (ports HTTP_PORT/GRPC_PORT/METRICS_PORT) AND the orchestrator (POLICY, WINDOW_S, SLO of $(CASCADE)) on the exported $(CASCADE); it restarts the server if it exits; model control + statistics need the key in $(ADMIN_KEY_FILE)
 serve: setup
 	@test -d model_repository/light/1/artifacts || { echo "no exported cascade in model_repository/: run 'make export' first"; exit 1; }
 	@test -f $(PROFILE_DIR)/quality_curve.json || $(MAKE) profile calibrate CASCADE=$(CASCADE)
 	@mkdir -p $(dir $(ADMIN_KEY_FILE)); test -s $(ADMIN_KEY_FILE) || (umask 077; echo "x-diffserve-admin:$$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')" > $(ADMIN_KEY_FILE))
 	DIFFSERVE_ADMIN_KEY=$$(cat $(ADMIN_KEY_FILE)) $(PY) -m orchestrator.server start --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(foreach m,$(MODELS),--load-model $(m))
-	DIFFSERVE_ADMIN_KEY=$$(cat $(ADMIN_KEY_FILE)) $(PY) -m orchestrator start --node $(HOST):$(GRPC_PORT) --metrics-url http://$(HOST):$(METRICS_PORT)/metrics --slots $(SLOTS) --profiles $(PROFILE_DIR) --policy $(POLICY) --window-s $(WINDOW_S) --slo-ms $(SLO_MS)
+	DIFFSERVE_ADMIN_KEY=$$(cat $(ADMIN_KEY_FILE)) $(PY) -m orchestrator start --node $(HOST):$(GRPC_PORT) --metrics-url http://$(HOST):$(METRICS_PORT)/metrics --slots $(SLOTS) --cascade $(CASCADE) --profiles $(PROFILE_DIR) --policy $(POLICY) --window-s $(WINDOW_S) $(if $(SLO_MS),--slo-ms $(SLO_MS)) --server-state-dir runs/server
 
-## stop       stop the orchestrator, then the server started by `make serve`
+## stop       stop the orchestrator, then the server started by `make serve` (exit 1 if the server had already exited)
 stop:
 	@$(PY) -m orchestrator stop
 	@$(PY) -m orchestrator.server stop
@@ -51,6 +52,10 @@ stop:
 bench-live: export
 	@test -f $(PROFILE_DIR)/quality_curve.json || $(MAKE) profile calibrate CASCADE=$(CASCADE)
 	$(PY) -m benchmarks.live.run --cascade $(CASCADE) $(LIVE_ARGS)
+
+## bench-restart  SIGKILL tritonserver 5 times under a request stream; the orchestrator restarts it -> benchmarks/results/restart/
+bench-restart: export
+	$(PY) -m benchmarks.bench_restart --cascade $(CASCADE)
 
 ## export     export $(CASCADE) (light, heavy, discriminator) into model_repository/, verify, render configs
 export: setup

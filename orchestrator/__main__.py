@@ -1,7 +1,7 @@
 """CLI of the live orchestrator.
 
     python -m orchestrator run --node 127.0.0.1:8001 --metrics-url http://127.0.0.1:8002/metrics \\
-        --slots cpu:2 --profiles profiles/tiny --device cpu --policy diffserve --window-s 5
+        --cascade configs/tiny.yaml --slots cpu:2 --device cpu --policy diffserve --window-s 5
     python -m orchestrator run --nodes-file nodes.json ...      # many nodes, one Triton each
     python -m orchestrator start ...                            # detached (make serve)
     python -m orchestrator stop                                 # make stop
@@ -9,6 +9,9 @@
 ``nodes.json``: ``[{"url": "10.0.0.1:8001", "metrics_url": "http://10.0.0.1:8002/metrics",
 "slots": "gpu:0,1,2,3"}, ...]``. ``--slots auto``: every GPU that ``nvidia-smi -L`` lists, else
 ``cpu:$CPU_SLOTS`` (CPU instance slots stand in for GPUs).
+
+SLO: the ``slo_ms`` of the ``--cascade`` YAML (the one that was exported), planned for and written
+to the control file; ``--slo-ms`` overrides it explicitly, and the override is logged.
 """
 from __future__ import annotations
 
@@ -24,12 +27,16 @@ import threading
 import time
 from pathlib import Path
 
-from orchestrator.control import ControlConfig, DemandEstimator
+from orchestrator.control import ControlConfig, DemandEstimator, choose_slo
 from orchestrator.health import Backoff
 from orchestrator.loop import RUNS, LoopConfig, Orchestrator
 from orchestrator.node import TritonNode
 from orchestrator.placement import NodeSpec
-from orchestrator.server import pid_alive, terminate
+from orchestrator.server import PROJECT_ROOT, pid_alive, terminate
+from orchestrator.supervise import ServerSupervisor
+from serving.config import load_cascade
+
+PROFILES_ROOT = PROJECT_ROOT / "profiles"
 
 
 def parse_slots(text: str, cpu_default: int = 2) -> tuple[str, tuple[int, ...]]:
@@ -83,9 +90,8 @@ def resolve_device(profiles_dir: str | Path, device: str) -> str:
     return found[0]
 
 
-def build(args: argparse.Namespace) -> Orchestrator:
-    from planner import data, make_policy  # noqa: PLC0415
-
+def build_nodes(args: argparse.Namespace) -> list[TritonNode]:
+    """The nodes named by ``--node``/``--metrics-url`` or ``--nodes-file`` (SystemExit when none)."""
     if args.nodes_file:
         entries = json.loads(Path(args.nodes_file).read_text())
     else:
@@ -98,23 +104,44 @@ def build(args: argparse.Namespace) -> Orchestrator:
     for e in entries:
         kind, slots = parse_slots(e.get("slots", args.slots), args.cpu_slots)
         nodes.append(TritonNode(NodeSpec(e["url"], kind, slots), e["metrics_url"], admin_key=args.admin_key or None))
-    profiles, deferral, quality = data.load_calibration(args.profiles, resolve_device(args.profiles, args.device))
+    return nodes
+
+
+def build(args: argparse.Namespace) -> Orchestrator:
+    from planner import data, make_policy  # noqa: PLC0415
+
+    try:
+        cascade = load_cascade(args.cascade)
+        slo = choose_slo(cascade.slo_ms, cascade.source, args.slo_ms)
+    except ValueError as exc:  # ConfigError included
+        raise SystemExit(str(exc)) from None
+    nodes = build_nodes(args)
+    profiles_dir = args.profiles or str(PROFILES_ROOT / cascade.name)
+    profiles, deferral, quality = data.load_calibration(profiles_dir, resolve_device(profiles_dir, args.device))
     # The planner keys plans by profile name; the live loop keys them by Triton model name.
     models = (dataclasses.replace(profiles[0], name=args.light_model),
               dataclasses.replace(profiles[-1], name=args.heavy_model))
     total = sum(len(n.spec.slots) for n in nodes)
-    control = ControlConfig(models=models, slo_ms=args.slo_ms, num_workers=total, deferral=deferral,
+    control = ControlConfig(models=models, slo_ms=slo.slo_ms, num_workers=total, deferral=deferral,
                             quality=quality, window_s=args.window_s)
     estimator = DemandEstimator(alpha=args.ewma_alpha, overprovision=args.overprovision, initial_qps=args.initial_qps)
     log_dir = Path(args.log_dir)
     cfg = LoopConfig(window_s=args.window_s, light=args.light_model, heavy=args.heavy_model, cascade=args.cascade_model,
-                     discriminator=args.discriminator_model or None, slo_ms=args.slo_ms,
+                     discriminator=args.discriminator_model or None, slo_source=slo.source,
+                     cascade_config_hash=cascade.config_hash,
                      control_path=Path(args.control_file) if args.control_file else None,
                      log_path=log_dir / "orchestrator.jsonl", weights_path=log_dir / "routing_weights.json",
+                     metrics_path=log_dir / "metrics.prom",
                      envoy_rds_path=Path(args.envoy_rds) if args.envoy_rds else None,
                      backoff=Backoff(args.backoff_base_s, args.backoff_max_s),
                      health_interval_s=args.health_interval_s if args.health_interval_s > 0 else None)
-    return Orchestrator(nodes, control, make_policy(args.policy), cfg, estimator=estimator)
+    supervisor = None
+    if args.server_state_dir:
+        try:
+            supervisor = ServerSupervisor(args.server_state_dir, args.admin_key or None)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+    return Orchestrator(nodes, control, make_policy(args.policy), cfg, estimator=estimator, supervisor=supervisor)
 
 
 def summary(rec: dict) -> str:
@@ -132,10 +159,16 @@ def summary(rec: dict) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     orch = build(args)
+    overridden = orch.config.slo_source.startswith("override")
+    print(f"{'WARNING: ' if overridden else ''}planning for slo_ms={orch.control.slo_ms:g} "
+          f"({orch.config.slo_source})", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(json.dumps(orch.adopt())[:2000], flush=True)
+    adopted = orch.adopt()
+    print(json.dumps(adopted)[:2000], flush=True)
+    if adopted.get("warning"):
+        print(f"WARNING: {adopted['warning']}", flush=True)
     orch.run(stop, max_windows=args.max_windows, on_window=lambda r: print(summary(r), flush=True))
     return 0
 
@@ -221,11 +254,15 @@ def parser() -> argparse.ArgumentParser:
         r.add_argument("--slots", default="auto", help="'auto', 'cpu:<n>' or 'gpu:<ids>' (default auto)")
         r.add_argument("--cpu-slots", type=int, default=int(os.environ.get("CPU_SLOTS", "2")),
                        help="CPU instance slots when --slots auto finds no GPU")
-        r.add_argument("--profiles", required=True, help="profiles/<cascade>/ (device JSON, deferral, quality curves)")
+        r.add_argument("--cascade", default="configs/tiny.yaml",
+                       help="the cascade YAML that was exported: its slo_ms is the SLO (default configs/tiny.yaml)")
+        r.add_argument("--profiles", default="",
+                       help="device JSON, deferral and quality curves (default profiles/<cascade name>/)")
         r.add_argument("--device", default="auto", help="profile file name under --profiles ('auto': the only one)")
         r.add_argument("--policy", default="diffserve", help="planner policy (planner.POLICY_NAMES)")
         r.add_argument("--window-s", type=float, default=5.0)
-        r.add_argument("--slo-ms", type=float, default=5000.0)
+        r.add_argument("--slo-ms", type=float, default=None,
+                       help="override the cascade YAML's slo_ms (logged as an override); default: the YAML's")
         r.add_argument("--ewma-alpha", type=float, default=0.5)
         r.add_argument("--overprovision", type=float, default=1.2)
         r.add_argument("--initial-qps", type=float, default=1.0)
@@ -236,6 +273,9 @@ def parser() -> argparse.ArgumentParser:
         r.add_argument("--control-file", default="", help="default: the cascade's control_file parameter")
         r.add_argument("--admin-key", default=os.environ.get("DIFFSERVE_ADMIN_KEY", ""), help="'header:value'")
         r.add_argument("--log-dir", default=str(RUNS))
+        r.add_argument("--server-state-dir", default="",
+                       help="supervise the tritonserver that `python -m orchestrator.server start` recorded here "
+                            "(make serve: runs/server): restart it when it exits and re-apply the plan")
         r.add_argument("--envoy-rds", default="", help="also write an Envoy file-based RDS route config here")
         r.add_argument("--backoff-base-s", type=float, default=1.0)
         r.add_argument("--backoff-max-s", type=float, default=60.0)

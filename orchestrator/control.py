@@ -34,7 +34,9 @@ class Observation:
     per model name (absent when the model served nothing); ``queue_length`` the time-averaged
     number of queries waiting per model over the window; ``model_arrival_qps`` the rate at which queries
     entered each model's queue (deferred ones included); ``current`` is the allocation in force
-    at the end of the window (None before the first plan).
+    at the end of the window (None before the first plan). Build it with
+    :func:`orchestrator.observe.build_observation` from plain measurements, as the live loop
+    does, so that every field the planner reads means the same thing everywhere.
     """
 
     window_start_ms: float
@@ -123,6 +125,27 @@ class ControlConfig:
             raise ValueError(f"ControlConfig.num_workers = {self.num_workers}; expected >= 1")
         if not self.window_s > 0:
             raise ValueError(f"ControlConfig.window_s = {self.window_s}; expected > 0 s")
+
+
+@dataclasses.dataclass(frozen=True)
+class SloChoice:
+    """The SLO the orchestrator plans for and writes to the control file, and where it came from."""
+
+    slo_ms: float
+    source: str  # "<cascade yaml>" or "override: ..."
+    overridden: bool
+
+
+def choose_slo(cascade_slo_ms: float, cascade_source: str, override_ms: float | None) -> SloChoice:
+    """One SLO source: the cascade YAML's ``slo_ms`` unless the user overrides it explicitly.
+
+    Raises ValueError for an override that is not a finite number > 0 (naming it)."""
+    if override_ms is None:
+        return SloChoice(float(cascade_slo_ms), cascade_source, False)
+    if not (math.isfinite(override_ms) and override_ms > 0):
+        raise ValueError(f"--slo-ms {override_ms}; expected a finite number of milliseconds > 0")
+    return SloChoice(float(override_ms), f"override: --slo-ms {override_ms:g} replaces slo_ms {cascade_slo_ms:g} "
+                     f"of {cascade_source}", True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,6 +46,14 @@ class TritonNode:
     def close(self) -> None:
         self.client.close()
 
+    def reconnect(self) -> None:
+        """A fresh gRPC channel: after the server restarted, the old channel may sit in gRPC's
+        reconnect backoff (calls fail with "failed to connect" for seconds)."""
+        import tritonclient.grpc as grpcclient  # noqa: PLC0415
+
+        self.client.close()
+        self.client = grpcclient.InferenceServerClient(self.spec.url)
+
     # -- reads ---------------------------------------------------------------------------
     def is_live(self) -> bool:
         try:

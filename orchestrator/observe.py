@@ -11,6 +11,11 @@ Two sources per node, both read by :mod:`orchestrator.node` and parsed here (pur
 
 A window's arrivals are the cascade requests that finished (success + fail) plus the growth of
 its pending queue: every request that arrived either finished, or is still waiting.
+
+What the planner reads per window is built from these measurements by ONE pure function,
+:func:`build_observation` (the simulator calls it too): per model a :class:`QueueWindow` in
+queries (Triton counts requests; a stage request carries a whole batch of queries, so request
+counts are scaled by the model's measured queries per request, ``inference_count / success``).
 """
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ import math
 import re
 from types import MappingProxyType
 from typing import Iterable, Mapping
+
+from orchestrator.control import Observation
+from planner.types import Allocation
 
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\d+)?\s*$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -67,6 +75,7 @@ class ModelCounters:
     queue_count: int = 0
     queue_ns: int = 0
     pending: int = 0  # gauge: requests waiting in the scheduler now
+    inferences: int = 0  # queries executed (Triton's inference_count: a batch of n requests' rows counts n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +102,37 @@ def sample_from(t_s: float, statistics: Mapping, metrics_text: str) -> NodeSampl
         models[name] = ModelCounters(
             success=count("success"), fail=count("fail"), queue_count=count("queue"),
             queue_ns=count("queue", "ns"), pending=int(_sum(samples, PENDING_METRIC, model=name)),
+            inferences=int(st.get("inference_count", 0)),
         )
     return NodeSample(t_s=t_s, models=MappingProxyType(models),
                       drops=int(_sum(samples, DROPS_METRIC)), errors=int(_sum(samples, ERRORS_METRIC)))
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueWindow:
+    """What one model's queue saw during one control window, counted in queries.
+
+    ``arrived``: queries that entered the queue; ``started``: queries that left it (began
+    executing); ``wait_s``: the total queueing time of the ``started`` queries (their whole
+    wait, also the part before the window began), in query-seconds; ``waiting_end``: queries
+    still waiting when the window ended. Both the live loop (Triton statistics + metrics,
+    :func:`queue_window`) and the simulator measure exactly these.
+    """
+
+    arrived: float = 0.0
+    started: float = 0.0
+    wait_s: float = 0.0
+    waiting_end: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("arrived", "started", "wait_s", "waiting_end"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"QueueWindow.{name} = {v!r}; expected a finite number >= 0")
+
+    def __add__(self, other: "QueueWindow") -> "QueueWindow":
+        return QueueWindow(self.arrived + other.arrived, self.started + other.started,
+                           self.wait_s + other.wait_s, self.waiting_end + other.waiting_end)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +141,9 @@ class WindowStats:
 
     ``arrivals``: cascade requests that arrived; ``completed``/``failed``: that finished with an
     image / an error; ``drops``: load-shed requests (a subset of ``failed``); ``pending``: cascade
-    requests waiting at the end; ``queue_delay_ms``: mean queueing delay per model of the
-    requests it started in the window (absent when none); ``failures_by_model``: failed
-    requests per model (a stage model that fails is unhealthy, e.g. a dead stub process).
-    ``window_s`` is the elapsed seconds.
+    requests waiting at the end; ``queues``: per model, its :class:`QueueWindow` (queries);
+    ``failures_by_model``: failed requests per model (a stage model that fails is unhealthy,
+    e.g. a dead stub process). ``window_s`` is the elapsed seconds.
     """
 
     window_s: float
@@ -116,8 +152,13 @@ class WindowStats:
     failed: int
     drops: int
     pending: int
-    queue_delay_ms: Mapping[str, float]
+    queues: Mapping[str, QueueWindow] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     failures_by_model: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def queue_delay_ms(self) -> dict[str, float]:
+        """Mean queueing delay per model of the queries it started in the window (absent when none)."""
+        return {m: 1000.0 * q.wait_s / q.started for m, q in self.queues.items() if q.started > 0}
 
 
 def _delta(cur: int, prev: int) -> int:
@@ -126,39 +167,50 @@ def _delta(cur: int, prev: int) -> int:
     return cur - prev if cur >= prev else cur
 
 
+def queue_window(prev: ModelCounters, cur: ModelCounters) -> QueueWindow:
+    """One model's :class:`QueueWindow` from two samples of its Triton counters (pure).
+
+    Triton counts requests; each is scaled by the window's queries per request
+    (``inference_count`` over successful requests; 1 when nothing succeeded)."""
+    success, inferences = _delta(cur.success, prev.success), _delta(cur.inferences, prev.inferences)
+    per_request = inferences / success if success > 0 and inferences > 0 else 1.0
+    arrived = max(0, success + _delta(cur.fail, prev.fail) + cur.pending - prev.pending)
+    return QueueWindow(arrived=arrived * per_request, started=_delta(cur.queue_count, prev.queue_count) * per_request,
+                       wait_s=_delta(cur.queue_ns, prev.queue_ns) / 1e9 * per_request,
+                       waiting_end=cur.pending * per_request)
+
+
 def window_stats(prev: NodeSample, cur: NodeSample, cascade: str = "cascade") -> WindowStats:
     """The deltas between two samples of the same node (pure). Raises ValueError if time ran backwards."""
     window_s = cur.t_s - prev.t_s
     if not window_s > 0:
         raise ValueError(f"samples at t={prev.t_s} s and t={cur.t_s} s; expected the second strictly later")
     zero = ModelCounters()
-    qd: dict[str, float] = {}
+    queues: dict[str, QueueWindow] = {}
     fails: dict[str, int] = {}
     for name, c in cur.models.items():
         p = prev.models.get(name, zero)
         if _delta(c.fail, p.fail) > 0:
             fails[name] = _delta(c.fail, p.fail)
-        n = _delta(c.queue_count, p.queue_count)
-        if n > 0:
-            qd[name] = _delta(c.queue_ns, p.queue_ns) / n / 1e6
+        queues[name] = queue_window(p, c)
     cc, pc = cur.models.get(cascade, zero), prev.models.get(cascade, zero)
     completed, failed = _delta(cc.success, pc.success), _delta(cc.fail, pc.fail)
     arrivals = max(0, completed + failed + cc.pending - pc.pending)
     return WindowStats(window_s=window_s, arrivals=arrivals, completed=completed, failed=failed,
                        drops=_delta(cur.drops, prev.drops), pending=cc.pending,
-                       queue_delay_ms=MappingProxyType(qd), failures_by_model=MappingProxyType(fails))
+                       queues=MappingProxyType(queues), failures_by_model=MappingProxyType(fails))
 
 
 def merge(stats: Iterable[WindowStats]) -> WindowStats:
-    """Sum several nodes' windows into one (queue delays: the mean over nodes that report one)."""
+    """Sum several nodes' windows into one (counts and queue measurements add up)."""
     stats = list(stats)
     if not stats:
         raise ValueError("merge() needs at least one WindowStats")
-    qd: dict[str, list[float]] = {}
+    queues: dict[str, QueueWindow] = {}
     fails: dict[str, int] = {}
     for s in stats:
-        for k, v in s.queue_delay_ms.items():
-            qd.setdefault(k, []).append(v)
+        for k, q in s.queues.items():
+            queues[k] = queues.get(k, QueueWindow()) + q
         for k, v in s.failures_by_model.items():
             fails[k] = fails.get(k, 0) + v
     return WindowStats(
@@ -166,6 +218,38 @@ def merge(stats: Iterable[WindowStats]) -> WindowStats:
         arrivals=sum(s.arrivals for s in stats), completed=sum(s.completed for s in stats),
         failed=sum(s.failed for s in stats), drops=sum(s.drops for s in stats),
         pending=sum(s.pending for s in stats),
-        queue_delay_ms=MappingProxyType({k: sum(v) / len(v) for k, v in qd.items()}),
-        failures_by_model=MappingProxyType(fails),
+        queues=MappingProxyType(queues), failures_by_model=MappingProxyType(fails),
     )
+
+
+def build_observation(window_start_ms: float, window_s: float, arrivals: int, queues: Mapping[str, QueueWindow],
+                      current: Allocation | None, drops: int = 0, timeouts: int = 0) -> Observation:
+    """The planner's per-window input from plain measurements (pure; the live loop and the
+    simulator both call it, so the planner sees the same quantities from both).
+
+    ``arrivals``: queries that arrived at the cascade in ``[window_start_ms, +window_s)``;
+    ``queues``: per model name, its :class:`QueueWindow`; ``current``: the allocation in force.
+    Per model:
+
+    - ``queue_delay_ms`` = ``wait_s / started`` (absent when nothing started);
+    - ``model_arrival_qps`` = ``arrived / window_s``;
+    - ``queue_length`` (time-averaged queries waiting) by Little's law, arrival rate x mean
+      delay; a model that started nothing while queries waited gets ``waiting_end`` (its
+      backlog), since it has no measured delay.
+
+    So the planner's Little's-law estimate ``queue_length / model_arrival_qps`` equals the
+    measured mean delay whenever both are known.
+    """
+    if not window_s > 0:
+        raise ValueError(f"window_s={window_s}; expected > 0 seconds")
+    delay_ms, length, rate_qps = {}, {}, {}
+    for model, q in queues.items():
+        rate_qps[model] = q.arrived / window_s
+        if q.started > 0:
+            delay_ms[model] = 1000.0 * q.wait_s / q.started
+            length[model] = rate_qps[model] * q.wait_s / q.started
+        else:
+            length[model] = q.waiting_end
+    return Observation(window_start_ms=window_start_ms, window_s=window_s, arrivals=arrivals, drops=drops,
+                       timeouts=timeouts, queue_delay_ms=delay_ms, queue_length=length, model_arrival_qps=rate_qps,
+                       current=current)

@@ -4,7 +4,8 @@
   integer weights per node for a standard weighted gRPC load balancer (docs/deploy.md);
 - optionally an Envoy route configuration as a file-based RDS ``DiscoveryResponse``: Envoy
   watches the file (``path_config_source``) and applies new weights without a restart;
-- JSON-lines log records (one per control window).
+- JSON-lines log records (one per control window);
+- the orchestrator's own metrics (Prometheus text file: windows, heals, server restarts).
 """
 from __future__ import annotations
 
@@ -99,3 +100,28 @@ def _jsonable(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+METRICS_HELP = {
+    "windows_total": "Control windows stepped",
+    "heals_total": "Stage-model reloads that replaced broken instances",
+    "server_restarts_total": "tritonserver restarts after it exited (supervised server)",
+    "server_restart_failures_total": "tritonserver restarts that failed (retried after a backoff)",
+    "shm_regions_removed_total": "/dev/shm regions of dead servers removed",
+    "last_server_restart_seconds": "Duration of the last tritonserver restart, until models re-applied",
+}
+
+
+def metrics_text(values: Mapping[str, float], prefix: str = "diffserve_orchestrator_") -> str:
+    """Prometheus text exposition of the orchestrator's counters (``*_total``) and gauges."""
+    lines = []
+    for name, value in sorted(values.items()):
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines += [f"# HELP {prefix}{name} {METRICS_HELP.get(name, name)}", f"# TYPE {prefix}{name} {kind}",
+                  f"{prefix}{name} {float(value):g}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(path: str | Path, values: Mapping[str, float]) -> None:
+    """Write the metrics file (atomic; node_exporter's textfile collector can serve it)."""
+    atomic_write_text(path, metrics_text(values))

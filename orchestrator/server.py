@@ -28,6 +28,9 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+from typing import Callable
+
+from orchestrator.server_state import read_state, server_running, server_state, shm_record_file, state_file, write_state
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = PROJECT_ROOT / "runs" / "server"
@@ -203,8 +206,10 @@ class TritonServer:
         return cmd + list(c.extra_args)
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> "TritonServer":
-        """Launch the process and block until the server reports ready (or raise)."""
+    def start(self, on_spawn: "Callable[[TritonServer], None] | None" = None) -> "TritonServer":
+        """Launch the process and block until the server reports ready (or raise).
+        ``on_spawn`` is called right after the process exists (a supervisor records its pid
+        before waiting: a launcher killed while it waits leaves no unknown server behind)."""
         precompile_models(self.config.model_repository)
         if self.log_path is None:
             DEFAULT_STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -217,6 +222,8 @@ class TritonServer:
             preexec_fn=_die_with_parent if self.config.die_with_parent and sys.platform == "linux" else None,
         )
         try:
+            if on_spawn is not None:
+                on_spawn(self)
             self.wait_ready(self.config.startup_timeout_s)
         except BaseException:
             self.stop()
@@ -288,20 +295,22 @@ def _die_with_parent() -> None:
 # ---------------------------------------------------------------------------------------
 # CLI: a detached server for `make serve` / `make stop`, with its pid and ports in a state file
 # ---------------------------------------------------------------------------------------
-def _state_file(state_dir: Path) -> Path:
-    return state_dir / "server.json"
+def launch_detached(server: TritonServer, state_dir: Path) -> TritonServer:
+    """Start ``server`` (which must outlive its launcher: ``die_with_parent`` off) and record its
+    state as soon as it exists, and again once ready. Raises TritonStartError like ``start``."""
+    if server.config.die_with_parent:
+        raise ValueError("launch_detached: expected a config with die_with_parent=False (the server outlives us)")
+    server.start(on_spawn=lambda s: write_state(state_dir, server_state(s)))
+    write_state(state_dir, server_state(server))
+    return server
 
 
 def _cli_start(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-
     state_dir = Path(args.state_dir)
-    sf = _state_file(state_dir)
-    if sf.exists():
-        st = json.loads(sf.read_text())
-        if pid_alive(st["pid"]):
-            print(f"tritonserver already running (pid {st['pid']}, grpc {st['grpc']}); `make stop` first")
-            return 1
+    st = read_state(state_dir)
+    if st is not None and server_running(st):
+        print(f"tritonserver already running (pid {st['pid']}, grpc {st['grpc']}); `make stop` first")
+        return 1
     cfg = TritonServerConfig(
         model_repository=args.model_repository, host=args.host, http_port=args.http_port,
         grpc_port=args.grpc_port, metrics_port=args.metrics_port, load_models=tuple(args.load_model),
@@ -310,12 +319,10 @@ def _cli_start(args: argparse.Namespace) -> int:
     )
     server = TritonServer(cfg)
     print(f"starting tritonserver: grpc {server.grpc_url}, http {server.http_url}, metrics {server.metrics_url}")
-    server.start()
-    sf.write_text(json.dumps({"pid": server.process.pid, "grpc": server.grpc_url, "http": server.http_url,
-                              "metrics": server.metrics_url, "log": str(server.log_path)}))
+    launch_detached(server, state_dir)
     # Detach: the server runs on after this CLI exits; `stop` signals its process group.
     server.process = None
-    print(f"tritonserver ready (log: {server.log_path}); state in {sf}")
+    print(f"tritonserver ready (log: {server.log_path}); state in {state_file(state_dir)}")
     return 0
 
 
@@ -344,15 +351,27 @@ def terminate(pid: int, timeout_s: float, process_group: bool = False) -> None:
 
 
 def _cli_stop(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
+    """Stop the detached server: exit 0 when it was running and is stopped; exit 1 when it had
+    already exited (its state and its leftover /dev/shm regions are removed, and it says so)."""
+    from orchestrator.shm import cleanup_dead_server, load_record  # noqa: PLC0415
 
-    sf = _state_file(Path(args.state_dir))
-    if not sf.exists():
+    state_dir = Path(args.state_dir)
+    st = read_state(state_dir)
+    if st is None:
         print("no tritonserver state file; nothing to stop")
         return 0
-    pid = json.loads(sf.read_text())["pid"]
+    pid = int(st["pid"])
+    record = shm_record_file(state_dir)
+    if not server_running(st):
+        cleaned = cleanup_dead_server(pid, load_record(record, pid))
+        state_file(state_dir).unlink()
+        record.unlink(missing_ok=True)
+        print(f"tritonserver (pid {pid}) was NOT running: it had exited (log: {st.get('log')}); removed its state "
+              f"and {len(cleaned['regions_removed'])} leftover /dev/shm regions")
+        return 1
     terminate(pid, timeout_s=20, process_group=True)
-    sf.unlink()
+    state_file(state_dir).unlink()
+    record.unlink(missing_ok=True)
     print(f"tritonserver (pid {pid}) stopped")
     return 0
 

@@ -53,6 +53,9 @@ def test_each_window_observes_demand_and_applies_the_plan(stack):
     assert recs[0]["note"].startswith("adopted running state")  # no change before one observed window
     obs = [r["observation"] for r in recs[1:]]
     assert sum(o["arrivals"] for o in obs) >= 10 and all(o["arrival_rate_qps"] >= 0 for o in obs)
+    # The planner's per-window inputs are measured live (orchestrator.observe.build_observation).
+    assert sum(o["model_arrival_qps"]["light"] for o in obs) > 0
+    assert all({"light", "heavy"} <= set(o["queue_length"]) for o in obs)
     applied = recs[1]
     assert applied["plan"]["workers"] == {"light": 2, "heavy": 1}
     assert [(a["model"], a["result"]) for a in applied["actions"]] == [("light", "ok")]

@@ -153,3 +153,60 @@ def test_slot_specs_parse_and_reject_bad_input():
     for bad in ("cpu:0", "gpu:", "tpu:1", "cpu:x"):
         with pytest.raises(ValueError, match="expected 'auto'"):
             parse_slots(bad)
+
+
+def test_slo_is_the_cascade_yamls_unless_overridden_explicitly():
+    from orchestrator.control import SloChoice, choose_slo  # noqa: PLC0415
+
+    assert choose_slo(15000.0, "configs/sdxl.yaml", None) == SloChoice(15000.0, "configs/sdxl.yaml", False)
+    chosen = choose_slo(15000.0, "configs/sdxl.yaml", 5000.0)
+    assert chosen.slo_ms == 5000.0 and chosen.overridden and "replaces slo_ms 15000" in chosen.source
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="--slo-ms"):
+            choose_slo(15000.0, "x", bad)
+
+
+def test_cli_plans_for_the_cascade_yamls_slo_and_logs_an_override(tmp_path, capsys):
+    """The SDXL cascade's 15 s SLO, not a 5 s default, reaches the planner and the control file."""
+    from orchestrator.__main__ import build, parser  # noqa: PLC0415
+    from tests.orchestrator_support import PROFILES  # noqa: PLC0415
+
+    base = ["run", "--node", "127.0.0.1:1", "--metrics-url", "http://127.0.0.1:2/metrics", "--slots", "cpu:2",
+            "--profiles", str(PROFILES), "--device", "cpu", "--log-dir", str(tmp_path),
+            "--cascade", "configs/sdxl_lightning_sdxl.yaml"]
+    orch = build(parser().parse_args(base))
+    assert orch.control.slo_ms == 15000.0 and orch.config.slo_source.endswith("configs/sdxl_lightning_sdxl.yaml")
+    plan = _plan({"light": 1, "heavy": 1})
+    orch.control_path = tmp_path / "control.json"
+    orch._write_control(plan, {})
+    assert json.loads((tmp_path / "control.json").read_text())["slo_ms"] == 15000.0
+    over = build(parser().parse_args(base + ["--slo-ms", "4000"]))
+    assert over.control.slo_ms == 4000.0 and over.config.slo_source.startswith("override: --slo-ms 4000")
+    with pytest.raises(SystemExit, match="expected a finite number"):
+        build(parser().parse_args(base + ["--slo-ms", "-1"]))
+    with pytest.raises(SystemExit, match="does not exist"):
+        build(parser().parse_args(base[:-1] + ["configs/nope.yaml"]))
+
+
+def test_adoption_warns_when_the_served_cascade_was_exported_from_another_config():
+    from orchestrator.adopt import served_cascade_check  # noqa: PLC0415
+    from orchestrator.apply import Cluster  # noqa: PLC0415
+
+    class ExportedNode:
+        url, spec = "a:1", NodeSpec("a:1", "cpu", (0,))
+
+        def __init__(self, config_hash):
+            self.config_hash = config_hash
+
+        def is_ready(self, model):
+            return True
+
+        def model_config(self, model):
+            return {"parameters": {"config_hash": {"string_value": self.config_hash}}}
+
+    def check(served, planned):
+        return served_cascade_check(Cluster([ExportedNode(served)], ("light", "heavy"), None, Backoff(), float), planned)
+
+    assert check("abc", "abc") == {"served_config_hash": "abc"}
+    assert "pass the exported YAML as --cascade" in check("abc", "def")["warning"]
+    assert check("abc", None) == {} and check("", "def") == {}
