@@ -141,15 +141,17 @@ def test_queries_queued_at_a_model_whose_last_gpu_leaves_fail_at_the_move():
     assert res.finish_ms.tolist() == [100.0, 200.0, 150.0]
 
 
-def test_observation_has_only_the_fields_the_live_loop_fills():
+def test_observation_is_built_by_the_live_loops_builder_from_the_same_measurements():
     res, loop = run([0, 1, 2, 3, 4], plan(light=1, bl=4), window_s=1.0, loop_cls=ObservingLoop)
     obs = loop.observations[0]
     assert obs.arrivals == 5 and obs.window_s == 1.0 and obs.drops == 0
     assert obs.queue_delay_ms["light"] == pytest.approx((0 + 99 + 98 + 97 + 96) / 5)
     assert "heavy" not in obs.queue_delay_ms  # nothing dispatched there, as Triton reports no queue count
     assert dict(obs.current.workers) == {"light": 1, "heavy": 0}
-    # the live loop fills no timeouts, queue lengths or per-model arrival rates
-    assert obs.timeouts == 0 and dict(obs.queue_length) == {} and dict(obs.model_arrival_qps) == {}
+    # orchestrator.observe.build_observation: per-model arrival rate, Little's-law queue length
+    assert obs.model_arrival_qps["light"] == pytest.approx(5.0) and obs.model_arrival_qps["heavy"] == 0.0
+    assert obs.queue_length["light"] == pytest.approx(5.0 * obs.queue_delay_ms["light"] / 1000.0)
+    assert obs.timeouts == 0
 
 
 def test_plan_asking_for_more_workers_than_the_cluster_has_is_rejected():

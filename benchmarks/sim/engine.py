@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.control import ControlDecision, ControlLoop, Observation
+from orchestrator.control import ControlDecision, ControlLoop
+from orchestrator.observe import build_observation
 from orchestrator.placement import control_state
 from planner.types import Allocation, Plan
 from serving import routing
@@ -118,6 +119,7 @@ class Simulator:
         if m == HEAVY:
             self.enq[HEAVY][idx] = now
         self.fifo[m].push(idx)
+        self.stats.arrived[m] += len(idx)
 
     def _dispatch(self, m: int, now: float) -> None:
         """Idle GPUs of model m take batches while there is work."""
@@ -231,9 +233,10 @@ class Simulator:
     def _on_control(self, now: float) -> None:
         start = now - self.window_ms
         arrivals = int(np.searchsorted(self.arr, now, "left") - np.searchsorted(self.arr, start, "left"))
-        obs = Observation(window_start_ms=start, window_s=self.window_ms / 1000.0, arrivals=arrivals,
-                          drops=self.stats.drops, queue_delay_ms=self.stats.queue_delay_ms(self.names, self.enq),
-                          current=self._allocation())
+        waiting = [self.fifo[m].tail - self.fifo[m].head for m in (LIGHT, HEAVY)]
+        obs = build_observation(start, self.window_ms / 1000.0, arrivals,
+                                self.stats.queue_windows(self.names, self.enq, waiting), self._allocation(),
+                                drops=self.stats.drops)
         self.stats = WindowStats()
         decision = self.loop.step(obs)
         self._record(now, decision)
@@ -261,6 +264,7 @@ class Simulator:
             self._drop([i], now)
             return
         self.fifo[m].push1(i)
+        self.stats.arrived[m] += 1
         if m == HEAVY:
             self.enq[HEAVY][i] = now
         self._dispatch(m, now)

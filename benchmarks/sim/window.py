@@ -9,11 +9,28 @@ import numpy as np
 class WindowStats:
     """Drops (shed on admission or failed) and the batches each model started in the window."""
 
-    __slots__ = ("drops", "dispatched")
+    __slots__ = ("drops", "dispatched", "arrived")
 
     def __init__(self) -> None:
         self.drops = 0
         self.dispatched: tuple[list, list] = ([], [])  # (dispatch time, query ids) per model
+        self.arrived = [0, 0]  # queries that entered each model's queue
+
+    def queue_windows(self, names: Sequence[str], enq: Sequence[np.ndarray], waiting_end: Sequence[int]) -> dict:
+        """Per model the :class:`orchestrator.observe.QueueWindow` the live loop measures: queries that
+        entered the queue, started, their total wait (query-seconds) and the queue left at the end."""
+        from orchestrator.observe import QueueWindow  # noqa: PLC0415
+
+        out = {}
+        for m, name in enumerate(names):
+            started, wait_ms = 0, 0.0
+            for t, chunk in self.dispatched[m]:
+                c = np.asarray(chunk, dtype=np.int64)
+                started += len(c)
+                wait_ms += float(len(c) * t - enq[m][c].sum())
+            out[name] = QueueWindow(arrived=float(self.arrived[m]), started=float(started), wait_s=wait_ms / 1000.0,
+                                    waiting_end=float(waiting_end[m]))
+        return out
 
     def queue_delay_ms(self, names: Sequence[str], enq: Sequence[np.ndarray]) -> dict[str, float]:
         """Mean queueing delay (ms) per model of the queries dispatched in the window; a model
