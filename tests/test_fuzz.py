@@ -26,8 +26,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from client import CascadeClient
 from client.errors import DROP_MARKER, TRITON_SHED_MESSAGES
-from tests.conftest import CASCADE_MODELS
-from tests.conftest import ASSETS
+from tests.conftest import ASSETS, CASCADE_MODELS
 from tests.fuzz_cases import Case, WireInput, bytes_payload, generate, poisons_batch
 from tests.fuzz_wire import Answer, send_grpc, send_http
 from tests.triton_procs import running_stub_pids

@@ -28,7 +28,14 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.server import PROJECT_ROOT, TritonServer, TritonServerConfig, admin_headers, read_admin_key, server_env
+from orchestrator.server import (
+    PROJECT_ROOT,
+    TritonServer,
+    TritonServerConfig,
+    admin_headers,
+    read_admin_key,
+    server_env,
+)
 
 INPUT_DATA = Path(__file__).with_name("prompts.json")
 CASCADE_MODELS = ("light", "heavy", "discriminator", "cascade")
