@@ -3,6 +3,7 @@ tritonserver, and localhost binding."""
 from __future__ import annotations
 
 import base64
+import shutil
 import socket
 import time
 from multiprocessing import shared_memory
@@ -32,10 +33,15 @@ def restricted_server(triton_server_factory):
 
 @pytest.fixture(scope="module")
 def shared_restricted_server(tmp_path_factory):
-    """One restricted server for the tests that leave it as they found it (no unload)."""
-    log = tmp_path_factory.mktemp("restricted") / "tritonserver.log"
-    with TritonServer(TritonServerConfig(model_repository=ASSETS / "smoke_repository", load_models=("smoke",),
-                                         restricted_key=KEY, log_path=log)) as server:
+    """One restricted server, ``smoke`` plus the stand-in ``light`` stage, for the tests that
+    leave it as they found it (no unload)."""
+    tmp = tmp_path_factory.mktemp("restricted")
+    repo = tmp / "repo"
+    shutil.copytree(ASSETS / "smoke_repository" / "smoke", repo / "smoke")
+    shutil.copytree(ASSETS / "cascade_repository" / "light", repo / "light")
+    shutil.copy(ASSETS / "cascade_repository" / "standin.py", repo / "standin.py")
+    with TritonServer(TritonServerConfig(model_repository=repo, load_models=("smoke", "light"), restricted_key=KEY,
+                                         log_path=tmp / "tritonserver.log")) as server:
         yield server
 
 
@@ -152,21 +158,31 @@ def _serves(server) -> bool:
         client.close()
 
 
+def _light_inputs():
+    prompt = grpcclient.InferInput("PROMPT", [1, 1], "BYTES")
+    prompt.set_data_from_numpy(np.array([[b"a red circle"]], dtype=object))
+    seed = grpcclient.InferInput("SEED", [1, 1], "INT64")
+    seed.set_data_from_numpy(np.zeros((1, 1), np.int64))
+    return [prompt, seed]
+
+
 def test_stub_region_cannot_be_registered_as_shared_memory_without_key(shared_restricted_server):
-    # The attack: register the Python stub's own region, then have Triton write an output into it.
-    # Unrestricted, Triton 2.51 dies (boost::interprocess::lock_exception, then a signal).
-    stub = next(iter(stubs(shared_restricted_server.process.pid).values()))
+    # The attack: register light's Python stub's own region (its name is in /dev/shm), then have
+    # Triton write light's IMAGE into it. Unrestricted, Triton 2.51 dies
+    # (boost::interprocess::lock_exception, then a signal).
+    stub = next(s for s in stubs(shared_restricted_server.process.pid).values() if s.instance.startswith("light"))
     assert Path(f"/dev/shm/{stub.shm_region}").exists()
+    all_stubs = running_stub_pids(shared_restricted_server.process.pid)
     grpc = shared_restricted_server.grpc_client()
     http = httpclient.InferenceServerClient(shared_restricted_server.http_url)
     with pytest.raises(PermissionDenied), triton_errors("register_system_shared_memory"):
         grpc.register_system_shared_memory("victim", "/" + stub.shm_region, 1 << 20)
     with pytest.raises(PermissionDenied), triton_errors("register_system_shared_memory"):
         http.register_system_shared_memory("victim", "/" + stub.shm_region, 1 << 20)
-    out = grpcclient.InferRequestedOutput("Y")
-    out.set_shared_memory("victim", 16)
+    out = grpcclient.InferRequestedOutput("IMAGE")
+    out.set_shared_memory("victim", 16 * 16 * 3)
     with pytest.raises(InferenceServerException, match="victim"):
-        grpc.infer("smoke", _smoke_inputs(), outputs=[out])
+        grpc.infer("light", _light_inputs(), outputs=[out])
     # Reading the registry or dropping someone's region needs the key too.
     for call in (lambda: grpc.get_system_shared_memory_status(), lambda: grpc.unregister_system_shared_memory(),
                  lambda: http.get_system_shared_memory_status(), lambda: http.unregister_system_shared_memory()):
@@ -174,7 +190,8 @@ def test_stub_region_cannot_be_registered_as_shared_memory_without_key(shared_re
             call()
     time.sleep(0.5)  # a crash after the refused calls would show by now
     assert _serves(shared_restricted_server)
-    assert running_stub_pids(shared_restricted_server.process.pid) == {stub.pid}  # the same stub, still running
+    assert grpc.infer("light", _light_inputs()).as_numpy("IMAGE").shape == (1, 16, 16, 3)
+    assert running_stub_pids(shared_restricted_server.process.pid) == all_stubs  # the same stubs, still running
 
 
 def test_cuda_shared_memory_needs_the_key_too(shared_restricted_server):
