@@ -1,7 +1,7 @@
 """Thin adapter over one Triton server (one node): model control, statistics, metrics.
 
 Every tritonclient call goes through :func:`client.errors.triton_errors`, and the
-restricted protocols (model repository, statistics) get the admin key's headers.
+restricted protocols (model repository, model config, statistics) get the admin key's headers.
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ class TritonNode:
     def model_config(self, model: str) -> dict:
         """The loaded model's config as JSON (cached for later reloads)."""
         with triton_errors("get_model_config", model=model):
-            cfg = self.client.get_model_config(model, as_json=True)["config"]
+            cfg = self.client.get_model_config(model, headers=self._headers, as_json=True)["config"]
         self._configs[model] = cfg
         return copy.deepcopy(cfg)
 

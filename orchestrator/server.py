@@ -36,6 +36,23 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = PROJECT_ROOT / "runs" / "server"
 
 
+# Triton protocols that need the admin key (docs/deploy.md, "Threat model", says why each one):
+# - model-repository: load/unload/index -- any client could unload the cascade or load a model;
+# - shared-memory (system AND CUDA: one Triton category): registering a region makes the server
+#   open any /dev/shm name or CUDA IPC handle and read inputs from / write outputs into it; a
+#   Python-backend stub's own region as an output buffer kills tritonserver
+#   (tests/test_security.py reproduces it);
+# - model-config: the loaded configs name host paths (artifacts, control file, cascade YAML);
+#   only the orchestrator and perf_analyzer read them, and both hold the key;
+# - statistics, trace, logging: load and timing data, and server-wide settings (trace files,
+#   log verbosity) a client could change.
+# Open: inference (the service), health (probes and load balancers), metadata (the public I/O
+# contract of docs/interfaces.md, which any Triton client library needs to build a request).
+RESTRICTED_APIS = ("model-repository", "shared-memory", "model-config", "statistics", "trace", "logging")
+ADMIN_KEY_ENV = "DIFFSERVE_ADMIN_KEY"
+DEFAULT_ADMIN_KEY_FILE = DEFAULT_STATE_DIR / "admin_key"
+
+
 class TritonNotInstalled(RuntimeError):
     """The tritonserver binary or its Python backend stub is missing (run ``make setup``)."""
 
@@ -49,7 +66,7 @@ class TritonServerConfig:
     """How to launch one tritonserver process.
 
     Ports of 0 mean "pick a free port". ``restricted_key`` (``header:value``), when set,
-    restricts the model-repository and statistics protocols to clients sending that header.
+    restricts the protocols in :data:`RESTRICTED_APIS` to clients sending that header.
     ``die_with_parent`` (Linux): the server gets SIGTERM when the process that started it dies,
     even by SIGKILL, so a killed test run or benchmark leaves no tritonserver behind; the
     detached ``make serve`` server turns it off.
@@ -87,6 +104,20 @@ def admin_headers(restricted_key: str | None, protocol: str = "grpc") -> dict[st
     if protocol == "http":
         return {header: value}
     raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+
+
+def read_admin_key(env: dict[str, str] | None = None, key_file: str | Path | None = None) -> str | None:
+    """The admin key (``header:value``) of a running server: ``$DIFFSERVE_ADMIN_KEY`` when set, else
+    the first line of ``key_file`` (default ``runs/server/admin_key``, written by ``make serve``),
+    else None (an unrestricted server). Raises ValueError for a key not shaped ``header:value``."""
+    key = (os.environ if env is None else env).get(ADMIN_KEY_ENV, "").strip()
+    path = Path(key_file) if key_file is not None else DEFAULT_ADMIN_KEY_FILE
+    if not key and path.is_file():
+        key = (path.read_text().strip().splitlines() or [""])[0].strip()
+    if not key:
+        return None
+    admin_headers(key)  # validates the shape
+    return key
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -200,7 +231,7 @@ class TritonServer:
                 raise ValueError(f"restricted_key must look like 'header:value', got {c.restricted_key!r}")
             # Triton 2.51 spells the two flags differently (verified against `tritonserver --help`:
             # `--grpc-restricted-api` is rejected at start-up); both take `<apis>:<header>=<value>`.
-            apis = "model-repository,statistics,trace,logging"
+            apis = ",".join(RESTRICTED_APIS)
             cmd.append(f"--grpc-restricted-protocol={apis}:{header}={value}")
             cmd.append(f"--http-restricted-api={apis}:{header}={value}")
         return cmd + list(c.extra_args)
@@ -387,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--metrics-port", type=int, default=8002)
     s.add_argument("--load-model", action="append", default=[], help="model to load at start (repeatable)")
     s.add_argument("--restricted-key", default=os.environ.get("DIFFSERVE_ADMIN_KEY", ""),
-                   help="'header:value' required for model-control/statistics APIs")
+                   help="'header:value' required for the restricted APIs: " + ", ".join(RESTRICTED_APIS))
     s.add_argument("--timeout-s", type=float, default=300.0)
     s.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
     t = sub.add_parser("stop", help="stop the server started by `start`")

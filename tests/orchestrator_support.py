@@ -59,7 +59,7 @@ def instance_counts(server, models=("light", "heavy")) -> dict[str, int]:
             if not client.is_model_ready(m):
                 out[m] = 0
                 continue
-            cfg = client.get_model_config(m, as_json=True)["config"]
+            cfg = client.get_model_config(m, headers=admin_headers(ADMIN_KEY), as_json=True)["config"]
             out[m] = sum(int(g.get("count", 1)) for g in cfg.get("instance_group", []))
     finally:
         client.close()

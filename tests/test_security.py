@@ -1,17 +1,25 @@
-"""Restricted model-control and statistics protocols on a real tritonserver, and localhost binding."""
+"""Restricted protocols (model control, shared memory, model config, statistics) on a real
+tritonserver, and localhost binding."""
 from __future__ import annotations
 
+import base64
+import shutil
 import socket
 import time
+from multiprocessing import shared_memory
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
+from benchmarks.perf.run import run_mode
 from client.errors import PermissionDenied, triton_errors
-from orchestrator.server import TritonServerConfig, admin_headers
-from tests.conftest import ASSETS
+from orchestrator.server import RESTRICTED_APIS, TritonServer, TritonServerConfig, admin_headers, read_admin_key
+from tests.conftest import ASSETS, CASCADE_MODELS, build_cascade_repository
+from tests.triton_procs import running_stub_pids, stubs
 
 pytestmark = pytest.mark.triton
 
@@ -21,6 +29,20 @@ KEY = "x-diffserve-admin:s3cret-key"
 @pytest.fixture
 def restricted_server(triton_server_factory):
     return triton_server_factory(ASSETS / "smoke_repository", load_models=("smoke",), restricted_key=KEY)
+
+
+@pytest.fixture(scope="module")
+def shared_restricted_server(tmp_path_factory):
+    """One restricted server, ``smoke`` plus the stand-in ``light`` stage, for the tests that
+    leave it as they found it (no unload)."""
+    tmp = tmp_path_factory.mktemp("restricted")
+    repo = tmp / "repo"
+    shutil.copytree(ASSETS / "smoke_repository" / "smoke", repo / "smoke")
+    shutil.copytree(ASSETS / "cascade_repository" / "light", repo / "light")
+    shutil.copy(ASSETS / "cascade_repository" / "standin.py", repo / "standin.py")
+    with TritonServer(TritonServerConfig(model_repository=repo, load_models=("smoke", "light"), restricted_key=KEY,
+                                         log_path=tmp / "tritonserver.log")) as server:
+        yield server
 
 
 def _ready(client, name: str) -> bool:
@@ -115,3 +137,132 @@ def test_admin_headers_rejects_malformed_key():
         admin_headers("no-colon-here")
     with pytest.raises(ValueError, match="'grpc' or 'http'"):
         admin_headers(KEY, protocol="smtp")
+
+
+# --- shared memory: the protocol that let an unauthenticated client kill the server (issue 15) ----
+def _smoke_inputs(module=grpcclient):
+    x = module.InferInput("X", [1, 4], "FP32")
+    x.set_data_from_numpy(np.ones((1, 4), np.float32))
+    t = module.InferInput("TEXT", [1, 1], "BYTES")
+    t.set_data_from_numpy(np.array([[b"hi"]], dtype=object))
+    return [x, t]
+
+
+def _serves(server) -> bool:
+    """The server is alive, ready, and the smoke model answers a normal request correctly."""
+    client = server.grpc_client()
+    try:
+        return (server.process.poll() is None and client.is_server_ready()
+                and client.infer("smoke", _smoke_inputs()).as_numpy("Y").tolist() == [[2.0] * 4])
+    finally:
+        client.close()
+
+
+def _light_inputs():
+    prompt = grpcclient.InferInput("PROMPT", [1, 1], "BYTES")
+    prompt.set_data_from_numpy(np.array([[b"a red circle"]], dtype=object))
+    seed = grpcclient.InferInput("SEED", [1, 1], "INT64")
+    seed.set_data_from_numpy(np.zeros((1, 1), np.int64))
+    return [prompt, seed]
+
+
+def test_stub_region_cannot_be_registered_as_shared_memory_without_key(shared_restricted_server):
+    # The attack: register light's Python stub's own region (its name is in /dev/shm), then have
+    # Triton write light's IMAGE into it. Unrestricted, Triton 2.51 dies
+    # (boost::interprocess::lock_exception, then a signal).
+    stub = next(s for s in stubs(shared_restricted_server.process.pid).values() if s.instance.startswith("light"))
+    assert Path(f"/dev/shm/{stub.shm_region}").exists()
+    all_stubs = running_stub_pids(shared_restricted_server.process.pid)
+    grpc = shared_restricted_server.grpc_client()
+    http = httpclient.InferenceServerClient(shared_restricted_server.http_url)
+    with pytest.raises(PermissionDenied), triton_errors("register_system_shared_memory"):
+        grpc.register_system_shared_memory("victim", "/" + stub.shm_region, 1 << 20)
+    with pytest.raises(PermissionDenied), triton_errors("register_system_shared_memory"):
+        http.register_system_shared_memory("victim", "/" + stub.shm_region, 1 << 20)
+    out = grpcclient.InferRequestedOutput("IMAGE")
+    out.set_shared_memory("victim", 16 * 16 * 3)
+    with pytest.raises(InferenceServerException, match="victim"):
+        grpc.infer("light", _light_inputs(), outputs=[out])
+    # Reading the registry or dropping someone's region needs the key too.
+    for call in (lambda: grpc.get_system_shared_memory_status(), lambda: grpc.unregister_system_shared_memory(),
+                 lambda: http.get_system_shared_memory_status(), lambda: http.unregister_system_shared_memory()):
+        with pytest.raises(PermissionDenied), triton_errors("system shared memory"):
+            call()
+    time.sleep(0.5)  # a crash after the refused calls would show by now
+    assert _serves(shared_restricted_server)
+    assert grpc.infer("light", _light_inputs()).as_numpy("IMAGE").shape == (1, 16, 16, 3)
+    assert running_stub_pids(shared_restricted_server.process.pid) == all_stubs  # the same stubs, still running
+
+
+def test_cuda_shared_memory_needs_the_key_too(shared_restricted_server):
+    grpc = shared_restricted_server.grpc_client()
+    http = httpclient.InferenceServerClient(shared_restricted_server.http_url)
+    handle = bytes(64)  # a cudaIpcMemHandle_t is 64 bytes; never opened: the refusal comes first
+    with pytest.raises(PermissionDenied), triton_errors("register_cuda_shared_memory"):
+        grpc.register_cuda_shared_memory("gpu", handle, 0, 1 << 20)
+    with pytest.raises(PermissionDenied), triton_errors("register_cuda_shared_memory"):
+        http.register_cuda_shared_memory("gpu", base64.b64encode(handle), 0, 1 << 20)
+    with pytest.raises(PermissionDenied), triton_errors("get_cuda_shared_memory_status"):
+        grpc.get_cuda_shared_memory_status()
+    assert _serves(shared_restricted_server)
+
+
+def test_key_holder_can_use_system_shared_memory(shared_restricted_server):
+    region = shared_memory.SharedMemory(create=True, size=64)  # the client's own region
+    grpc = shared_restricted_server.grpc_client()
+    headers = admin_headers(KEY)
+    try:
+        grpc.register_system_shared_memory("mine", "/" + region.name, 64, headers=headers)
+        out = grpcclient.InferRequestedOutput("Y")
+        out.set_shared_memory("mine", 16)
+        grpc.infer("smoke", _smoke_inputs(), outputs=[out])
+        assert np.frombuffer(region.buf[:16], dtype=np.float32).tolist() == [2.0] * 4
+        status = grpc.get_system_shared_memory_status(headers=headers, as_json=True)
+        assert "mine" in status.get("regions", {})
+        grpc.unregister_system_shared_memory("mine", headers=headers)
+    finally:
+        region.close()
+        region.unlink()
+    assert _serves(shared_restricted_server)
+
+
+def test_model_config_needs_the_key_but_metadata_and_health_do_not(shared_restricted_server):
+    grpc = shared_restricted_server.grpc_client()
+    with pytest.raises(PermissionDenied), triton_errors("get_model_config", model="smoke"):
+        grpc.get_model_config("smoke")
+    assert grpc.get_model_config("smoke", headers=admin_headers(KEY), as_json=True)["config"]["name"] == "smoke"
+    assert [i.name for i in grpc.get_model_metadata("smoke").inputs] == ["X", "TEXT"]
+    assert grpc.is_server_live() and grpc.is_server_ready() and grpc.is_model_ready("smoke")
+
+
+def test_every_restricted_api_is_on_the_command_line():
+    cmd = " ".join(TritonServer(TritonServerConfig(restricted_key=KEY)).command())
+    for flag in ("--grpc-restricted-protocol=", "--http-restricted-api="):
+        apis = cmd.split(flag, 1)[1].split(":", 1)[0].split(",")
+        assert sorted(apis) == sorted(RESTRICTED_APIS)
+    assert {"shared-memory", "model-repository", "model-config", "statistics"} <= set(RESTRICTED_APIS)
+
+
+# --- the project's own clients read the key ------------------------------------------------------
+def test_admin_key_comes_from_the_environment_then_the_key_file(tmp_path):
+    key_file = tmp_path / "admin_key"
+    assert read_admin_key({}, key_file) is None  # no key anywhere: an unrestricted server
+    key_file.write_text(KEY + "\n")
+    assert read_admin_key({}, key_file) == KEY
+    assert read_admin_key({"DIFFSERVE_ADMIN_KEY": "x-other:v2"}, key_file) == "x-other:v2"
+    key_file.write_text("no-colon\n")
+    with pytest.raises(ValueError, match="header:value"):
+        read_admin_key({}, key_file)
+
+
+def test_perf_analyzer_measures_a_restricted_server_only_with_the_key(triton_server_factory, tmp_path):
+    repo = build_cascade_repository(tmp_path / "repo", tmp_path / "control.json")
+    server = triton_server_factory(repo, load_models=CASCADE_MODELS, restricted_key=KEY)
+    # perf_analyzer reads the model config and the statistics: both restricted.
+    with pytest.raises(RuntimeError, match="restricted"):
+        run_mode(server.grpc_url, "concurrency", "1", tmp_path / "no-key", request_count=3, timeout_s=120)
+    res = run_mode(server.grpc_url, "concurrency", "1", tmp_path / "key", request_count=3, timeout_s=120, admin_key=KEY)
+    assert [r["Concurrency"] for r in res["rows"]] == ["1"] and float(res["rows"][0]["Inferences/Second"]) > 0
+    secret = KEY.partition(":")[2]
+    left_behind = [p for p in (tmp_path / "key").iterdir() if secret in p.read_text(errors="replace")]
+    assert not left_behind and secret not in str(res["commands"])  # the key is not written to the run's files

@@ -3,6 +3,10 @@
     python -m benchmarks.perf.run                         # starts a server on model_repository
     python -m benchmarks.perf.run --url 127.0.0.1:8001    # uses a running server (make serve)
 
+Against a running server the admin key (``$DIFFSERVE_ADMIN_KEY``, else ``runs/server/admin_key``)
+is sent with every call (``-H``): perf_analyzer reads the model config and the statistics, which
+``make serve`` restricts to the key holder.
+
 Each mode writes, under ``runs/perf/<UTC time>/``: perf_analyzer's CSV (``-f``), its JSON
 profile export (``--profile-export-file``) and its console output; ``summary.json`` holds the
 parsed CSV rows. By default every load level measures exactly ``--request-count`` (20)
@@ -24,7 +28,14 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.server import PROJECT_ROOT, TritonServer, TritonServerConfig, server_env
+from orchestrator.server import (
+    PROJECT_ROOT,
+    TritonServer,
+    TritonServerConfig,
+    admin_headers,
+    read_admin_key,
+    server_env,
+)
 
 INPUT_DATA = Path(__file__).with_name("prompts.json")
 CASCADE_MODELS = ("light", "heavy", "discriminator", "cascade")
@@ -40,12 +51,14 @@ def perf_analyzer_bin() -> Path:
 
 def perf_command(url: str, mode: str, load_range: str, out_prefix: Path, input_data: Path = INPUT_DATA,
                  model: str = "cascade", measurement_interval_ms: int = 3000, max_trials: int = 3,
-                 stability_percent: float = 100.0, request_count: int = 0) -> list[str]:
+                 stability_percent: float = 100.0, request_count: int = 0,
+                 admin_key: str | None = None) -> list[str]:
     """The perf_analyzer command line for ``mode`` ``concurrency`` or ``request-rate``.
 
     ``load_range`` is perf_analyzer's ``start:end:step`` (concurrent requests, or requests/s).
     ``request_count`` > 0: measure exactly that many requests per load level (one window, no
     stability search), for models whose latency mix (light ms vs heavy s) never stabilises.
+    ``admin_key`` (``header:value``): sent as gRPC metadata with every call perf_analyzer makes.
     """
     if mode not in ("concurrency", "request-rate"):
         raise ValueError(f"mode={mode!r}; expected 'concurrency' or 'request-rate'")
@@ -55,7 +68,8 @@ def perf_command(url: str, mode: str, load_range: str, out_prefix: Path, input_d
         "--measurement-interval", str(measurement_interval_ms), "--max-trials", str(max_trials),
         "--stability-percentage", str(stability_percent),
         "-f", str(out_prefix.with_suffix(".csv")), "--profile-export-file", str(out_prefix.with_suffix(".json")),
-    ] + (["--request-count", str(request_count)] if request_count > 0 else [])
+    ] + (["--request-count", str(request_count)] if request_count > 0 else []) + [
+        arg for name, value in admin_headers(admin_key).items() for arg in ("-H", f"{name}:{value}")]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -79,9 +93,17 @@ def load_levels(load_range: str) -> list[str]:
     return out
 
 
-def _run_one(cmd: list[str], prefix: Path, timeout_s: float) -> subprocess.CompletedProcess:
+def redacted(cmd: list[str], admin_key: str | None) -> list[str]:
+    """``cmd`` with the admin key's value replaced, for the files a run leaves behind."""
+    if not admin_key:
+        return list(cmd)
+    value = admin_key.partition(":")[2]
+    return [arg.replace(value, "<admin-key>") for arg in cmd]
+
+
+def _run_one(cmd: list[str], prefix: Path, timeout_s: float, admin_key: str | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, env=server_env(), capture_output=True, text=True, timeout=timeout_s)
-    prefix.with_suffix(".txt").write_text(f"$ {' '.join(cmd)}\n\n{proc.stdout}\n{proc.stderr}")
+    prefix.with_suffix(".txt").write_text(f"$ {' '.join(redacted(cmd, admin_key))}\n\n{proc.stdout}\n{proc.stderr}")
     if proc.returncode != 0:
         raise RuntimeError(f"perf_analyzer exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return proc
@@ -103,8 +125,8 @@ def run_mode(url: str, mode: str, load_range: str, out_dir: Path, timeout_s: flo
     commands, unstable = [], []
     for rng, prefix in runs:
         cmd = perf_command(url, mode, rng, prefix, request_count=request_count, **kw)
-        proc = _run_one(cmd, prefix, timeout_s)
-        commands.append(cmd)
+        proc = _run_one(cmd, prefix, timeout_s, kw.get("admin_key"))
+        commands.append(redacted(cmd, kw.get("admin_key")))
         rows += read_csv(prefix.with_suffix(".csv"))
         # perf_analyzer exits 0 even when the last load level never stabilised; it then has no row.
         unstable += re.findall(r"Failed to obtain stable measurement within \d+ measurement windows for (.+?)\.",
@@ -137,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="requests measured per load level (0: perf_analyzer's stability search over windows)")
     ap.add_argument("--measurement-interval-ms", type=int, default=5000)
     ap.add_argument("--max-trials", type=int, default=4)
+    ap.add_argument("--admin-key", default=None,
+                    help="'header:value' for a --url server (default: $DIFFSERVE_ADMIN_KEY, else runs/server/admin_key)")
     args = ap.parse_args(argv)
     out = Path(args.out or PROJECT_ROOT / "runs" / "perf" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     out.mkdir(parents=True, exist_ok=True)
@@ -149,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 model_repository=args.model_repository, load_models=CASCADE_MODELS, log_path=out / "tritonserver.log")))
             url = server.grpc_url
             print(f"started tritonserver ({url}), log {out / 'tritonserver.log'}")
+        else:
+            kw["admin_key"] = args.admin_key or read_admin_key()
         results = []
         for mode, rng in (("concurrency", args.concurrency_range), ("request-rate", args.request_rate_range)):
             print(f"perf_analyzer {mode} {rng} ...", flush=True)
