@@ -220,7 +220,7 @@ class Orchestrator:
                                       current=self._allocation())
             rec["observation"] = {"window_s": round(ws.window_s, 3), "arrivals": ws.arrivals,
                                   "completed": ws.completed, "failed": ws.failed, "drops": ws.drops,
-                                  "pending": ws.pending, "arrival_rate_qps": round(observation.arrival_rate_qps, 3),
+                                  "pending": ws.pending, "in_flight": ws.in_flight, "arrival_rate_qps": round(observation.arrival_rate_qps, 3),
                                   "queue_delay_ms": {k: round(v, 2) for k, v in ws.queue_delay_ms.items()},
                                   "failures_by_model": dict(ws.failures_by_model)}
             rec["healed"] = self._heal(now, samples)

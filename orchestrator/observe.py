@@ -6,11 +6,15 @@ Two sources per node, both read by :mod:`orchestrator.node` and parsed here (pur
   cumulative ``success`` / ``fail`` request counts and total queueing time.
 - The metrics endpoint (Prometheus text, bound to localhost): per model the number of
   requests waiting in the scheduler (``nv_inference_pending_request_count``, a gauge) and the
-  cascade's own counters from ``serving/triton/metrics.py``
-  (``diffserve_cascade_drops_total``, ``diffserve_cascade_errors_total``).
+  cascade's own metrics from ``serving/triton/metrics.py`` (``diffserve_cascade_drops_total``,
+  ``diffserve_cascade_errors_total``, and ``diffserve_cascade_in_flight``: requests the cascade
+  accepted and has not answered yet, summed over its instances).
 
-A window's arrivals are the cascade requests that finished (success + fail) plus the growth of
-its pending queue: every request that arrived either finished, or is still waiting.
+The cascade's ``execute`` hands each batch to its event loop and returns at once, so Triton
+counts a cascade request as a success when the cascade ACCEPTED it (its answer, image, drop or
+error, comes later); Triton's pending count is then only the queue in front of ``execute``, and
+the cascade's own queue is ``in_flight``. A window's arrivals are the cascade requests Triton
+handed to ``execute`` (success + fail) plus the growth of its pending queue.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 DROPS_METRIC = "diffserve_cascade_drops_total"
 ERRORS_METRIC = "diffserve_cascade_errors_total"
 PENDING_METRIC = "nv_inference_pending_request_count"
+IN_FLIGHT_METRIC = "diffserve_cascade_in_flight"
 
 
 def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -67,6 +72,7 @@ class ModelCounters:
     queue_count: int = 0
     queue_ns: int = 0
     pending: int = 0  # gauge: requests waiting in the scheduler now
+    in_flight: int = 0  # gauge (the cascade): requests accepted by execute and not answered yet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +99,7 @@ def sample_from(t_s: float, statistics: Mapping, metrics_text: str) -> NodeSampl
         models[name] = ModelCounters(
             success=count("success"), fail=count("fail"), queue_count=count("queue"),
             queue_ns=count("queue", "ns"), pending=int(_sum(samples, PENDING_METRIC, model=name)),
+            in_flight=int(_sum(samples, IN_FLIGHT_METRIC, model=name)),
         )
     return NodeSample(t_s=t_s, models=MappingProxyType(models),
                       drops=int(_sum(samples, DROPS_METRIC)), errors=int(_sum(samples, ERRORS_METRIC)))
@@ -102,9 +109,11 @@ def sample_from(t_s: float, statistics: Mapping, metrics_text: str) -> NodeSampl
 class WindowStats:
     """What happened on the serving side between two samples.
 
-    ``arrivals``: cascade requests that arrived; ``completed``/``failed``: that finished with an
-    image / an error; ``drops``: load-shed requests (a subset of ``failed``); ``pending``: cascade
-    requests waiting at the end; ``queue_delay_ms``: mean queueing delay per model of the
+    ``arrivals``: cascade requests that arrived; ``completed``/``failed``: that Triton counted
+    as a success / failure (for the cascade: accepted by its ``execute``, see the module
+    docstring); ``drops``: load-shed requests; ``pending``: cascade requests waiting for
+    ``execute`` at the end; ``in_flight``: cascade requests accepted and not yet answered at the
+    end (its own queue); ``queue_delay_ms``: mean queueing delay per model of the
     requests it started in the window (absent when none); ``failures_by_model``: failed
     requests per model (a stage model that fails is unhealthy, e.g. a dead stub process).
     ``window_s`` is the elapsed seconds.
@@ -118,6 +127,7 @@ class WindowStats:
     pending: int
     queue_delay_ms: Mapping[str, float]
     failures_by_model: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    in_flight: int = 0
 
 
 def _delta(cur: int, prev: int) -> int:
@@ -146,7 +156,8 @@ def window_stats(prev: NodeSample, cur: NodeSample, cascade: str = "cascade") ->
     arrivals = max(0, completed + failed + cc.pending - pc.pending)
     return WindowStats(window_s=window_s, arrivals=arrivals, completed=completed, failed=failed,
                        drops=_delta(cur.drops, prev.drops), pending=cc.pending,
-                       queue_delay_ms=MappingProxyType(qd), failures_by_model=MappingProxyType(fails))
+                       queue_delay_ms=MappingProxyType(qd), failures_by_model=MappingProxyType(fails),
+                       in_flight=cc.in_flight)
 
 
 def merge(stats: Iterable[WindowStats]) -> WindowStats:
@@ -165,7 +176,7 @@ def merge(stats: Iterable[WindowStats]) -> WindowStats:
         window_s=max(s.window_s for s in stats),
         arrivals=sum(s.arrivals for s in stats), completed=sum(s.completed for s in stats),
         failed=sum(s.failed for s in stats), drops=sum(s.drops for s in stats),
-        pending=sum(s.pending for s in stats),
+        pending=sum(s.pending for s in stats), in_flight=sum(s.in_flight for s in stats),
         queue_delay_ms=MappingProxyType({k: sum(v) / len(v) for k, v in qd.items()}),
         failures_by_model=MappingProxyType(fails),
     )

@@ -153,3 +153,15 @@ def test_slot_specs_parse_and_reject_bad_input():
     for bad in ("cpu:0", "gpu:", "tpu:1", "cpu:x"):
         with pytest.raises(ValueError, match="expected 'auto'"):
             parse_slots(bad)
+
+
+def test_the_cascades_own_queue_is_its_in_flight_gauge_summed_over_instances():
+    metrics = METRICS + ('diffserve_cascade_in_flight{instance="cascade_0_0",model="cascade"} 7\n'
+                         'diffserve_cascade_in_flight{instance="cascade_0_1",model="cascade"} 5\n')
+    s = sample_from(7.0, STATS, metrics)
+    assert s.models["cascade"].in_flight == 12 and s.models["light"].in_flight == 0
+    prev = NodeSample(0.0, {"cascade": ModelCounters(success=10, in_flight=3)})
+    w = window_stats(prev, NodeSample(2.0, {"cascade": ModelCounters(success=14, in_flight=12)}))
+    # Triton counted the accepted requests as successes already: they are arrivals, not queue growth
+    assert (w.arrivals, w.in_flight) == (4, 12)
+    assert merge([w, w]).in_flight == 24
