@@ -22,7 +22,7 @@ PROFILE_DIR ?= profiles/$(basename $(notdir $(CASCADE)))
 ADMIN_KEY_FILE ?= runs/server/admin_key
 LIVE_ARGS ?=
 
-.PHONY: setup test serve stop bench-live bench-restart export zoo tiny-report profile calibrate demo perf bench-overhead bench-sim bench-planner clean help
+.PHONY: setup test serve stop bench-live bench-restart export zoo tiny-report profile calibrate demo perf bench-overhead bench-cascade bench-sim bench-planner clean help
 
 help:
 	@grep -E '^## ' Makefile | sed 's/## //'
@@ -68,6 +68,10 @@ profile: export
 ## calibrate  deferral curve f(t) and quality curve from held-apart prompts -> profiles/<cascade>/
 calibrate: export
 	$(PY) -m export calibrate --cascade $(CASCADE)
+
+## bench-cascade  the cascade's concurrency, old design vs new: stand-in stages (heavy 1 s x 8 instances), 64 closed-loop clients -> benchmarks/results/cascade/
+bench-cascade: setup
+	$(PY) -m benchmarks.cascade $(BENCH_CASCADE_ARGS)
 
 ## bench-sim  simulator: the paper's comparison, all MAF traces, the 1,024-GPU scale run, the load sweep, sim vs the live run -> benchmarks/results/sim/
 bench-sim: setup

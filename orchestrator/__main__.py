@@ -7,8 +7,11 @@
     python -m orchestrator stop                                 # make stop
 
 ``nodes.json``: ``[{"url": "10.0.0.1:8001", "metrics_url": "http://10.0.0.1:8002/metrics",
-"slots": "gpu:0,1,2,3"}, ...]``. ``--slots auto``: every GPU that ``nvidia-smi -L`` lists, else
-``cpu:$CPU_SLOTS`` (CPU instance slots stand in for GPUs).
+"slots": "gpu:0,1,2,3", "model_repository": "/srv/model_repository"}, ...]`` (``model_repository``:
+a copy of what that node serves, default ``--model-repository``). ``--slots auto``: every GPU that
+``nvidia-smi -L`` lists and ``CUDA_VISIBLE_DEVICES`` shows (as device ids 0..n-1, the ids
+tritonserver started in the same environment uses), else ``cpu:$CPU_SLOTS`` (CPU instance slots
+stand in for GPUs).
 
 SLO: the ``slo_ms`` of the ``--cascade`` YAML (the one that was exported), planned for and written
 to the control file; ``--slo-ms`` overrides it explicitly, and the override is logged.
@@ -60,15 +63,45 @@ def parse_slots(text: str, cpu_default: int = 2) -> tuple[str, tuple[int, ...]]:
     raise ValueError(f"slots={text!r}; expected 'auto', 'cpu:<n >= 1>' or 'gpu:<id>,<id>,...'")
 
 
+def visible_gpus(smi_lines: list[str], cuda_visible_devices: str | None) -> list[int]:
+    """Physical GPU indices (``nvidia-smi -L`` order) that CUDA shows, in CUDA's order: device id
+    ``i`` of a process with this ``CUDA_VISIBLE_DEVICES`` (tritonserver's ``gpus: [i]``) is
+    physical GPU ``visible_gpus(...)[i]``.
+
+    ``CUDA_VISIBLE_DEVICES`` unset: every GPU; empty: none. Its entries are indices or
+    (prefixes of) ``GPU-`` UUIDs; like CUDA, the list ends at the first entry that names no GPU
+    or one already listed (``0,-1,2`` shows GPU 0 only). ``MIG-`` entries are not resolved here
+    (an instance per MIG device is not a slot this orchestrator plans): they end the list too.
+    """
+    gpus = [line for line in smi_lines if line.startswith("GPU ")]
+    if cuda_visible_devices is None:
+        return list(range(len(gpus)))
+    uuids = [line.split("UUID: ", 1)[1].rstrip(")").strip() if "UUID: " in line else "" for line in gpus]
+    out: list[int] = []
+    for entry in (e.strip() for e in cuda_visible_devices.split(",")):
+        if entry.isdigit() and int(entry) < len(gpus):
+            index = int(entry)
+        else:
+            matches = [i for i, u in enumerate(uuids) if entry.startswith("GPU-") and u.startswith(entry)]
+            if len(matches) != 1:
+                break
+            index = matches[0]
+        if index in out:
+            break
+        out.append(index)
+    return out
+
+
 def detect_gpus() -> tuple[int, ...]:
-    """GPU ids from ``nvidia-smi -L`` (empty without GPUs or without the tool)."""
+    """Device ids (0..n-1) of the GPUs a tritonserver started with this environment sees:
+    ``nvidia-smi -L`` filtered by ``CUDA_VISIBLE_DEVICES`` (empty without GPUs or the tool)."""
     if shutil.which("nvidia-smi") is None:
         return ()
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
-    return tuple(i for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU ")))
+    return tuple(range(len(visible_gpus(out.splitlines(), os.environ.get("CUDA_VISIBLE_DEVICES")))))
 
 
 def _is_profile(path: Path) -> bool:
@@ -103,7 +136,8 @@ def build_nodes(args: argparse.Namespace) -> list[TritonNode]:
     nodes = []
     for e in entries:
         kind, slots = parse_slots(e.get("slots", args.slots), args.cpu_slots)
-        nodes.append(TritonNode(NodeSpec(e["url"], kind, slots), e["metrics_url"], admin_key=args.admin_key or None))
+        nodes.append(TritonNode(NodeSpec(e["url"], kind, slots), e["metrics_url"], admin_key=args.admin_key or None,
+                                model_repository=e.get("model_repository", args.model_repository)))
     return nodes
 
 
@@ -252,6 +286,8 @@ def parser() -> argparse.ArgumentParser:
         r.add_argument("--metrics-url", action="append", default=[], help="its metrics URL (same order)")
         r.add_argument("--nodes-file", help="JSON list of {url, metrics_url, slots} (many nodes)")
         r.add_argument("--slots", default="auto", help="'auto', 'cpu:<n>' or 'gpu:<ids>' (default auto)")
+        r.add_argument("--model-repository", default=str(PROJECT_ROOT / "model_repository"),
+                       help="the repository the nodes serve (its config.pbtxt files pin a GPU model's first load)")
         r.add_argument("--cpu-slots", type=int, default=int(os.environ.get("CPU_SLOTS", "2")),
                        help="CPU instance slots when --slots auto finds no GPU")
         r.add_argument("--cascade", default="configs/tiny.yaml",

@@ -209,7 +209,7 @@ class Orchestrator:
                                         drops=ws.drops)
         rec["observation"] = {
             "window_s": round(ws.window_s, 3), "arrivals": arrivals, "completed": ws.completed, "failed": ws.failed,
-            "drops": ws.drops, "pending": ws.pending, "arrival_rate_qps": round(observation.arrival_rate_qps, 3),
+            "drops": ws.drops, "pending": ws.pending, "in_flight": ws.in_flight, "arrival_rate_qps": round(observation.arrival_rate_qps, 3),
             **{field: {k: round(v, 3) for k, v in getattr(observation, field).items()}
                for field in ("queue_delay_ms", "queue_length", "model_arrival_qps")},
             "failures_by_model": dict(ws.failures_by_model)}

@@ -2,6 +2,13 @@
 
 Every tritonclient call goes through :func:`client.errors.triton_errors`, and the
 restricted protocols (model repository, model config, statistics) get the admin key's headers.
+
+GPU pinning: on a GPU node every load names its GPUs. A model's first load cannot use the
+repository's own config (``KIND_GPU count: 1`` without ``gpus``, which Triton expands to one
+instance per visible GPU) and Triton cannot show the config of a model it has not loaded, so the
+node reads ``<model_repository>/<model>/config.pbtxt`` (the same repository the server serves)
+and loads it with the plan's ``instance_group``; a load outside a plan (the discriminator or the
+light stage before the first plan) is pinned to the node's first GPU.
 """
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from client.errors import ModelLoadFailed, ModelNotReady, ServerUnavailable, triton_errors
 from orchestrator.observe import NodeSample, sample_from
@@ -19,6 +27,31 @@ from orchestrator.server import admin_headers
 # Config parameter bumped to force a full reload (fresh stub processes) of an unhealthy model:
 # Triton treats a changed parameter as a new config, loads new instances, then swaps.
 GENERATION_PARAM = "orchestrator_generation"
+_HOST_KINDS = ("KIND_CPU", "KIND_MODEL")  # instance kinds that use no GPU
+
+
+def repository_config(model_repository: str | Path, model: str) -> dict | None:
+    """``<model_repository>/<model>/config.pbtxt`` as Triton's JSON config form (the form
+    ``get_model_config(as_json=True)`` returns and ``load_model(config=...)`` takes), or None
+    when there is no such file. ValueError naming the file when it does not parse."""
+    from google.protobuf import json_format, text_format  # noqa: PLC0415 - tritonclient's dependency
+    from tritonclient.grpc import model_config_pb2  # noqa: PLC0415
+
+    path = Path(model_repository) / model / "config.pbtxt"
+    if not path.is_file():
+        return None
+    try:
+        message = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise ValueError(f"{path}: not a Triton model config ({exc})") from None
+    cfg = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    cfg.setdefault("name", model)
+    return cfg
+
+
+def uses_gpu(cfg: dict) -> bool:
+    """Whether a config's instances run on GPUs (KIND_GPU, or KIND_AUTO on a GPU machine)."""
+    return any(g.get("kind", "KIND_AUTO") not in _HOST_KINDS for g in cfg.get("instance_group", []) or [{}])
 
 
 class TritonNode:
@@ -29,10 +62,11 @@ class TritonNode:
     """
 
     def __init__(self, spec: NodeSpec, metrics_url: str, admin_key: str | None = None,
-                 timeout_s: float = 30.0):
+                 timeout_s: float = 30.0, model_repository: str | Path | None = None):
         import tritonclient.grpc as grpcclient  # noqa: PLC0415 - heavy import, adapters only
 
         self.spec = spec
+        self.model_repository = Path(model_repository) if model_repository else None
         self.metrics_url = metrics_url
         self.timeout_s = timeout_s
         self._headers = admin_headers(admin_key)
@@ -114,10 +148,30 @@ class TritonNode:
         self._confirm(model, len(slots))
 
     def load_default(self, model: str) -> None:
-        """Load ``model`` from the repository's own config (first load of a model never seen)."""
-        with triton_errors("load_model", model=model):
-            self.client.load_model(model, headers=self._headers)
+        """Load ``model`` from the repository's own config (first load of a model never seen);
+        on a GPU node pinned to the node's first GPU (see the module docstring)."""
+        cfg = self._repository_config(model) if self.spec.kind == "gpu" else None
+        if cfg is not None and uses_gpu(cfg):
+            cfg["instance_group"] = instance_group("gpu", self.spec.slots[:1])
+            with triton_errors("load_model", model=model):
+                self.client.load_model(model, config=json.dumps(cfg), headers=self._headers)
+        else:
+            with triton_errors("load_model", model=model):
+                self.client.load_model(model, headers=self._headers)
         self.model_config(model)
+
+    def _repository_config(self, model: str) -> dict:
+        """The model's config from the repository (GPU nodes; ModelLoadFailed when missing)."""
+        try:
+            cfg = repository_config(self.model_repository, model) if self.model_repository else None
+        except ValueError as exc:
+            raise ModelLoadFailed(f"{model} on {self.url}: {exc}") from None
+        if cfg is None:
+            raise ModelLoadFailed(
+                f"{model} on {self.url}: no {self.model_repository or '<model_repository>'}/{model}/config.pbtxt; a GPU "
+                "node needs the served repository's configs to name the GPUs of a first load (--model-repository, "
+                "or model_repository in the nodes file)")
+        return cfg
 
     def unload(self, model: str, wait_s: float | None = None) -> None:
         """Unload ``model`` and wait until the repository index no longer shows it READY
@@ -139,10 +193,12 @@ class TritonNode:
     def _base_config(self, model: str) -> dict:
         if self.is_ready(model):
             return self.model_config(model)
-        if model not in self._configs:
-            self.load_default(model)  # learn its config from the repository
-            return self.model_config(model)
-        return copy.deepcopy(self._configs[model])
+        if model in self._configs:
+            return copy.deepcopy(self._configs[model])
+        if self.spec.kind == "gpu":  # first load: one load, with the plan's GPUs
+            return self._repository_config(model)
+        self.load_default(model)  # a CPU node: learn the config from the repository's own load
+        return self.model_config(model)
 
     def _confirm(self, model: str, n_instances: int) -> None:
         """Ready, and the loaded config has the instances asked for."""

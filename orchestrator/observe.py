@@ -6,8 +6,9 @@ Two sources per node, both read by :mod:`orchestrator.node` and parsed here (pur
   cumulative ``success`` / ``fail`` request counts and total queueing time.
 - The metrics endpoint (Prometheus text, bound to localhost): per model the number of
   requests waiting in the scheduler (``nv_inference_pending_request_count``, a gauge) and the
-  cascade's own counters from ``serving/triton/metrics.py``
-  (``diffserve_cascade_drops_total``, ``diffserve_cascade_errors_total``).
+  cascade's own metrics from ``serving/triton/metrics.py`` (``diffserve_cascade_drops_total``,
+  ``diffserve_cascade_errors_total``, and ``diffserve_cascade_in_flight``: requests the cascade
+  accepted and has not answered yet, summed over its instances).
 
 A window's arrivals are the cascade requests that finished (success + fail) plus the growth of
 its pending queue: every request that arrived either finished, or is still waiting.
@@ -16,6 +17,12 @@ What the planner reads per window is built from these measurements by ONE pure f
 :func:`build_observation` (the simulator calls it too): per model a :class:`QueueWindow` in
 queries (Triton counts requests; a stage request carries a whole batch of queries, so request
 counts are scaled by the model's measured queries per request, ``inference_count / success``).
+
+The cascade's ``execute`` hands each batch to its event loop and returns at once, so Triton
+counts a cascade request as a success when the cascade ACCEPTED it (its answer, image, drop or
+error, comes later); Triton's pending count is then only the queue in front of ``execute``, and
+the cascade's own queue is ``in_flight``. A window's arrivals are the cascade requests Triton
+handed to ``execute`` (success + fail) plus the growth of its pending queue.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 DROPS_METRIC = "diffserve_cascade_drops_total"
 ERRORS_METRIC = "diffserve_cascade_errors_total"
 PENDING_METRIC = "nv_inference_pending_request_count"
+IN_FLIGHT_METRIC = "diffserve_cascade_in_flight"
 
 
 def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -76,6 +84,7 @@ class ModelCounters:
     queue_ns: int = 0
     pending: int = 0  # gauge: requests waiting in the scheduler now
     inferences: int = 0  # queries executed (Triton's inference_count: a batch of n requests' rows counts n)
+    in_flight: int = 0  # gauge (the cascade): requests accepted by execute and not answered yet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +112,7 @@ def sample_from(t_s: float, statistics: Mapping, metrics_text: str) -> NodeSampl
             success=count("success"), fail=count("fail"), queue_count=count("queue"),
             queue_ns=count("queue", "ns"), pending=int(_sum(samples, PENDING_METRIC, model=name)),
             inferences=int(st.get("inference_count", 0)),
+            in_flight=int(_sum(samples, IN_FLIGHT_METRIC, model=name)),
         )
     return NodeSample(t_s=t_s, models=MappingProxyType(models),
                       drops=int(_sum(samples, DROPS_METRIC)), errors=int(_sum(samples, ERRORS_METRIC)))
@@ -139,11 +149,13 @@ class QueueWindow:
 class WindowStats:
     """What happened on the serving side between two samples.
 
-    ``arrivals``: cascade requests that arrived; ``completed``/``failed``: that finished with an
-    image / an error; ``drops``: load-shed requests (a subset of ``failed``); ``pending``: cascade
-    requests waiting at the end; ``queues``: per model, its :class:`QueueWindow` (queries);
-    ``failures_by_model``: failed requests per model (a stage model that fails is unhealthy,
-    e.g. a dead stub process). ``window_s`` is the elapsed seconds.
+    ``arrivals``: cascade requests that arrived; ``completed``/``failed``: that Triton counted
+    as a success / failure (for the cascade: accepted by its ``execute``, see the module
+    docstring); ``drops``: load-shed requests (a subset of ``failed``); ``pending``: cascade
+    requests waiting for ``execute`` at the end; ``in_flight``: cascade requests accepted and not
+    yet answered at the end (its own queue); ``queues``: per model, its :class:`QueueWindow`
+    (queries); ``failures_by_model``: failed requests per model (a stage model that fails is
+    unhealthy, e.g. a dead stub process). ``window_s`` is the elapsed seconds.
     """
 
     window_s: float
@@ -154,6 +166,7 @@ class WindowStats:
     pending: int
     queues: Mapping[str, QueueWindow] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     failures_by_model: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    in_flight: int = 0
 
     @property
     def queue_delay_ms(self) -> dict[str, float]:
@@ -198,7 +211,8 @@ def window_stats(prev: NodeSample, cur: NodeSample, cascade: str = "cascade") ->
     arrivals = max(0, completed + failed + cc.pending - pc.pending)
     return WindowStats(window_s=window_s, arrivals=arrivals, completed=completed, failed=failed,
                        drops=_delta(cur.drops, prev.drops), pending=cc.pending,
-                       queues=MappingProxyType(queues), failures_by_model=MappingProxyType(fails))
+                       queues=MappingProxyType(queues), failures_by_model=MappingProxyType(fails),
+                       in_flight=cc.in_flight)
 
 
 def merge(stats: Iterable[WindowStats]) -> WindowStats:
@@ -217,7 +231,7 @@ def merge(stats: Iterable[WindowStats]) -> WindowStats:
         window_s=max(s.window_s for s in stats),
         arrivals=sum(s.arrivals for s in stats), completed=sum(s.completed for s in stats),
         failed=sum(s.failed for s in stats), drops=sum(s.drops for s in stats),
-        pending=sum(s.pending for s in stats),
+        pending=sum(s.pending for s in stats), in_flight=sum(s.in_flight for s in stats),
         queues=MappingProxyType(queues), failures_by_model=MappingProxyType(fails),
     )
 

@@ -1,8 +1,13 @@
-"""Pure decisions of the cascade model: routing, deferral, load shedding.
+"""Pure decisions of the cascade model: routing, deferral, latency prediction, load shedding.
 
-No Triton imports: ``cascade_model.py`` is the thin adapter that feeds these functions what it
-reads from requests (validated by :mod:`serving.validation`), the control state and its own
-latency observations.
+No Triton imports: :mod:`serving.triton.cascade_model` is the thin adapter that feeds these
+functions what it reads from requests (validated by :mod:`serving.validation`), the control
+state and its own latency observations; :mod:`serving.cascade_flow` applies them per request.
+
+Latency model of one stage (``stage_ms``): the stage drains the queries already in flight there
+at the rate it was observed to drain them, then serves the new queries in at least one observed
+service time. Every request is answered on its own path, so each is judged against its own
+deadline (``drop_factor`` x its SLO after the cascade received it).
 """
 from __future__ import annotations
 
@@ -42,18 +47,42 @@ def ewma(previous: float | None, sample: float, alpha: float) -> float:
     return float(sample) if previous is None else float(alpha * sample + (1.0 - alpha) * previous)
 
 
+def deadline_s(received_s: float, slo_ms: float | None, drop_factor: float) -> float | None:
+    """The drop bound of a request received at ``received_s`` (monotonic s): no answer after it."""
+    return None if slo_ms is None else received_s + drop_factor * slo_ms / 1000.0
+
+
 @dataclasses.dataclass(frozen=True)
 class StageEstimates:
-    """What the cascade has observed so far (EWMA), per stage.
+    """What the cascade has observed so far (EWMA), per stage; a missing stage = unobserved.
 
-    ``batch_ms``: round-trip ms of one stage call (its queueing included, so conservative);
-    ``batch_items``: queries per call, so ``batch_ms / batch_items`` is ms per query;
-    ``defer_rate``: fraction of cascade queries deferred to heavy. Missing stage = unobserved.
+    ``service_ms``: round trip of a call that found no query of the cascade ahead of it there
+    (the first call seeds it); ``batch_items``: queries per call; ``drain_qps``: queries per
+    second the stage drains while busy, from calls that found ``ahead`` queries there:
+    ``ahead / (round trip - service)`` (several instances of a stage drain in parallel, so
+    this is their combined rate); ``defer_rate``: fraction of cascade queries sent to heavy.
     """
 
-    batch_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    service_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
     batch_items: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    drain_qps: Mapping[str, float] = dataclasses.field(default_factory=dict)
     defer_rate: float = 0.0
+
+
+def stage_ms(stage: str, n_queries: float, queries_ahead: float, est: StageEstimates) -> float:
+    """Expected ms until ``n_queries`` sent to ``stage`` now are done, ``queries_ahead`` being there.
+
+    The queries ahead drain at the observed rate (before any is observed: one call's service
+    time per call's worth of queries, as if the stage served one call at a time), then the new
+    ones take at least one service time. Unobserved stage: 0 (a cold server admits everything
+    until it has measured something).
+    """
+    service = est.service_ms.get(stage)
+    if service is None or n_queries <= 0:
+        return 0.0
+    rate = est.drain_qps.get(stage)
+    per_query_ms = 1000.0 / rate if rate and rate > 0 else service / max(est.batch_items.get(stage, 1.0), 1.0)
+    return max(queries_ahead, 0.0) * per_query_ms + max(service, n_queries * per_query_ms)
 
 
 def stage_path(route: str, defer_rate: float) -> dict[str, float]:
@@ -68,7 +97,7 @@ def stage_path(route: str, defer_rate: float) -> dict[str, float]:
 
 
 def stage_load(requests: Sequence[tuple[str, int]], defer_rate: float) -> dict[str, float]:
-    """Expected queries a batch sends to each stage, for (route, n_queries) pairs."""
+    """Expected queries a list of (route, n_queries) requests sends to each stage."""
     load: dict[str, float] = {}
     for route, n in requests:
         for stage, p_visit in stage_path(route, defer_rate).items():
@@ -76,36 +105,18 @@ def stage_load(requests: Sequence[tuple[str, int]], defer_rate: float) -> dict[s
     return load
 
 
-def predict_batch_ms(load: Mapping[str, float], queries_ahead: Mapping[str, int], est: StageEstimates) -> float:
-    """Expected ms from now until a batch sending ``load`` queries to each stage completes.
-
-    Per stage: the work already in flight there (``queries_ahead`` queries, drained at the
-    observed ms per query) plus the batch's own work (its queries at the observed ms per
-    query, at least one observed round trip), weighted by min(1, load) for stages the batch
-    may skip (heavy, at the observed deferral rate). All of a batch's requests are answered
-    together, so this is every one of its requests' latency. Unobserved stages count 0: a
-    cold server admits everything until it has measured something.
-    """
-    total = 0.0
-    for stage, n in load.items():
-        batch_ms = est.batch_ms.get(stage)
-        if batch_ms is None or n <= 0.0:
-            continue
-        per_query_ms = batch_ms / max(est.batch_items.get(stage, 1.0), 1.0)
-        ahead_ms = max(queries_ahead.get(stage, 0), 0) * per_query_ms
-        total += min(n, 1.0) * (ahead_ms + max(batch_ms, n * per_query_ms))
-    return total
-
-
-def predict_latency_ms(route: str, queries_ahead: Mapping[str, int], est: StageEstimates, n_queries: int = 1) -> float:
-    """Expected ms until one request of ``n_queries`` on ``route``, alone in its batch, completes."""
-    return predict_batch_ms(stage_load([(route, n_queries)], est.defer_rate), queries_ahead, est)
+def path_ms(route: str, n_queries: int, queries_ahead: Mapping[str, float], est: StageEstimates) -> float:
+    """Expected ms until a request of ``n_queries`` on ``route`` is answered: light and
+    discriminator in turn, heavy weighted by the probability of going there (the check before
+    the heavy call uses the actual deferral)."""
+    return sum(p_visit * stage_ms(stage, n_queries, queries_ahead.get(stage, 0), est)
+               for stage, p_visit in stage_path(route, est.defer_rate).items() if p_visit > 0)
 
 
 @dataclasses.dataclass(frozen=True)
 class Admission:
-    """Whether a request runs in this batch; ``predicted_ms`` is the batch latency with it in,
-    ``limit_ms`` the tightest drop limit (drop_factor x SLO) it had to meet (inf: none)."""
+    """Whether a request is served; ``predicted_ms`` is its expected latency, ``limit_ms`` its
+    drop limit (drop_factor x SLO; inf: none)."""
 
     admitted: bool
     predicted_ms: float
@@ -114,31 +125,40 @@ class Admission:
 
 def admit_batch(requests: Sequence[tuple[str, int, float | None]], queries_ahead: Mapping[str, int],
                 est: StageEstimates, drop_factor: float) -> list[Admission]:
-    """Admission control for one batch of (route, n_queries, slo_ms) requests, in arrival order.
+    """Admission control for the (route, n_queries, slo_ms) requests of one gathered batch, in order.
 
-    A request is admitted when the batch's predicted latency with it added stays within
-    ``drop_factor`` x SLO of itself and of every request admitted before it (they all finish
-    together); otherwise it is shed. So under a burst the head of the queue runs and the rest
-    is refused at once instead of all of it missing the deadline.
+    Each request is answered on its own path, so each is admitted when its own predicted
+    latency stays within ``drop_factor`` x its SLO; the queries of the requests admitted before
+    it count as work ahead of it. Under a burst the head of the queue runs and the rest is
+    refused at once instead of all of it missing the deadline.
     """
-    admitted: list[tuple[str, int]] = []
-    limit = math.inf
+    ahead = {s: float(max(queries_ahead.get(s, 0), 0)) for s in STAGE_NAMES}
     out: list[Admission] = []
     for route, n, slo_ms in requests:
-        trial = admitted + [(route, n)]
-        predicted = predict_batch_ms(stage_load(trial, est.defer_rate), queries_ahead, est)
-        own = drop_factor * slo_ms if slo_ms is not None else math.inf
-        if predicted <= min(limit, own):
-            admitted, limit = trial, min(limit, own)
-            out.append(Admission(True, predicted, min(limit, own)))
-        else:
-            out.append(Admission(False, predicted, min(limit, own)))
+        predicted = path_ms(route, n, ahead, est)
+        limit = drop_factor * slo_ms if slo_ms is not None else math.inf
+        ok = predicted <= limit
+        out.append(Admission(ok, predicted, limit))
+        if ok:
+            for stage, load in stage_load([(route, n)], est.defer_rate).items():
+                ahead[stage] += load
     return out
 
 
 def drop_message(marker: str, admission: Admission, slo_ms: float | None, drop_factor: float) -> str:
-    """The error text for a shed query (contains ``marker`` so that clients can classify it)."""
+    """The error text for a query shed on arrival (contains ``marker`` so that clients can classify it)."""
     slo = f"{slo_ms:.0f} ms" if slo_ms is not None else "none"
     return (f"{marker} request dropped: predicted latency {admission.predicted_ms:.0f} ms exceeds the drop limit "
-            f"{admission.limit_ms:.0f} ms ({drop_factor:g} x SLO; this request's SLO: {slo}, or an earlier "
-            f"request's in the same batch)")
+            f"{admission.limit_ms:.0f} ms ({drop_factor:g} x SLO; this request's SLO: {slo})")
+
+
+def late_message(marker: str, stage: str, elapsed_ms: float, predicted_ms: float | None, slo_ms: float,
+                 drop_factor: float) -> str:
+    """The error text for a request shed on its way (before ``stage``, or at its drop bound)."""
+    limit = drop_factor * slo_ms
+    if predicted_ms is None:
+        what = f"its drop limit {limit:.0f} ms passed after {elapsed_ms:.0f} ms, waiting on {stage}"
+    else:
+        what = (f"after {elapsed_ms:.0f} ms, {stage} would answer in {predicted_ms:.0f} ms more, past its drop "
+                f"limit {limit:.0f} ms")
+    return f"{marker} request dropped: {what} ({drop_factor:g} x SLO; this request's SLO: {slo_ms:.0f} ms)"

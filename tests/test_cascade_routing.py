@@ -31,18 +31,28 @@ def test_ewma_starts_at_the_first_sample():
     assert routing.ewma(10.0, 20.0, 0.2) == pytest.approx(12.0)
 
 
-EST = routing.StageEstimates(batch_ms={"light": 100.0, "discriminator": 10.0, "heavy": 400.0},
-                       batch_items={"light": 4.0, "discriminator": 4.0, "heavy": 2.0}, defer_rate=0.5)
+EST = routing.StageEstimates(service_ms={"light": 100.0, "discriminator": 10.0, "heavy": 400.0},
+                             batch_items={"light": 4.0, "discriminator": 4.0, "heavy": 2.0}, defer_rate=0.5)
 
 
-def test_predicted_latency_adds_backlog_and_own_work_per_stage():
-    # light: 8 queries ahead at 25 ms each + one round trip 100; disc: 10; heavy (p=0.5): 2 x 200 + 400
-    assert routing.predict_latency_ms("cascade", {"light": 8, "heavy": 2}, EST) == pytest.approx(300 + 10 + 0.5 * 800)
-    assert routing.predict_latency_ms("light", {"light": 0}, EST) == pytest.approx(100.0)
-    assert routing.predict_latency_ms("heavy", {}, EST) == pytest.approx(400.0)
-    # a large batch costs its queries at the observed rate, not one round trip: 12 x 25 ms
-    assert routing.predict_latency_ms("light", {}, EST, n_queries=12) == pytest.approx(300.0)
-    assert routing.predict_latency_ms("cascade", {"light": 50}, routing.StageEstimates()) == 0.0  # cold: admit
+def test_a_stage_drains_the_backlog_at_its_observed_rate_then_serves_the_new_queries():
+    est = routing.StageEstimates(service_ms={"heavy": 1000.0}, batch_items={"heavy": 4.0}, drain_qps={"heavy": 32.0})
+    # 64 queries ahead drained at 32 q/s (8 instances x batch 4 per second), then one service time
+    assert routing.stage_ms("heavy", 1, 64, est) == pytest.approx(2000.0 + 1000.0)
+    assert routing.stage_ms("heavy", 1, 0, est) == pytest.approx(1000.0)
+    # before a drain rate is observed: one call's worth of queries per service time (serial)
+    assert routing.stage_ms("heavy", 1, 8, routing.StageEstimates(service_ms={"heavy": 1000.0},
+                                                                  batch_items={"heavy": 4.0})) == pytest.approx(3000.0)
+    assert routing.stage_ms("light", 1, 50, routing.StageEstimates()) == 0.0  # cold: admit
+
+
+def test_predicted_path_adds_light_discriminator_and_heavy_weighted_by_the_deferral_rate():
+    # light: 8 ahead at 25 ms each + one service 100; disc: 10; heavy (p=0.5): 2 ahead x 200 + 400
+    assert routing.path_ms("cascade", 1, {"light": 8, "heavy": 2}, EST) == pytest.approx(300 + 10 + 0.5 * 800)
+    assert routing.path_ms("light", 1, {"light": 0}, EST) == pytest.approx(100.0)
+    assert routing.path_ms("heavy", 1, {}, EST) == pytest.approx(400.0)
+    # a large request costs its queries at the observed rate, not one service time: 12 x 25 ms
+    assert routing.path_ms("light", 12, {}, EST) == pytest.approx(300.0)
 
 
 def test_stage_load_counts_expected_queries_per_stage():
@@ -51,7 +61,7 @@ def test_stage_load_counts_expected_queries_per_stage():
 
 
 def test_burst_admits_the_head_of_the_batch_and_sheds_the_rest():
-    est = routing.StageEstimates(batch_ms={"heavy": 40.0}, batch_items={"heavy": 1.0})
+    est = routing.StageEstimates(service_ms={"heavy": 40.0}, batch_items={"heavy": 1.0})
     decisions = routing.admit_batch([("heavy", 1, 100.0)] * 10, {}, est, drop_factor=1.5)
     # limit 150 ms at 40 ms per query: 3 fit (120 ms), the 4th would finish at 160 ms
     assert [d.admitted for d in decisions] == [True] * 3 + [False] * 7
@@ -60,17 +70,26 @@ def test_burst_admits_the_head_of_the_batch_and_sheds_the_rest():
     assert not ahead[0].admitted and ahead[0].predicted_ms == pytest.approx(240.0)
 
 
-def test_a_later_request_may_not_break_an_earlier_ones_deadline():
-    est = routing.StageEstimates(batch_ms={"light": 50.0}, batch_items={"light": 1.0})
-    d = routing.admit_batch([("light", 1, 60.0), ("light", 1, None), ("light", 1, 10_000.0)], {}, est, 1.5)
-    # the first's limit is 90 ms; adding a second query makes the batch 100 ms
-    assert [x.admitted for x in d] == [True, False, False]
+def test_each_request_is_judged_against_its_own_drop_limit():
+    est = routing.StageEstimates(service_ms={"light": 50.0}, batch_items={"light": 1.0})
+    d = routing.admit_batch([("light", 1, None), ("light", 1, 60.0), ("light", 1, 10_000.0)], {}, est, 1.5)
+    # the second would finish at 100 ms (one query ahead), past its 90 ms limit; the third has time
+    assert [x.admitted for x in d] == [True, False, True]
     assert routing.admit_batch([("light", 1, None)] * 3, {}, est, 1.5)[2].admitted  # no SLO: never shed
 
 
-def test_drop_message_names_prediction_limit_and_slo():
+def test_the_drop_bound_is_drop_factor_times_the_slo_after_receipt():
+    assert routing.deadline_s(100.0, 2000.0, 1.5) == pytest.approx(103.0)
+    assert routing.deadline_s(100.0, None, 1.5) is None
+
+
+def test_drop_messages_name_prediction_limit_and_slo():
     msg = routing.drop_message("[m]", routing.Admission(False, 1501.0, 1500.0), 1000.0, 1.5)
     assert msg.startswith("[m]") and "1501 ms" in msg and "1500 ms" in msg and "1000 ms" in msg
+    late = routing.late_message("[m]", "heavy", 700.0, 900.0, 1000.0, 1.5)
+    assert late.startswith("[m]") and "heavy" in late and "900 ms" in late and "1500 ms" in late
+    expired = routing.late_message("[m]", "heavy", 1500.0, None, 1000.0, 1.5)
+    assert "passed after 1500 ms" in expired and "waiting on heavy" in expired
 
 
 def _config(**params):
@@ -88,6 +107,9 @@ def test_config_parameters_are_validated(tmp_path):
     assert parse_config(_config(stage_timeout_ms="250"), tmp_path).stage_timeout_ms == 250.0
     with pytest.raises(ValueError, match="stage_timeout_ms='0'"):
         parse_config(_config(stage_timeout_ms="0"), tmp_path)
+    assert cfg.max_stage_calls == 128 and parse_config(_config(max_stage_calls="16"), tmp_path).max_stage_calls == 16
+    with pytest.raises(ValueError, match="max_stage_calls='2.5'"):
+        parse_config(_config(max_stage_calls="2.5"), tmp_path)
     with pytest.raises(ValueError, match="unknown config parameters"):
         parse_config(_config(treshold="0.5"), tmp_path)
     with pytest.raises(ValueError, match="max_batch_size"):
@@ -107,13 +129,23 @@ def test_shared_state_sums_backlog_and_shares_estimates_across_instances(tmp_pat
     assert a.totals() == {"light": 7, "discriminator": 0, "heavy": 1}
     a.add("light", -4)
     assert b.totals()["light"] == 3
-    assert a.estimates().batch_ms == {}
-    a.observe_call("light", 100.0, 4, 0.5)
-    b.observe_call("light", 200.0, 2, 0.5)
+    assert a.estimates().service_ms == {}
+    a.observe_call("light", 100.0, 4, 0, 0.5)  # nothing ahead: a service time
+    b.observe_call("light", 200.0, 2, 0, 0.5)
     est = b.estimates()
-    assert est.batch_ms == {"light": 150.0} and est.batch_items == {"light": 3.0}
+    assert est.service_ms == {"light": 150.0} and est.batch_items == {"light": 3.0} and est.drain_qps == {}
     SharedState(path, SharedState.slot_for("cascade_0_1"))  # a restarted instance clears its own row
     assert a.totals()["light"] == 0
+
+
+def test_calls_that_found_work_ahead_measure_how_fast_the_stage_drains_it(tmp_path):
+    s = SharedState(tmp_path / "state.bin", 0)
+    s.observe_call("heavy", 1000.0, 4, 0, 0.5)  # service 1 s
+    s.observe_call("heavy", 3000.0, 1, 64, 0.5)  # 64 ahead drained in the 2 s beyond one service
+    est = s.estimates()
+    assert est.service_ms["heavy"] == pytest.approx(1000.0) and est.drain_qps["heavy"] == pytest.approx(32.0)
+    s.observe_call("heavy", 900.0, 1, 5, 0.5)  # faster than one service: says nothing about the rate
+    assert s.estimates().drain_qps["heavy"] == pytest.approx(32.0)
 
 
 class _FakeMetric:

@@ -210,3 +210,15 @@ def test_adoption_warns_when_the_served_cascade_was_exported_from_another_config
     assert check("abc", "abc") == {"served_config_hash": "abc"}
     assert "pass the exported YAML as --cascade" in check("abc", "def")["warning"]
     assert check("abc", None) == {} and check("", "def") == {}
+
+
+def test_the_cascades_own_queue_is_its_in_flight_gauge_summed_over_instances():
+    metrics = METRICS + ('diffserve_cascade_in_flight{instance="cascade_0_0",model="cascade"} 7\n'
+                         'diffserve_cascade_in_flight{instance="cascade_0_1",model="cascade"} 5\n')
+    s = sample_from(7.0, STATS, metrics)
+    assert s.models["cascade"].in_flight == 12 and s.models["light"].in_flight == 0
+    prev = NodeSample(0.0, {"cascade": ModelCounters(success=10, in_flight=3)})
+    w = window_stats(prev, NodeSample(2.0, {"cascade": ModelCounters(success=14, in_flight=12)}))
+    # Triton counted the accepted requests as successes already: they are arrivals, not queue growth
+    assert (w.arrivals, w.in_flight) == (4, 12)
+    assert merge([w, w]).in_flight == 24
