@@ -183,8 +183,10 @@ def control_state(plan: Plan, light: str, heavy: str, slo_ms: float, version: in
         batch["heavy"] = bs[heavy]
     if "light" in batch:
         batch["discriminator"] = int(discriminator_batch or batch["light"])
+    instances = {"light": nl, "heavy": nh, "discriminator": nl} if nl or nh else {}  # discriminator follows light
     return ControlState(version=version, threshold=float(min(1.0, max(0.0, plan.threshold))), routing=routing,
-                        heavy_share=heavy_share, slo_ms=float(slo_ms), batch_size=MappingProxyType(batch))
+                        heavy_share=heavy_share, slo_ms=float(slo_ms), batch_size=MappingProxyType(batch),
+                        instances=MappingProxyType(instances))
 
 
 def routing_weights(plan: Plan, placements: Mapping[str, Placement], light: str, heavy: str,

@@ -31,7 +31,7 @@ ROUTING_POLICIES = ("cascade", "light", "heavy", "random")
 STAGES = ("light", "heavy", "discriminator")
 MAX_BATCH_SIZE = 32  # Triton max_batch_size of every serving model (docs/interfaces.md 2b)
 DEFAULT_CHECK_INTERVAL_S = 0.1
-_KEYS = ("version", "threshold", "routing", "heavy_share", "slo_ms", "batch_size")
+_KEYS = ("version", "threshold", "routing", "heavy_share", "slo_ms", "batch_size", "instances")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +42,8 @@ class ControlState:
     ``heavy_share``: probability of heavy under ``routing == "random"``, in [0, 1].
     ``slo_ms``: latency SLO in ms, or None (then the model's config default applies).
     ``batch_size``: planner batch size per stage (a stage absent here uses its own default).
+    ``instances``: GPUs (instances) the plan gives each stage; the cascade's latency prediction
+    divides a stage's work by them until it has measured how fast the stage drains a backlog.
     """
 
     version: int = 0
@@ -50,6 +52,7 @@ class ControlState:
     heavy_share: float = 0.0
     slo_ms: float | None = None
     batch_size: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    instances: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     def batch_size_for(self, stage: str, default: int = MAX_BATCH_SIZE) -> int:
         """The planner's batch size for ``stage``, or ``default`` when the file names none."""
@@ -61,6 +64,8 @@ class ControlState:
                                "heavy_share": self.heavy_share, "batch_size": dict(self.batch_size)}
         if self.slo_ms is not None:
             out["slo_ms"] = self.slo_ms
+        if self.instances:
+            out["instances"] = dict(self.instances)
         return out
 
 
@@ -111,7 +116,22 @@ def parse_control(obj: Any, base: ControlState | None = None) -> ControlState:
                 raise ValueError(f"control file: batch_size[{stage!r}]={size!r}; expected an integer in [1, {MAX_BATCH_SIZE}]")
             clean[stage] = size
         kw["batch_size"] = MappingProxyType(clean)
+    if "instances" in obj:
+        kw["instances"] = MappingProxyType(_stage_counts(obj["instances"], "instances", 0, 1 << 20))
     return dataclasses.replace(base, **kw)
+
+
+def _stage_counts(value: Any, key: str, lo: int, hi: int) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise ValueError(f"control file: {key}={value!r}; expected an object {{stage: int}}")
+    out: dict[str, int] = {}
+    for stage, n in value.items():
+        if stage not in STAGES:
+            raise ValueError(f"control file: {key} has stage {stage!r}; expected one of {list(STAGES)}")
+        if isinstance(n, bool) or not isinstance(n, int) or not lo <= n <= hi:
+            raise ValueError(f"control file: {key}[{stage!r}]={n!r}; expected an integer in [{lo}, {hi}]")
+        out[stage] = n
+    return out
 
 
 def chunk_sizes(n_items: int, batch_size: int) -> list[int]:

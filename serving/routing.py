@@ -60,28 +60,53 @@ class StageEstimates:
     (the first call seeds it); ``batch_items``: queries per call; ``drain_qps``: queries per
     second the stage drains while busy, from calls that found ``ahead`` queries there:
     ``ahead / (round trip - service)`` (several instances of a stage drain in parallel, so
-    this is their combined rate); ``defer_rate``: fraction of cascade queries sent to heavy.
+    this is their combined rate); ``defer_rate``: fraction of cascade queries sent to heavy;
+    ``instances``: the plan's instances (GPUs) per stage, from the control state.
     """
 
     service_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
     batch_items: Mapping[str, float] = dataclasses.field(default_factory=dict)
     drain_qps: Mapping[str, float] = dataclasses.field(default_factory=dict)
     defer_rate: float = 0.0
+    instances: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+
+def fold_call(prev: tuple[float, float, float] | None, ms: float, n_items: int, ahead: float,
+              alpha: float) -> tuple[float, float, float]:
+    """One stage call folded into that stage's (service_ms, batch_items, drain_qps) EWMAs.
+
+    ``prev`` is None before the stage's first call. A call with nothing ahead of it (or the
+    first) measures the service time; one with ``ahead`` queries in flight there measures the
+    rate the stage drains them, ``ahead / (round trip - service)``. drain_qps 0 = not measured.
+    The live cascade (:mod:`serving.shared_state`) and the simulator both fold calls with this.
+    """
+    if prev is None:
+        return float(ms), float(n_items), 0.0
+    service, items, drain = prev
+    items = ewma(items, n_items, alpha)
+    if ahead <= 0:
+        service = ewma(service, ms, alpha)
+    elif ms > service:
+        drain = ewma(drain or None, ahead / ((ms - service) / 1000.0), alpha)
+    return service, items, drain
 
 
 def stage_ms(stage: str, n_queries: float, queries_ahead: float, est: StageEstimates) -> float:
     """Expected ms until ``n_queries`` sent to ``stage`` now are done, ``queries_ahead`` being there.
 
     The queries ahead drain at the observed rate (before any is observed: one call's service
-    time per call's worth of queries, as if the stage served one call at a time), then the new
-    ones take at least one service time. Unobserved stage: 0 (a cold server admits everything
+    time per call's worth of queries on each of the stage's planned instances, as if they were
+    busy in parallel; one instance when the plan says nothing), then the new ones take at least
+    one service time. Unobserved stage: 0 (a cold server admits everything
     until it has measured something).
     """
     service = est.service_ms.get(stage)
     if service is None or n_queries <= 0:
         return 0.0
     rate = est.drain_qps.get(stage)
-    per_query_ms = 1000.0 / rate if rate and rate > 0 else service / max(est.batch_items.get(stage, 1.0), 1.0)
+    parallel = max(int(est.instances.get(stage, 1)), 1)
+    per_query_ms = (1000.0 / rate if rate and rate > 0
+                    else service / max(est.batch_items.get(stage, 1.0), 1.0) / parallel)
     return max(queries_ahead, 0.0) * per_query_ms + max(service, n_queries * per_query_ms)
 
 

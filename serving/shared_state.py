@@ -80,13 +80,8 @@ class SharedState:
         queries in flight there) into the estimates: a call with nothing ahead (or the first
         call) measures the service time, one with work ahead the rate the stage drains it."""
         i_service, i_items, i_drain, i_calls = (self._field(stage, k) for k in range(_STAGE_FIELDS))
-        first = self._est[i_calls] == 0
-        self._est[i_items] = routing.ewma(None if first else float(self._est[i_items]), n_items, alpha)
-        if first or ahead <= 0:
-            self._est[i_service] = routing.ewma(None if first else float(self._est[i_service]), ms, alpha)
-        elif ms > self._est[i_service]:
-            rate = ahead / ((ms - float(self._est[i_service])) / 1000.0)
-            self._est[i_drain] = routing.ewma(float(self._est[i_drain]) or None, rate, alpha)
+        prev = None if self._est[i_calls] == 0 else tuple(float(self._est[i]) for i in (i_service, i_items, i_drain))
+        self._est[i_service], self._est[i_items], self._est[i_drain] = routing.fold_call(prev, ms, n_items, ahead, alpha)
         self._est[i_calls] += 1
 
     def observe_deferrals(self, fraction: float, alpha: float) -> None:

@@ -206,3 +206,22 @@ def test_empty_control_file_and_slo_follow_the_light_stage_and_its_cascade_yaml(
     assert own.control_file.as_posix() == "/abs/c.json" and own.slo_ms == 100.0
     assert cascade_yaml_slo_ms({"cascade_config": "missing.yaml"}, tmp_path) is None
     assert parse_config(_config(), tmp_path, {}).control_file == tmp_path / "runs/control/cascade.json"
+
+
+def test_before_a_drain_rate_is_measured_a_stage_drains_on_all_its_planned_instances():
+    est = routing.StageEstimates(service_ms={"heavy": 1000.0}, batch_items={"heavy": 1.0})
+    assert routing.stage_ms("heavy", 1, 3, est) == pytest.approx(3000.0 + 1000.0)  # one instance: serial
+    est8 = routing.StageEstimates(service_ms={"heavy": 1000.0}, batch_items={"heavy": 1.0}, instances={"heavy": 8})
+    assert routing.stage_ms("heavy", 1, 8, est8) == pytest.approx(1000.0 + 1000.0)
+    measured = routing.StageEstimates(service_ms={"heavy": 1000.0}, batch_items={"heavy": 1.0},
+                                      drain_qps={"heavy": 2.0}, instances={"heavy": 8})
+    assert routing.stage_ms("heavy", 1, 4, measured) == pytest.approx(2000.0 + 1000.0)  # the measured rate wins
+
+
+def test_a_call_with_nothing_ahead_measures_service_and_one_with_a_backlog_the_drain_rate():
+    first = routing.fold_call(None, 1000.0, 4, 0, 0.2)
+    assert first == (1000.0, 4.0, 0.0)
+    queued = routing.fold_call(first, 3000.0, 4, 8, 0.2)  # 8 queries drained in 2 s
+    assert queued[0] == 1000.0 and queued[2] == pytest.approx(4.0)
+    again = routing.fold_call(queued, 1500.0, 2, 0, 0.2)
+    assert again[0] == pytest.approx(1100.0) and again[1] == pytest.approx(3.6) and again[2] == pytest.approx(4.0)

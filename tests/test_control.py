@@ -101,3 +101,14 @@ def test_a_policy_that_returns_no_plan_is_a_type_error():
 
     with pytest.raises(TypeError, match="returned dict"):
         decide(CONFIG, Broken(), DemandEstimator(), None)
+
+
+def test_the_control_state_carries_the_plans_instances_per_stage():
+    from serving.control import ControlState, parse_control  # noqa: PLC0415
+
+    s = parse_control({"instances": {"light": 2, "heavy": 6}})
+    assert dict(s.instances) == {"light": 2, "heavy": 6} and parse_control(s.to_json()) == s
+    assert "instances" not in ControlState().to_json()
+    for bad in ({"light": -1}, {"gpu": 1}, {"heavy": 1.5}, [1]):
+        with pytest.raises(ValueError, match="instances"):
+            parse_control({"instances": bad})

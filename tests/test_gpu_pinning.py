@@ -78,7 +78,7 @@ class FakeTriton:
     def is_model_ready(self, model):
         return model in self.loaded
 
-    def get_model_config(self, model, as_json=True):
+    def get_model_config(self, model, as_json=True, headers=None):
         if model not in self.loaded:
             raise RuntimeError(f"{model} is not loaded")
         return {"config": copy.deepcopy(self.loaded[model])}

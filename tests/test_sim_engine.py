@@ -44,15 +44,14 @@ class ObservingLoop(ControlLoop):
         return super().step(observation)
 
 
-def run(arrivals, *plans, conf=None, workers=1, slo_ms=5000.0, window_s=5.0, load_s=0.0, seed=0, loop_cls=ControlLoop,
-        ahead_per_worker=True):
+def run(arrivals, *plans, conf=None, workers=1, slo_ms=5000.0, window_s=5.0, load_s=0.0, seed=0, loop_cls=ControlLoop):
     arrivals = np.asarray(arrivals, dtype=float)
     trace = Trace(arrivals, np.arange(len(arrivals)))
     conf = np.ones(len(arrivals)) if conf is None else np.asarray(conf, dtype=float)
     cc = ControlConfig(models=(LIGHT, HEAVY), slo_ms=slo_ms, num_workers=workers, deferral=CURVE, quality=QUALITY,
                        window_s=window_s)
     loop = loop_cls(cc, Schedule(*plans), DemandEstimator())
-    return simulate(trace, conf, loop, SimConfig(model_load_s=load_s, seed=seed, ahead_per_worker=ahead_per_worker)), loop
+    return simulate(trace, conf, loop, SimConfig(model_load_s=load_s, seed=seed)), loop
 
 
 def test_idle_worker_takes_one_query_then_the_queue_is_batched_up_to_the_batch_size():
@@ -101,16 +100,17 @@ def test_queries_arriving_back_to_back_are_admitted_up_to_the_limit_and_the_rest
     assert res.finish_ms[4] == 1003.0
 
 
-def test_queries_ahead_per_gpu_admit_what_the_count_over_all_instances_sheds():
-    # 3 heavy GPUs, SLO 1200 ms (limit 1800), 1000 ms per query, measured on q0 and q1. At 2000 q2
-    # starts on an idle GPU; q3 then has 1/3 query ahead per GPU (1333 ms, admitted), q4 at 2001
-    # 2/3 (1667 ms, admitted). Counted over all instances (the live cascade's count) q3 has 1 ahead
-    # (2000 ms > 1800) and q4 too: both shed although two GPUs are idle.
+def test_a_stage_on_several_gpus_is_predicted_to_drain_in_parallel_as_the_live_cascade_predicts():
+    # 3 heavy GPUs, SLO 1200 ms (limit 1800), 1000 ms per query, service measured on q0 and q1.
+    # At 2000 q2 starts on an idle GPU; q3 then has 1 query ahead over all instances. The control
+    # state says heavy has 3 instances, so (no drain rate measured yet) that query costs 1000 / 3
+    # ms: 333 + 1000 <= 1800, admitted; q4 with 2 ahead: 667 + 1000, admitted. On 1 GPU the same
+    # query ahead would cost a whole service time (2000 > 1800): shed.
     arrivals = [0, 0, 2000, 2000, 2001]
-    per_worker, _ = run(arrivals, plan(light=0, heavy=3, bh=1), slo_ms=1200.0, workers=3)
-    total, _ = run(arrivals, plan(light=0, heavy=3, bh=1), slo_ms=1200.0, workers=3, ahead_per_worker=False)
-    assert per_worker.outcome.tolist() == [SERVED_HEAVY] * 5
-    assert total.outcome.tolist() == [SERVED_HEAVY] * 3 + [DROPPED, DROPPED]
+    three, _ = run(arrivals, plan(light=0, heavy=3, bh=1), slo_ms=1200.0, workers=3)
+    assert three.outcome.tolist() == [SERVED_HEAVY] * 5
+    one, _ = run([0, 2000, 2001], plan(light=0, heavy=1, bh=1), slo_ms=1200.0, workers=1)
+    assert one.outcome.tolist() == [SERVED_HEAVY, SERVED_HEAVY, DROPPED]
 
 
 def test_moved_gpu_finishes_its_batch_then_loads_the_new_model_for_the_configured_delay():

@@ -46,9 +46,6 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--overprovision", type=float, default=RunConfig.overprovision,
                     help="demand estimate = EWMA x this, for every policy (the paper's 1.2)")
     ap.add_argument("--latency-factor", type=float, default=1.0, help="every profiled latency x this")
-    ap.add_argument("--admission-count", choices=("per-gpu", "all-instances"), default="per-gpu",
-                    help="queries ahead in the shedding rule: per GPU of the stage, or over all of them (the live "
-                         "cascade's count today; see docs/simulator.md)")
     for key in STATIC_KEYS:
         ap.add_argument(f"--static-{key.replace('_', '-')}", type=float if key == "threshold" else int, default=None,
                         help=f"DiffServe-Static's {key} (default: the paper's; GPUs scaled to the cluster keeping the ratio)")
@@ -62,7 +59,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
     return RunConfig(cascade=args.cascade, device=args.device, trace=args.trace, num_workers=args.workers,
                      slo_ms=args.slo_ms, seed=args.seed, model_load_s=args.model_load_s, window_s=args.window_s,
                      overprovision=args.overprovision, prompt_ids=args.prompt_ids, static=static,
-                     latency_factor=args.latency_factor, ahead_per_worker=args.admission_count == "per-gpu")
+                     latency_factor=args.latency_factor)
 
 
 def run_parts(args: argparse.Namespace, base: RunConfig, command: str) -> None:

@@ -1,17 +1,13 @@
 """Load shedding on admission, with the live cascade's own decision (:mod:`serving.routing`).
 
-The live cascade model admits a request when its predicted latency stays within drop_factor x
-SLO (:func:`serving.routing.admit_batch`); the prediction uses the queries ahead of it at each
-stage and EWMA estimates of each stage call's round trip (queueing included), size and the
-deferral rate. Here the simulator keeps the same estimates from its own batches and asks the same
-function. What the simulator feeds it, and why:
-
-- a stage call is one batch on one worker; its round trip is the batch's finish minus the mean
-  time its queries entered the model's queue (as the live round trip includes the stage's queue);
-- ``queries_ahead`` is per worker of the stage by default (``ahead_per_worker``): the queries
-  queued or running at the model divided by its workers, the work ahead of a query on the worker
-  that will serve it. The live cascade passes the total over all instances, which over-predicts
-  by the instance count when a stage runs on several GPUs (``ahead_per_worker=False`` reproduces it).
+The live cascade admits a request when its predicted latency stays within drop_factor x SLO
+(:func:`serving.routing.admit_batch`): per stage, the queries in flight there over all instances
+drained at the stage's observed rate, plus at least one observed service time. Its estimates
+come from its stage calls, folded by :func:`serving.routing.fold_call`. The simulator keeps the
+same estimates from its own batches and asks the same functions: a stage call is one batch on
+one worker; its round trip is the batch's finish minus the mean time its queries entered the
+model's queue (the live round trip includes the stage's queue too), and ``ahead`` is the
+queries queued or running at the model when the batch's first query entered the queue.
 """
 from __future__ import annotations
 
@@ -23,18 +19,17 @@ STAGES = ("light", "heavy")  # the simulator's models; the light profile include
 class AdmissionControl:
     """The live cascade's shedding decision on simulated state (one per run)."""
 
-    def __init__(self, slo_ms: float, drop_factor: float, ewma_alpha: float, ahead_per_worker: bool = True) -> None:
+    def __init__(self, slo_ms: float, drop_factor: float, ewma_alpha: float) -> None:
         self.slo_ms, self.drop_factor, self.alpha = slo_ms, drop_factor, ewma_alpha
-        self.ahead_per_worker = ahead_per_worker
-        self.batch_ms: dict[str, float] = {}
-        self.batch_items: dict[str, float] = {}
+        self.stage_est: dict[str, tuple[float, float, float]] = {}
         self.defer_rate = 0.0
+        self.instances: dict[str, int] = {}
         self._est: routing.StageEstimates | None = routing.StageEstimates()
 
-    def observe_call(self, stage: str, round_trip_ms: float, n_items: int) -> None:
-        """One finished batch of ``n_items`` queries on ``stage``, ``round_trip_ms`` from queueing to finish."""
-        self.batch_ms[stage] = routing.ewma(self.batch_ms.get(stage), round_trip_ms, self.alpha)
-        self.batch_items[stage] = routing.ewma(self.batch_items.get(stage), n_items, self.alpha)
+    def observe_call(self, stage: str, round_trip_ms: float, n_items: int, ahead: float) -> None:
+        """One finished batch of ``n_items`` queries on ``stage``, ``round_trip_ms`` from queueing to
+        finish, ``ahead`` queries in front of it when it was queued."""
+        self.stage_est[stage] = routing.fold_call(self.stage_est.get(stage), round_trip_ms, n_items, ahead, self.alpha)
         self._est = None
 
     def observe_deferrals(self, fraction: float) -> None:
@@ -46,15 +41,23 @@ class AdmissionControl:
     def est(self) -> routing.StageEstimates:
         """The estimates as the live cascade hands them to its decision (rebuilt after a change)."""
         if self._est is None:
-            self._est = routing.StageEstimates(batch_ms=dict(self.batch_ms), batch_items=dict(self.batch_items),
-                                               defer_rate=self.defer_rate)
+            e = self.stage_est
+            self._est = routing.StageEstimates(service_ms={k: v[0] for k, v in e.items()},
+                                               batch_items={k: v[1] for k, v in e.items()},
+                                               drain_qps={k: v[2] for k, v in e.items() if v[2] > 0},
+                                               defer_rate=self.defer_rate, instances=self.instances)
         return self._est
 
-    def ahead(self, waiting: tuple[int, int], workers: tuple[int, int]) -> dict[str, float]:
-        """``queries_ahead`` per stage from the queries queued or running and the workers per model."""
-        if not self.ahead_per_worker:
-            return {s: float(w) for s, w in zip(STAGES, waiting)}
-        return {s: w / max(n, 1) for s, w, n in zip(STAGES, waiting, workers)}
+    @staticmethod
+    def ahead(waiting: tuple[int, int]) -> dict[str, float]:
+        """``queries_ahead`` per stage: the queries queued or running there (all its GPUs: the
+        estimates' drain rate is their combined rate, as live)."""
+        return {s: float(w) for s, w in zip(STAGES, waiting)}
+
+    def set_instances(self, instances) -> None:
+        """The plan's instances per stage (the control state's ``instances``, as the live cascade reads it)."""
+        self.instances = dict(instances)
+        self._est = None
 
     def admits(self, route: str, ahead: dict[str, float]) -> bool:
         """Whether one query on ``route`` is admitted with ``ahead`` queries in front of it."""

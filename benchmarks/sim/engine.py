@@ -80,12 +80,13 @@ class Simulator:
         self.finish = np.full(n, np.nan)
         self.outcome = np.zeros(n, dtype=np.int8)
         self.enq = (self.arr, np.zeros(n))  # when each query entered the light / heavy queue
+        self.ahead_enq = (np.zeros(n), np.zeros(n))  # queries queued or running there when it entered
         self.fifo = (Fifo(n), Fifo(n))
         self.running = [0, 0]  # queries in running batches per model
         self.batch_of: list[Any] = [None] * cc.num_workers
         self.cluster = Cluster(cc.num_workers, self.names, config.model_load_s * 1000.0, self._load_started)
         self.workers = (0, 0)  # GPUs per model after the last plan
-        self.admission = AdmissionControl(self.slo_ms, config.drop_factor, config.ewma_alpha, config.ahead_per_worker)
+        self.admission = AdmissionControl(self.slo_ms, config.drop_factor, config.ewma_alpha)
         self.batch = [1, 1]
         self.control = ControlState()
         self.threshold32 = 0.0
@@ -118,6 +119,7 @@ class Simulator:
             return
         if m == HEAVY:
             self.enq[HEAVY][idx] = now
+        self.ahead_enq[m][idx] = self.fifo[m].tail - self.fifo[m].head + self.running[m] + np.arange(len(idx))
         self.fifo[m].push(idx)
         self.stats.arrived[m] += len(idx)
 
@@ -146,7 +148,8 @@ class Simulator:
             deferred, n_casc, enq_sum = self._finish_small(chunk, m, now)
         else:
             deferred, n_casc, enq_sum = self._finish_array(chunk, m, now)
-        self.admission.observe_call(STAGES[m], now - enq_sum / len(chunk), len(chunk))
+        first = chunk[0] if type(chunk) is list else int(chunk[0])
+        self.admission.observe_call(STAGES[m], now - enq_sum / len(chunk), len(chunk), float(self.ahead_enq[m][first]))
         if n_casc:
             self.admission.observe_deferrals(len(deferred) / n_casc)
         if len(deferred):
@@ -207,6 +210,7 @@ class Simulator:
         # Routing, heavy share and threshold exactly as the live orchestrator writes them into the
         # serving models' control file (same function): e.g. a model without workers gets no queries.
         self.control = control_state(plan, self.names[LIGHT], self.names[HEAVY], self.slo_ms, version=0)
+        self.admission.set_instances(self.control.instances)
         self.threshold32 = float(np.float32(self.control.threshold))
         self.cluster.apply({n: int(plan.workers.get(n, 0)) for n in self.names}, now, instant)
         self.workers = self.cluster.counts()
@@ -248,7 +252,7 @@ class Simulator:
 
     def _ahead(self) -> dict[str, float]:
         waiting = (len(self.fifo[LIGHT]) + self.running[LIGHT], len(self.fifo[HEAVY]) + self.running[HEAVY])
-        return self.admission.ahead(waiting, self.workers)
+        return self.admission.ahead(waiting)
 
     def _arrive_one(self, i: int) -> None:
         """Query i arrives: route, admit or shed, queue, dispatch."""
@@ -263,6 +267,7 @@ class Simulator:
         if self.workers[m] == 0:
             self._drop([i], now)
             return
+        self.ahead_enq[m][i] = self.fifo[m].tail - self.fifo[m].head + self.running[m]
         self.fifo[m].push1(i)
         self.stats.arrived[m] += 1
         if m == HEAVY:
@@ -274,8 +279,7 @@ class Simulator:
         their own queueing changes between them): admit the prefix the live rule admits."""
         route = self.control.routing  # not "random": random routing takes queries one by one
         m = self._route_model(route)
-        per_query = 1.0 / max(self.workers[m], 1) if self.admission.ahead_per_worker else 1.0
-        k = self.admission.admitted_count(route, self._ahead(), STAGES[m], per_query, p1 - p0)
+        k = self.admission.admitted_count(route, self._ahead(), STAGES[m], 1.0, p1 - p0)
         if k < p1 - p0:
             self._drop(np.arange(p0 + k, p1), self.arr[p0 + k:p1])  # each answered at its arrival
         if k and route == "cascade":

@@ -86,7 +86,6 @@ class RunConfig:
     prompt_ids: str = "auto"
     static: tuple[tuple[str, float], ...] = ()
     latency_factor: float = 1.0
-    ahead_per_worker: bool = True
     service_latency_factor: float = 1.0
 
     def __post_init__(self) -> None:
@@ -224,7 +223,7 @@ def run_policy(cfg: RunConfig, name: str, inputs: Inputs, progress: bool = False
     loop = ControlLoop(cc, policy if policy is not None else make_policy(name, cfg), est)
     res = simulate(inputs.trace, inputs.confidence, loop,
                    SimConfig(drop_factor=cfg.drop_factor, model_load_s=cfg.model_load_s, seed=cfg.seed,
-                             ahead_per_worker=cfg.ahead_per_worker, service_latency_factor=cfg.service_latency_factor),
+                             service_latency_factor=cfg.service_latency_factor),
                    progress=progress)
     return {
         "summary": summarize(res, inputs.quality, inputs.light.name, inputs.heavy.name).as_dict(),

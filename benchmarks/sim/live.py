@@ -99,7 +99,7 @@ def live_vs_sim(out: Path, run: Path | None, base: RunConfig, command: str) -> d
     run = run or newest_live_run()
     cfg, inputs, meta = live_setup(run, base)
     live_rows = {r["policy"]: r for r in json.loads((run / "results.json").read_text())["rows"]}
-    variants = {"sim": cfg, "sim, live admission count": dataclasses.replace(cfg, ahead_per_worker=False),
+    variants = {"sim": cfg,
                 # planning with the derated profile as live did, serving at the profile as measured
                 "sim, serving at the profile": dataclasses.replace(cfg, service_latency_factor=1.0 / cfg.latency_factor)}
     per_policy: dict[str, Any] = {}

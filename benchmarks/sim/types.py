@@ -15,8 +15,8 @@ class SimConfig:
     """Serving-side parameters of a simulation (the planner's side lives in ControlConfig).
 
     ``drop_factor`` and ``ewma_alpha`` are the live cascade's (``CascadeConfig`` defaults: shed
-    past 1.5 x SLO, EWMA weight 0.2 of the newest stage call); ``ahead_per_worker``: see
-    :mod:`benchmarks.sim.admission`; ``seed``: random routing draws; ``service_latency_factor``:
+    past 1.5 x SLO, EWMA weight 0.2 of the newest stage call; see
+    :mod:`benchmarks.sim.admission`); ``seed``: random routing draws; ``service_latency_factor``:
     batches take the planner's profiled latency x this (1: the profile is exact; e.g. < 1 when the
     planner plans with derated profiles that the serving side beats).
     """
@@ -25,7 +25,6 @@ class SimConfig:
     model_load_s: float = 3.0
     seed: int = 0
     ewma_alpha: float = 0.2
-    ahead_per_worker: bool = True
     service_latency_factor: float = 1.0
 
     def __post_init__(self) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -113,7 +114,7 @@ class _TritonStages:
         return self.m.shared.totals()
 
     def estimates(self) -> routing.StageEstimates:
-        return self.m.shared.estimates()
+        return self.m.estimates(self.m.control.get())
 
 
 class _TritonResponder:
@@ -233,6 +234,10 @@ class TritonPythonModel:
             self._threshold_shown = policy.threshold
         return policy
 
+    def estimates(self, policy: ControlState) -> routing.StageEstimates:
+        """The shared estimates, with the plan's instances per stage from the control state."""
+        return dataclasses.replace(self.shared.estimates(), instances=dict(policy.instances))
+
     def _admit(self, received_s: float, requests: list[Any], senders: list[Any], policy: ControlState) -> list[Pending]:
         """Answer invalid and shed requests now; the others become Pending (not yet answered)."""
         jobs: list[tuple[Any, Job]] = []
@@ -244,7 +249,7 @@ class TritonPythonModel:
                 n_invalid += 1
                 self._answer_now(sender, f"{self.name}: {exc}", "INVALID_ARGUMENT")
         decisions = routing.admit_batch([(j.route, len(j.prompts), j.slo_ms) for _, j in jobs], self.shared.totals(),
-                                        self.shared.estimates(), self.cfg.drop_factor)
+                                        self.estimates(policy), self.cfg.drop_factor)
         admitted = []
         for (sender, job), decision in zip(jobs, decisions):
             if decision.admitted:
