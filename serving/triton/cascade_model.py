@@ -238,6 +238,7 @@ class TritonPythonModel:
         self._threshold_shown = self.control.get().threshold
         self._control_error_logged: str | None = None
         self.metrics.threshold.set(self._threshold_shown)
+        self.metrics.show_control_version(self.control.get().version)
         self.logger = pb_utils.Logger
         self.logger.log_info(f"{self.name}: control file {self.cfg.control_file}, default SLO {self.cfg.slo_ms} ms, "
                              f"stages {dict(self.cfg.stage_models)}")
@@ -409,6 +410,7 @@ class TritonPythonModel:
             if policy.threshold != self._threshold_shown:
                 self.metrics.threshold.set(policy.threshold)
                 self._threshold_shown = policy.threshold
+            self.metrics.show_control_version(policy.version)
             jobs: list[_Job] = []
             for i, request in enumerate(requests):
                 try:

@@ -12,6 +12,7 @@ They appear on Triton's metrics endpoint (``/metrics``) next to Triton's per-mod
 | ``diffserve_cascade_confidence`` | histogram | discriminator confidence of cascade queries |
 | ``diffserve_cascade_stage_latency_ms`` | histogram | ``stage``: round trip of one stage call, ms |
 | ``diffserve_cascade_threshold`` | gauge | confidence threshold in force |
+| ``diffserve_control_version`` | gauge | version of the control state the cascade last served with |
 
 ``pb_utils`` is passed in (the module exists only inside the Python stub), so the class can
 be exercised with a fake in unit tests.
@@ -51,6 +52,18 @@ class CascadeMetrics:
         self.confidence = conf.Metric(labels=base, buckets=CONFIDENCE_BUCKETS)
         self.stage_latency = {s: lat.Metric(labels={**base, "stage": s}, buckets=LATENCY_BUCKETS_MS) for s in stages}
         self.threshold = thr.Metric(labels=base)
+        # The control state's version, so Prometheus and operators see which whole state a node
+        # serves (a node that misses updates keeps an old version: docs/deploy.md, many nodes).
+        self._version_family = family("diffserve_control_version",
+                                      "Version of the control state the cascade last served with", mf.GAUGE)
+        self._control_version = self._version_family.Metric(labels=base)
+        self._version_shown: int | None = None
+
+    def show_control_version(self, version: int) -> None:
+        """Set the control-version gauge (only when it changed: each set is an IPC to Triton)."""
+        if version != self._version_shown:
+            self._control_version.set(float(version))
+            self._version_shown = version
 
     def observe_confidences(self, values) -> None:
         """Add each confidence in ``values`` to the histogram."""
