@@ -33,6 +33,7 @@ from orchestrator.control import (
     decide,
 )
 from orchestrator.health import Backoff, HealthBook
+from orchestrator.hooks import LoopHooks
 from orchestrator.node import TritonNode
 from orchestrator.observe import NodeSample, merge, window_stats
 from orchestrator.placement import (
@@ -100,7 +101,8 @@ class Orchestrator:
     replaced every window by the number of healthy slots."""
 
     def __init__(self, nodes: Sequence[TritonNode], control: ControlConfig, policy: Policy, config: LoopConfig,
-                 estimator: DemandEstimator | None = None, clock: Callable[[], float] = time.monotonic):
+                 estimator: DemandEstimator | None = None, clock: Callable[[], float] = time.monotonic,
+                 hooks: Sequence[LoopHooks] = ()):
         if not nodes:
             raise ValueError("Orchestrator needs at least one node")
         self.nodes = list(nodes)
@@ -109,6 +111,7 @@ class Orchestrator:
         self.config = config
         self.estimator = estimator or DemandEstimator()
         self.clock = clock
+        self.hooks = tuple(hooks)  # deployment extensions (orchestrator/hooks.py)
         self.models = (config.light, config.heavy)
         self.placement: dict[str, Placement] = {}
         self.health = HealthBook()
@@ -249,6 +252,8 @@ class Orchestrator:
         rec["placement"] = {u: p.as_json() for u, p in self.placement.items()}
         rec["health"] = self.health.as_json(self.clock())
         rec["down"] = sorted(self.down)
+        for hook in self.hooks:
+            hook.window_finished(rec)
         self.log.write(rec)
         self.window += 1
 
@@ -459,6 +464,8 @@ class Orchestrator:
             write_control(self.control_path, state)
             self.control_state = state
             rec["control_written"] = True
+            for hook in self.hooks:
+                hook.control_written(state)
         rec["control"] = self.control_state.to_json()
 
     def _publish(self, plan: Plan, rec: dict[str, Any]) -> None:
@@ -468,6 +475,8 @@ class Orchestrator:
         weights.update({u: 0 for u in self.down})  # a node that does not answer gets no traffic
         publish_weights(weights, self.window, time.time(), self.config.weights_path, self.config.envoy_rds_path)
         rec["routing_weights"] = weights
+        for hook in self.hooks:
+            hook.weights_published(weights, self.window)
 
     # -- driving ---------------------------------------------------------------------------
     def run(self, stop: threading.Event, max_windows: int | None = None,

@@ -1,0 +1,160 @@
+"""``make bench-cluster``: a compressed MAF trace through HAProxy onto a 3-node cluster, one node's
+tritonserver killed mid-trace, the node restarted by the supervisor and adopted again.
+
+Per run it measures, from the client, the balancer (runtime API, polled every 0.2 s) and the
+orchestrator's log: requests answered / failed (and how), requests per node (HAProxy's counters),
+when the balancer took the node out, when the orchestrator re-planned without it, when the node
+served again (positive weight, UP in HAProxy), and whether HAProxy's weights equal the plan's.
+The worst of ``--runs`` runs is reported. Outputs under ``--out``: ``results.json`` and
+``cluster.png`` (weights per node, outcomes, the kill and the recovery, for the worst run).
+
+    python -m benchmarks.cluster --runs 3 --duration-s 60
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks.live.replay import Outcome, replay
+from benchmarks.live.workload import TRACE_DIR, build_workload
+from deploy.cluster import Cluster, ClusterConfig
+from orchestrator.balancer import HAProxyRuntime, server_name
+from orchestrator.server import PROJECT_ROOT
+
+STATIC_3X3 = ("--policy-arg", "light_workers=3", "--policy-arg", "heavy_workers=3", "--policy-arg", "light_batch=4",
+              "--policy-arg", "heavy_batch=2", "--policy-arg", "threshold=0.5")
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultRun:
+    """What one run measured. Times are seconds after the kill (None: never seen)."""
+
+    outcomes: tuple[Outcome, ...]
+    per_node_requests: dict[str, int]  # HAProxy's count of requests each node answered (2xx)
+    balancer_out_s: float | None  # HAProxy marked the node DOWN
+    replanned_s: float | None  # first orchestrator window with the node down (plan over the rest)
+    recovered_s: float | None  # node UP in HAProxy with a positive weight again
+    served_after_recovery: int  # requests the node answered after it came back
+    plans: dict[str, Any]  # workers planned before / while down / after
+    weights_match_plan: bool  # HAProxy's weights == the orchestrator's last published weights
+    timeline: tuple[dict, ...]
+    windows: tuple[dict, ...]
+
+    @property
+    def errors(self) -> int:
+        return sum(not o.ok for o in self.outcomes)
+
+    def summary(self) -> dict[str, Any]:
+        kinds: dict[str, int] = {}
+        for o in self.outcomes:
+            if not o.ok:
+                kinds[o.error_kind] = kinds.get(o.error_kind, 0) + 1
+        return {"requests": len(self.outcomes), "ok": len(self.outcomes) - self.errors, "errors": self.errors,
+                "error_kinds": kinds, "per_node_requests": self.per_node_requests,
+                "balancer_out_s": _r(self.balancer_out_s), "replanned_s": _r(self.replanned_s),
+                "recovered_s": _r(self.recovered_s), "served_after_recovery": self.served_after_recovery,
+                "plans": self.plans, "weights_match_plan": self.weights_match_plan}
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def _poll_balancer(runtime: HAProxyRuntime, stop: threading.Event, out: list[dict]) -> None:
+    while not stop.wait(0.2):
+        try:
+            servers = runtime.servers()
+        except (OSError, ValueError):
+            continue
+        out.append({"t_unix_s": time.time(), "servers": {
+            name: {"status": row["status"], "weight": int(row["weight"] or 0), "ok": int(row.get("hrsp_2xx") or 0)}
+            for name, row in servers.items()}})
+
+
+def orchestrator_windows(log_path: Path, since_unix_s: float = 0.0) -> list[dict]:
+    """The orchestrator's window records (JSON lines) since ``since_unix_s``."""
+    out = []
+    for line in Path(log_path).read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("event") == "window" and rec.get("t_unix_s", 0) >= since_unix_s:
+            out.append(rec)
+    return out
+
+
+def fault_run(cluster: Cluster, arrivals, kill_at_s: float, node_index: int = 1, recover_timeout_s: float = 120.0,
+              on_done: Callable[[Outcome], None] | None = None) -> FaultRun:
+    """Replay ``arrivals`` through the balancer; SIGKILL node ``node_index``'s tritonserver at
+    ``kill_at_s``; after the replay wait (at most ``recover_timeout_s``) until it serves again."""
+    node = cluster.nodes[node_index]
+    name = server_name(node.url)
+    runtime = HAProxyRuntime(cluster.runtime_socket)
+    stop, timeline = threading.Event(), []
+    poller = threading.Thread(target=_poll_balancer, args=(runtime, stop, timeline), daemon=True)
+    poller.start()
+    t_start = time.time()
+    killed: dict[str, float] = {}
+
+    def kill() -> None:
+        killed["t"] = time.time()
+        os.kill(node.server.process.pid, signal.SIGKILL)
+
+    timer = threading.Timer(kill_at_s, kill)
+    timer.start()
+    try:
+        outcomes = replay(cluster.balancer_url, arrivals, timeout_s=60.0, on_done=on_done)
+        timer.join()
+        deadline = time.monotonic() + recover_timeout_s
+        while time.monotonic() < deadline and _recovered_at(timeline, name, killed["t"]) is None:
+            time.sleep(0.5)
+        time.sleep(1.0)  # one more balancer sample after recovery
+    finally:
+        timer.cancel()
+        stop.set()
+        poller.join()
+    return _measure(cluster, outcomes, timeline, name, node.url, killed["t"], t_start, runtime)
+
+
+def _recovered_at(timeline: list[dict], name: str, t_kill: float) -> float | None:
+    down_seen = False
+    for s in timeline:
+        srv = s["servers"].get(name)
+        if srv is None or s["t_unix_s"] < t_kill:
+            continue
+        if srv["status"] != "UP" or srv["weight"] == 0:
+            down_seen = True
+        elif down_seen:
+            return s["t_unix_s"]
+    return None
+
+
+def _measure(cluster: Cluster, outcomes, timeline, name, url, t_kill, t_start, runtime) -> FaultRun:
+    out_at = next((s["t_unix_s"] for s in timeline if s["t_unix_s"] >= t_kill
+                   and s["servers"].get(name, {}).get("status", "UP") != "UP"), None)
+    rec_at = _recovered_at(timeline, name, t_kill)
+    windows = orchestrator_windows(cluster.log_path, t_start)
+    down = [w for w in windows if url in w.get("down", []) and w["t_unix_s"] >= t_kill]
+    before = [w for w in windows if w["t_unix_s"] < t_kill and w.get("plan")]
+    after = [w for w in windows if rec_at is not None and w["t_unix_s"] >= rec_at and w.get("plan")]
+    plans = {"before": before[-1]["plan"]["workers"] if before else None,
+             "while_down": down[0].get("plan", {}).get("workers") if down else None,
+             "after": after[-1]["plan"]["workers"] if after else None}
+    per_node = {}
+    last = timeline[-1]["servers"] if timeline else {}
+    for n in cluster.nodes:
+        per_node[n.url] = last.get(server_name(n.url), {}).get("ok", 0)
+    served_after = 0
+    if rec_at is not None:
+        at_rec = next(s for s in timeline if s["t_unix_s"] >= rec_at)["servers"].get(name, {}).get("ok", 0)
+        served_after = last.get(name, {}).get("ok", 0) - at_rec
+    published = cluster.weights()
+    applied = {n.url: int(runtime.servers()[server_name(n.url)]["weight"] or 0) for n in cluster.nodes}
+    return FaultRun(tuple(outcomes), per_node, None if out_at is None else out_at - t_kill,
+                    None if not down else down[0]["t_unix_s"] - t_kill, None if rec_at is None else rec_at - t_kill,
+                    served_after, plans, applied == published, tuple(timeline), tuple(windows))
