@@ -46,6 +46,8 @@ class FaultRun:
     weights_match_plan: bool  # HAProxy's weights == the orchestrator's last published weights
     timeline: tuple[dict, ...]
     windows: tuple[dict, ...]
+    t_start_unix_s: float = 0.0
+    t_kill_unix_s: float = 0.0
 
     @property
     def errors(self) -> int:
@@ -157,4 +159,119 @@ def _measure(cluster: Cluster, outcomes, timeline, name, url, t_kill, t_start, r
     applied = {n.url: int(runtime.servers()[server_name(n.url)]["weight"] or 0) for n in cluster.nodes}
     return FaultRun(tuple(outcomes), per_node, None if out_at is None else out_at - t_kill,
                     None if not down else down[0]["t_unix_s"] - t_kill, None if rec_at is None else rec_at - t_kill,
-                    served_after, plans, applied == published, tuple(timeline), tuple(windows))
+                    served_after, plans, applied == published, tuple(timeline), tuple(windows), t_start, t_kill)
+
+
+def worst_of(runs: list[dict]) -> dict[str, Any]:
+    """The worst value of each measure over runs (None anywhere: never happened -> None)."""
+    def worst(key: str) -> float | None:
+        vals = [r[key] for r in runs]
+        return None if any(v is None for v in vals) else max(vals)
+
+    return {"errors": max(r["errors"] for r in runs), "requests": min(r["requests"] for r in runs),
+            "balancer_out_s": worst("balancer_out_s"), "replanned_s": worst("replanned_s"),
+            "recovered_s": worst("recovered_s"), "weights_match_plan": all(r["weights_match_plan"] for r in runs),
+            "every_node_served": all(all(v > 0 for v in r["per_node_requests"].values()) for r in runs)}
+
+
+def write_png(run: FaultRun, killed_url: str, path: Path) -> Path:
+    """Weights per node (HAProxy, live), requests each node answered per second, client outcomes."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    t0 = run.t_start_unix_s
+    t_kill_rel = run.t_kill_unix_s - t0
+    times = np.array([s["t_unix_s"] - t0 for s in run.timeline])
+    fig, ax = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
+    for name in sorted(run.timeline[-1]["servers"]):
+        w = [s["servers"].get(name, {}).get("weight", 0) if s["servers"].get(name, {}).get("status") == "UP" else 0
+             for s in run.timeline]
+        ok = np.array([s["servers"].get(name, {}).get("ok", 0) for s in run.timeline], dtype=float)
+        rate = np.gradient(ok, times) if len(ok) > 1 else ok
+        label = name + (" (killed)" if name.endswith(killed_url.replace(".", "_").replace(":", "_")) else "")
+        ax[0].step(times, w, where="post", label=label)
+        ax[1].plot(times, rate, label=label)
+    sends = np.array([o.t_send_s for o in run.outcomes])
+    bins = np.arange(0, max(times.max(), sends.max() if len(sends) else 1) + 1)
+    ax[2].hist([sends[[o.ok for o in run.outcomes]], sends[[not o.ok for o in run.outcomes]]], bins=bins,
+               stacked=True, color=["tab:green", "tab:red"], label=["image", "error"])
+    for a in ax:
+        a.axvline(t_kill_rel, color="k", ls="--", lw=1)
+        if run.recovered_s is not None:
+            a.axvline(t_kill_rel + run.recovered_s, color="tab:blue", ls=":", lw=1)
+    ax[0].set(ylabel="HAProxy weight (0 if DOWN)", title="node killed at the dashed line, serving again at the dotted one")
+    ax[1].set(ylabel="requests answered / s")
+    ax[2].set(ylabel="requests sent / s", xlabel="seconds")
+    for a in ax:
+        a.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    import platform  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from benchmarks.live.workload import prompt_for  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.cluster", description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--repository", default=str(PROJECT_ROOT / "model_repository"))
+    ap.add_argument("--profiles", default=str(PROJECT_ROOT / "profiles" / "tiny"))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--trace", default=str(TRACE_DIR / "maf_2to16qps.txt"))
+    ap.add_argument("--duration-s", type=int, default=60, help="the trace compressed to this many seconds")
+    ap.add_argument("--lo-qps", type=float, default=1.0)
+    ap.add_argument("--hi-qps", type=float, default=4.0)
+    ap.add_argument("--kill-at-s", type=float, default=20.0)
+    ap.add_argument("--window-s", type=float, default=2.0)
+    ap.add_argument("--restart-delay-s", type=float, default=3.0)
+    ap.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results" / "cluster"),
+                    help="results.json and cluster.png (committed)")
+    ap.add_argument("--work-dir", default=str(PROJECT_ROOT / "runs" / "bench_cluster"),
+                    help="each run's cluster folder: logs, configs, Prometheus data (not committed)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    workload = build_workload(args.trace, args.duration_s, args.lo_qps, args.hi_qps, seed=0, prompt=prompt_for)
+    runs, worst_run = [], None
+    for i in tqdm(range(args.runs), desc="runs", unit="run"):
+        cfg = ClusterConfig(nodes=args.nodes, model_repository=Path(args.repository), profiles=Path(args.profiles),
+                            device=args.device, window_s=args.window_s, run_dir=Path(args.work_dir) / f"run-{i}", grpc_port=0,
+                            prometheus_port=0, restart_delay_s=args.restart_delay_s, policy="static",
+                            orchestrator_args=STATIC_3X3)
+        with Cluster(cfg) as cluster:
+            cluster.wait_serving(600)
+            bar = tqdm(total=len(workload.arrivals), desc=f"run {i}", unit="req", leave=False)
+            run = fault_run(cluster, workload.arrivals, args.kill_at_s, on_done=lambda _o: bar.update(1))
+            bar.close()
+            summary = run.summary()
+            runs.append(summary)
+            if worst_run is None or (summary["errors"], summary["recovered_s"] or 1e9) >= \
+                    (worst_run[0]["errors"], worst_run[0]["recovered_s"] or 1e9):
+                worst_run = (summary, run, cluster.nodes[1].url)
+        print(json.dumps(summary), flush=True)
+    worst = worst_of(runs)
+    load = os.getloadavg()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=PROJECT_ROOT).stdout.strip()
+    meta = {"command": "python -m benchmarks.cluster " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+            "commit": commit, "machine": f"{platform.node()} {os.cpu_count()} CPUs", "loadavg_after": load,
+            "requests_per_run": len(workload.arrivals), "trace": Path(args.trace).name, **vars(args)}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "worst_of_runs": worst, "runs": runs}, indent=1))
+    summary, run, url = worst_run
+    write_png(run, url, out / "cluster.png")
+    print(json.dumps({"worst_of_runs": worst}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
