@@ -37,11 +37,15 @@ def haproxy_binary() -> str:
 
 
 def render_config(backends: Sequence[Backend], bind: str, runtime_socket: str, stats_bind: str,
-                  backend: str = "triton", model: str = "cascade", timeout_s: int = 300) -> str:
+                  backend: str = "triton", model: str = "cascade", timeout_s: int = 300, dns: bool = False) -> str:
     """The haproxy.cfg text. ``bind``/``stats_bind``: ``host:port``; ``runtime_socket``: a unix
-    socket path for the runtime API (mode 600: only this user may change weights)."""
+    socket path for the runtime API (mode 600: only this user may change weights). ``dns``: node
+    names are resolved at run time through the system resolvers (Kubernetes pod names), and a
+    name that does not resolve yet leaves its server down instead of failing the start."""
     if not backends:
         raise ValueError("render_config needs at least one backend node")
+    resolvers = "\nresolvers dns\n    parse-resolv-conf\n    hold valid 5s\n" if dns else ""
+    dns_opts = " resolvers dns init-addr last,libc,none" if dns else ""
     # check-proto must be on each server line: on default-server HAProxy 2.6 checks with h2 (verified)
     servers = "\n".join(f"    server {server_name(b.grpc_url)} {b.grpc_url} check port {b.http_port} check-proto h1"
                         for b in backends)
@@ -50,7 +54,7 @@ global
     stats socket {runtime_socket} mode 600 level admin
     stats timeout 30s
     maxconn 4096
-
+{resolvers}
 defaults
     mode http
     timeout connect 2s
@@ -78,7 +82,7 @@ backend {backend}
     balance roundrobin
     option httpchk
     http-check send meth GET uri /v2/models/{model}/ready
-    default-server proto h2 inter 500ms fall 2 rise 2 weight 1
+    default-server proto h2 inter 500ms fall 2 rise 2 weight 1{dns_opts}
 {servers}
 """
 
