@@ -42,6 +42,7 @@ class FaultRun:
     replanned_s: float | None  # first orchestrator window with the node down (plan over the rest)
     recovered_s: float | None  # node UP in HAProxy with a positive weight again
     served_after_recovery: int  # requests the node answered after it came back
+    balancer_retries: dict[str, int]  # HAProxy's retries / redispatches (requests sent again elsewhere)
     plans: dict[str, Any]  # workers planned before / while down / after
     weights_match_plan: bool  # HAProxy's weights == the orchestrator's last published weights
     timeline: tuple[dict, ...]
@@ -62,6 +63,7 @@ class FaultRun:
                 "error_kinds": kinds, "per_node_requests": self.per_node_requests,
                 "balancer_out_s": _r(self.balancer_out_s), "replanned_s": _r(self.replanned_s),
                 "recovered_s": _r(self.recovered_s), "served_after_recovery": self.served_after_recovery,
+                "balancer_retries": self.balancer_retries,
                 "plans": self.plans, "weights_match_plan": self.weights_match_plan}
 
 
@@ -76,7 +78,8 @@ def _poll_balancer(runtime: HAProxyRuntime, stop: threading.Event, out: list[dic
         except (OSError, ValueError):
             continue
         out.append({"t_unix_s": time.time(), "servers": {
-            name: {"status": row["status"], "weight": int(row["weight"] or 0), "ok": int(row.get("hrsp_2xx") or 0)}
+            name: {"status": row["status"], "weight": int(row["weight"] or 0), "ok": int(row.get("hrsp_2xx") or 0),
+                   "retries": int(row.get("wretr") or 0), "redispatched": int(row.get("wredis") or 0)}
             for name, row in servers.items()}})
 
 
@@ -155,11 +158,13 @@ def _measure(cluster: Cluster, outcomes, timeline, name, url, t_kill, t_start, r
     if rec_at is not None:
         at_rec = next(s for s in timeline if s["t_unix_s"] >= rec_at)["servers"].get(name, {}).get("ok", 0)
         served_after = last.get(name, {}).get("ok", 0) - at_rec
+    retries = {"retries": sum(v.get("retries", 0) for v in last.values()),
+               "redispatched": sum(v.get("redispatched", 0) for v in last.values())}
     published = cluster.weights()
     applied = {n.url: int(runtime.servers()[server_name(n.url)]["weight"] or 0) for n in cluster.nodes}
     return FaultRun(tuple(outcomes), per_node, None if out_at is None else out_at - t_kill,
                     None if not down else down[0]["t_unix_s"] - t_kill, None if rec_at is None else rec_at - t_kill,
-                    served_after, plans, applied == published, tuple(timeline), tuple(windows), t_start, t_kill)
+                    served_after, retries, plans, applied == published, tuple(timeline), tuple(windows), t_start, t_kill)
 
 
 def worst_of(runs: list[dict]) -> dict[str, Any]:
@@ -186,14 +191,17 @@ def write_png(run: FaultRun, killed_url: str, path: Path) -> Path:
     t_kill_rel = run.t_kill_unix_s - t0
     times = np.array([s["t_unix_s"] - t0 for s in run.timeline])
     fig, ax = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
-    for name in sorted(run.timeline[-1]["servers"]):
+    lag = 10  # samples: answers per second over ~2 s, so that single answers do not make spikes
+    for k, name in enumerate(sorted(run.timeline[-1]["servers"])):
         w = [s["servers"].get(name, {}).get("weight", 0) if s["servers"].get(name, {}).get("status") == "UP" else 0
              for s in run.timeline]
         ok = np.array([s["servers"].get(name, {}).get("ok", 0) for s in run.timeline], dtype=float)
-        rate = np.gradient(ok, times) if len(ok) > 1 else ok
-        label = name + (" (killed)" if name.endswith(killed_url.replace(".", "_").replace(":", "_")) else "")
-        ax[0].step(times, w, where="post", label=label)
-        ax[1].plot(times, rate, label=label)
+        rate = np.zeros_like(ok)
+        rate[lag:] = (ok[lag:] - ok[:-lag]) / np.maximum(times[lag:] - times[:-lag], 1e-6)
+        label = name + (" (killed)" if name == server_name(killed_url) else "")
+        style = ["-", "--", ":"][k % 3]  # equal weights overlap: tell the lines apart
+        ax[0].step(times, np.array(w) + 0.6 * k, where="post", ls=style, label=label)
+        ax[1].plot(times, rate, ls=style, label=label)
     sends = np.array([o.t_send_s for o in run.outcomes])
     bins = np.arange(0, max(times.max(), sends.max() if len(sends) else 1) + 1)
     ax[2].hist([sends[[o.ok for o in run.outcomes]], sends[[not o.ok for o in run.outcomes]]], bins=bins,
@@ -202,8 +210,8 @@ def write_png(run: FaultRun, killed_url: str, path: Path) -> Path:
         a.axvline(t_kill_rel, color="k", ls="--", lw=1)
         if run.recovered_s is not None:
             a.axvline(t_kill_rel + run.recovered_s, color="tab:blue", ls=":", lw=1)
-    ax[0].set(ylabel="HAProxy weight (0 if DOWN)", title="node killed at the dashed line, serving again at the dotted one")
-    ax[1].set(ylabel="requests answered / s")
+    ax[0].set(ylabel="HAProxy weight (0 if DOWN; offset)", title="node killed at the dashed line, serving again at the dotted one")
+    ax[1].set(ylabel="answered / s (2-s window)")
     ax[2].set(ylabel="requests sent / s", xlabel="seconds")
     for a in ax:
         a.legend(fontsize=7, loc="upper right")
