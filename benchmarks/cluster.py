@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     workload = build_workload(args.trace, args.duration_s, args.lo_qps, args.hi_qps, seed=0, prompt=prompt_for)
     runs, worst_run = [], None
     for i in tqdm(range(args.runs), desc="runs", unit="run"):
+        shutil.rmtree(Path(args.work_dir) / f"run-{i}", ignore_errors=True)  # logs of an earlier run would mix in
         cfg = ClusterConfig(nodes=args.nodes, model_repository=Path(args.repository), profiles=Path(args.profiles),
                             device=args.device, window_s=args.window_s, run_dir=Path(args.work_dir) / f"run-{i}", grpc_port=0,
                             prometheus_port=0, restart_delay_s=args.restart_delay_s, policy="static",

@@ -122,6 +122,7 @@ class Cluster:
         self.runtime_socket = _socket_path(self.run_dir / "haproxy.sock")
         self.nodes = [self._make_node(i) for i in range(c.nodes)]
         self.events: list[dict[str, Any]] = []
+        self.started_unix_s = float("inf")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -178,6 +179,7 @@ class Cluster:
         """Write the configs, start nodes, HAProxy, Prometheus, the orchestrator and the agents,
         then supervise (restart what exits) in a background thread."""
         try:
+            self.started_unix_s = time.time()
             self._write_configs()
             # One after the other, in this thread: a child's PR_SET_PDEATHSIG fires when the THREAD
             # that started it ends, so servers started in helper threads would be stopped at once.
@@ -288,11 +290,13 @@ class Cluster:
             return False
 
     def weights(self) -> dict[str, int]:
-        """The orchestrator's last published weights (``{}`` before the first)."""
+        """The orchestrator's last published weights (``{}`` before its first in this cluster run:
+        a file left by an earlier run in the same folder does not count)."""
         try:
-            return json.loads((self.run_dir / "orchestrator" / "routing_weights.json").read_text())["cluster_weights"]
-        except (OSError, ValueError, KeyError):
+            doc = json.loads((self.run_dir / "orchestrator" / "routing_weights.json").read_text())
+        except (OSError, ValueError):
             return {}
+        return dict(doc.get("cluster_weights", {})) if doc.get("updated_unix_s", 0) >= self.started_unix_s else {}
 
     def wait_serving(self, timeout_s: float) -> None:
         """Block until every node's cascade model is ready, the orchestrator has published

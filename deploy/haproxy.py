@@ -9,7 +9,9 @@ asks each node's Triton HTTP port whether the cascade model is ready (every 500 
 failures), so a dead node stops getting requests within about a second, before the
 orchestrator's next window sets its weight to 0. A request that could not be delivered
 (connection refused, or the node died before answering) is retried once on another node.
-HAProxy's own Prometheus exporter serves per-node request counts on the stats port.
+HAProxy's own Prometheus exporter serves per-node request counts on the stats port. Every node
+starts with weight 0: it gets requests only once the orchestrator has placed a cascade there
+(a node whose cascade model is ready may still be loading its stages).
 """
 from __future__ import annotations
 
@@ -82,7 +84,8 @@ backend {backend}
     balance roundrobin
     option httpchk
     http-check send meth GET uri /v2/models/{model}/ready
-    default-server proto h2 inter 500ms fall 2 rise 2 weight 1{dns_opts}
+    # weight 0 until the orchestrator has placed a cascade on the node and set its weight
+    default-server proto h2 inter 500ms fall 2 rise 2 weight 0{dns_opts}
 {servers}
 """
 

@@ -100,12 +100,15 @@ def _handler(endpoint: OrchestratorEndpoint) -> Callable[..., BaseHTTPRequestHan
                                                      "/control or /healthz"}).encode(), "application/json")
 
         def _send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if body:
-                self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the agent went away during its long poll (stopped, restarted): nothing to answer
 
         def log_message(self, *args) -> None:  # quiet: one line per agent poll would flood the log
             pass
