@@ -223,3 +223,12 @@ def test_cascade_shows_the_control_version_only_when_it_changes():
         m.show_control_version(v)
     assert m._control_version.values == [3.0, 4.0]
 
+
+
+def test_policy_args_from_the_command_line_are_json_values_and_malformed_ones_are_refused():
+    from orchestrator.__main__ import policy_kwargs  # noqa: PLC0415
+
+    assert policy_kwargs(["light_workers=3", "threshold=0.5", "name=x"]) == {"light_workers": 3, "threshold": 0.5,
+                                                                             "name": "x"}
+    with pytest.raises(SystemExit, match="'light_workers'.*KEY=VALUE"):
+        policy_kwargs(["light_workers"])
