@@ -245,7 +245,8 @@ class Cluster:
         if node.restart_at is None:
             node.restart_at = now + self.config.restart_delay_s
             self._event("node_exited", node=node.url, returncode=p.returncode)
-            node.server.stop()  # the stubs of the dead server, if any are left
+            _kill_group(p.pid)  # its Python-backend stubs outlive a SIGKILLed server (seen): same group
+            node.server.stop()
             return
         if now < node.restart_at:
             return
@@ -318,6 +319,16 @@ class Cluster:
             time.sleep(0.5)
         raise TimeoutError(f"cluster not serving on every node after {timeout_s:.0f} s; weights {self.weights()}; "
                            f"orchestrator log:\n{self.orchestrator.log_tail()}")
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a process group (the server was started in a session of its own)."""
+    import signal  # noqa: PLC0415
+
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _new_key(run_dir: Path) -> str:

@@ -7,6 +7,7 @@ shipped code and the distribution's HAProxy and Prometheus binaries (installed b
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 import urllib.request
@@ -46,6 +47,7 @@ def test_three_nodes_behind_haproxy_serve_a_trace_and_survive_a_killed_node(tmp_
     workload = build_workload(TRACE_DIR / "maf_2to16qps.txt", 30, 2.0, 6.0, seed=0, prompt=_prompt)
     with Cluster(cfg) as cluster:
         cluster.wait_serving(300)
+        killed_group = cluster.nodes[1].server.process.pid  # the server leads its own process group
         run = fault_run(cluster, workload.arrivals, kill_at_s=10.0, node_index=1)
         print(json.dumps(run.summary()))  # the numbers, for the log
         killed = cluster.nodes[1].url
@@ -65,6 +67,8 @@ def test_three_nodes_behind_haproxy_serve_a_trace_and_survive_a_killed_node(tmp_
         assert down["routing_weights"][killed] == 0 and sum(down["routing_weights"].values()) > 0
         assert run.recovered_s is not None and run.served_after_recovery > 0
         assert run.weights_match_plan  # HAProxy's live weights == the orchestrator's published ones
+        with pytest.raises(ProcessLookupError):  # no Python-backend stub of the killed server is left
+            os.killpg(killed_group, 0)
         _check_prometheus(cluster)
 
 
