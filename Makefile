@@ -21,8 +21,16 @@ SLO_MS ?=
 PROFILE_DIR ?= profiles/$(basename $(notdir $(CASCADE)))
 ADMIN_KEY_FILE ?= runs/server/admin_key
 LIVE_ARGS ?=
+# make cluster: NODES tritonservers with NODE_SLOTS CPU slots each behind HAProxy on CLUSTER_PORT,
+# Prometheus on PROMETHEUS_PORT (runs/cluster/cluster.json has every address).
+NODES ?= 3
+NODE_SLOTS ?= 2
+CLUSTER_PORT ?= 9001
+PROMETHEUS_PORT ?= 9090
+CLUSTER_ARGS ?=
+BENCH_CLUSTER_ARGS ?=
 
-.PHONY: setup test serve stop bench-live bench-restart export zoo tiny-report profile calibrate demo perf bench-overhead bench-cascade bench-sim bench-planner clean help
+.PHONY: setup test serve stop cluster cluster-stop bench-cluster bench-live bench-restart export zoo tiny-report profile calibrate demo perf bench-overhead bench-cascade bench-sim bench-planner clean help
 
 help:
 	@grep -E '^## ' Makefile | sed 's/## //'
@@ -47,6 +55,21 @@ serve: setup
 stop:
 	@$(PY) -m orchestrator stop
 	@$(PY) -m orchestrator.server stop
+
+## cluster    NODES (3) tritonservers as nodes + one orchestrator over all their slots + a control agent per node + HAProxy (gRPC on CLUSTER_PORT, weights from the plan) + Prometheus (PROMETHEUS_PORT) -> runs/cluster/
+cluster: setup
+	@test -d model_repository/light/1/artifacts || { echo "no exported cascade in model_repository/: run 'make export' first"; exit 1; }
+	@test -f $(PROFILE_DIR)/quality_curve.json || $(MAKE) profile calibrate CASCADE=$(CASCADE)
+	$(PY) -m deploy start --nodes $(NODES) --slots-per-node $(NODE_SLOTS) --profiles $(PROFILE_DIR) --policy $(POLICY) --window-s $(WINDOW_S) --slo-ms $(SLO_MS) --grpc-port $(CLUSTER_PORT) --prometheus-port $(PROMETHEUS_PORT) $(CLUSTER_ARGS)
+
+## cluster-stop  stop everything `make cluster` started (orchestrator first, nodes last)
+cluster-stop:
+	@$(PY) -m deploy stop
+
+## bench-cluster  3 nodes behind HAProxy, a compressed MAF trace, one node killed mid-trace; worst of 3 runs -> benchmarks/results/cluster/
+bench-cluster: export
+	@test -f $(PROFILE_DIR)/quality_curve.json || $(MAKE) profile calibrate CASCADE=$(CASCADE)
+	$(PY) -m benchmarks.cluster --profiles $(PROFILE_DIR) $(BENCH_CLUSTER_ARGS)
 
 ## bench-live live replay of a trace against Triton + orchestrator: dynamic vs clipper-light/-heavy/static -> benchmarks/results/live/
 bench-live: export

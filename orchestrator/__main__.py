@@ -5,6 +5,8 @@
     python -m orchestrator run --nodes-file nodes.json ...      # many nodes, one Triton each
     python -m orchestrator start ...                            # detached (make serve)
     python -m orchestrator stop                                 # make stop
+    python -m orchestrator run --nodes-file nodes.json --http-port 8003 --haproxy-socket haproxy.sock ...
+        # + /metrics and /control for node agents on :8003, weights applied live to HAProxy
 
 ``nodes.json``: ``[{"url": "10.0.0.1:8001", "metrics_url": "http://10.0.0.1:8002/metrics",
 "slots": "gpu:0,1,2,3", "model_repository": "/srv/model_repository"}, ...]`` (``model_repository``:
@@ -30,13 +32,17 @@ import threading
 import time
 from pathlib import Path
 
+from orchestrator.balancer import HAProxyRuntime
+from orchestrator.channel import ControlChannel
 from orchestrator.control import ControlConfig, DemandEstimator, choose_slo
+from orchestrator.endpoint import OrchestratorEndpoint
 from orchestrator.health import Backoff
 from orchestrator.loop import RUNS, LoopConfig, Orchestrator
 from orchestrator.node import TritonNode
 from orchestrator.placement import NodeSpec
 from orchestrator.server import PROJECT_ROOT, pid_alive, terminate
 from orchestrator.supervise import ServerSupervisor
+from orchestrator.telemetry import OrchestratorMetrics
 from serving.config import load_cascade
 
 PROFILES_ROOT = PROJECT_ROOT / "profiles"
@@ -141,7 +147,7 @@ def build_nodes(args: argparse.Namespace) -> list[TritonNode]:
     return nodes
 
 
-def build(args: argparse.Namespace) -> Orchestrator:
+def build(args: argparse.Namespace, hooks: tuple = ()) -> Orchestrator:
     from planner import data, make_policy  # noqa: PLC0415
 
     try:
@@ -175,7 +181,28 @@ def build(args: argparse.Namespace) -> Orchestrator:
             supervisor = ServerSupervisor(args.server_state_dir, args.admin_key or None)
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
-    return Orchestrator(nodes, control, make_policy(args.policy), cfg, estimator=estimator, supervisor=supervisor)
+    return Orchestrator(nodes, control, make_policy(args.policy, **policy_kwargs(args.policy_arg)), cfg,
+                        estimator=estimator, supervisor=supervisor, hooks=hooks)
+
+
+def policy_kwargs(items: list[str]) -> dict:
+    """``["light_workers=3", "threshold=0.5"]`` -> ``{"light_workers": 3, "threshold": 0.5}`` (JSON values)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--policy-arg {item!r}; expected KEY=VALUE, e.g. light_workers=3")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def node_urls(args: argparse.Namespace) -> list[str]:
+    if args.nodes_file:
+        return [e["url"] for e in json.loads(Path(args.nodes_file).read_text())]
+    return list(args.node)
 
 
 def summary(rec: dict) -> str:
@@ -192,7 +219,16 @@ def summary(rec: dict) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    orch = build(args)
+    hooks: list = []
+    channel = metrics = endpoint = None
+    if args.http_port >= 0:  # /metrics for Prometheus and /control for the nodes' agents
+        channel = ControlChannel(node_urls(args), stale_after_s=args.stale_after_s)
+        metrics = OrchestratorMetrics(node_urls(args))
+        endpoint = OrchestratorEndpoint(channel, metrics, args.http_host, args.http_port, args.admin_key or None)
+        hooks.append(channel)
+    if args.haproxy_socket:
+        hooks.append(HAProxyRuntime(args.haproxy_socket, args.haproxy_backend))
+    orch = build(args, tuple(hooks))
     overridden = orch.config.slo_source.startswith("override")
     print(f"{'WARNING: ' if overridden else ''}planning for slo_ms={orch.control.slo_ms:g} "
           f"({orch.config.slo_source})", flush=True)
@@ -203,7 +239,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(json.dumps(adopted)[:2000], flush=True)
     if adopted.get("warning"):
         print(f"WARNING: {adopted['warning']}", flush=True)
-    orch.run(stop, max_windows=args.max_windows, on_window=lambda r: print(summary(r), flush=True))
+    if endpoint is not None:
+        if orch.control_state is not None:  # agents get the adopted state before the first plan
+            channel.publish(orch.control_state)
+        endpoint.start()
+        print(json.dumps({"event": "endpoint", "url": endpoint.url}), flush=True)
+
+    def on_window(rec: dict) -> None:
+        if metrics is not None:
+            metrics.observe(rec)
+        print(summary(rec), flush=True)
+
+    try:
+        orch.run(stop, max_windows=args.max_windows, on_window=on_window)
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
     return 0
 
 
@@ -296,6 +347,8 @@ def parser() -> argparse.ArgumentParser:
                        help="device JSON, deferral and quality curves (default profiles/<cascade name>/)")
         r.add_argument("--device", default="auto", help="profile file name under --profiles ('auto': the only one)")
         r.add_argument("--policy", default="diffserve", help="planner policy (planner.POLICY_NAMES)")
+        r.add_argument("--policy-arg", action="append", default=[],
+                       help="KEY=VALUE parameter of the policy (repeatable), e.g. light_workers=3 for static")
         r.add_argument("--window-s", type=float, default=5.0)
         r.add_argument("--slo-ms", type=float, default=None,
                        help="override the cascade YAML's slo_ms (logged as an override); default: the YAML's")
@@ -313,6 +366,14 @@ def parser() -> argparse.ArgumentParser:
                        help="supervise the tritonserver that `python -m orchestrator.server start` recorded here "
                             "(make serve: runs/server): restart it when it exits and re-apply the plan")
         r.add_argument("--envoy-rds", default="", help="also write an Envoy file-based RDS route config here")
+        r.add_argument("--http-port", type=int, default=-1,
+                       help="serve /metrics and /control (node agents) on this port; 0: a free one, -1: off")
+        r.add_argument("--http-host", default="127.0.0.1", help="bind address of --http-port")
+        r.add_argument("--haproxy-socket", default="",
+                       help="HAProxy runtime API (unix socket path or host:port): apply routing weights live")
+        r.add_argument("--haproxy-backend", default="triton", help="HAProxy backend holding one server per node")
+        r.add_argument("--stale-after-s", type=float, default=3.0,
+                       help="a node not holding the current control state this long is reported stale")
         r.add_argument("--backoff-base-s", type=float, default=1.0)
         r.add_argument("--backoff-max-s", type=float, default=60.0)
         r.add_argument("--health-interval-s", type=float, default=1.0,

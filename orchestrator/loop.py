@@ -32,6 +32,7 @@ from orchestrator.apply import Cluster
 from orchestrator.control import ControlConfig, DemandEstimator, Observation, Policy, build_instance, decide
 from orchestrator.heal import heal
 from orchestrator.health import Backoff
+from orchestrator.hooks import LoopHooks
 from orchestrator.node import TritonNode
 from orchestrator.observe import NodeSample, WindowStats, build_observation, merge, window_stats
 from orchestrator.placement import control_state, routing_weights
@@ -91,7 +92,7 @@ class Orchestrator:
 
     def __init__(self, nodes: Sequence[TritonNode], control: ControlConfig, policy: Policy, config: LoopConfig,
                  estimator: DemandEstimator | None = None, clock: Callable[[], float] = time.monotonic,
-                 supervisor: ServerSupervisor | None = None):
+                 supervisor: ServerSupervisor | None = None, hooks: Sequence[LoopHooks] = ()):
         if not nodes:
             raise ValueError("Orchestrator needs at least one node")
         if config.slo_ms is not None and config.slo_ms != control.slo_ms:
@@ -102,6 +103,7 @@ class Orchestrator:
         self.config = config
         self.estimator = estimator or DemandEstimator()
         self.clock = clock
+        self.hooks = tuple(hooks)  # deployment extensions (orchestrator/hooks.py)
         self.models = (config.light, config.heavy)
         self.cluster = Cluster(nodes, self.models, config.discriminator, config.backoff, clock)
         self.log = JsonlLog(config.log_path)
@@ -231,6 +233,8 @@ class Orchestrator:
         rec["placement"] = self.cluster.placement_json()
         rec["health"] = self.cluster.health.as_json(self.clock())
         rec["down"] = sorted(self.cluster.down)
+        for hook in self.hooks:
+            hook.window_finished(rec)
         self.log.write(rec)
         self.window += 1
         self.counters["windows_total"] += 1
@@ -361,6 +365,8 @@ class Orchestrator:
             write_control(self.control_path, state)
             self.control_state = state
             rec["control_written"] = True
+            for hook in self.hooks:
+                hook.control_written(state)
         rec["control"] = self.control_state.to_json()
 
     def _publish(self, plan: Plan, rec: dict[str, Any]) -> None:
@@ -371,6 +377,8 @@ class Orchestrator:
         weights.update({u: 0 for u in down})  # a node that does not answer gets no traffic
         publish_weights(weights, self.window, time.time(), self.config.weights_path, self.config.envoy_rds_path)
         rec["routing_weights"] = weights
+        for hook in self.hooks:
+            hook.weights_published(weights, self.window)
 
     # -- driving ---------------------------------------------------------------------------
     def run(self, stop: threading.Event, max_windows: int | None = None,

@@ -45,4 +45,28 @@ if ! ldconfig -p | grep -q 'libb64.so.0d'; then
     echo "[setup] WARNING: libb64-0d missing (sudo apt-get install libb64-0d); perf_analyzer will not run"
   fi
 fi
+# The cluster (make cluster, tests/test_cluster*.py) runs the distribution's HAProxy and Prometheus;
+# tests/test_k8s_manifests.py renders deploy/k8s with kubectl (kustomize built in).
+need=()
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v kubectl >/dev/null || need+=(kubectl)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing ${need[*]} (Debian packages)"
+    apt-get update -q >/dev/null 2>&1 || true
+    for pkg in "${need[@]}"; do
+      # kubectl: Debian's package is kubernetes-client where no kubectl package is configured
+      if [ "$pkg" = kubectl ]; then
+        apt-get install -y -q kubectl >/dev/null 2>&1 || apt-get install -y -q kubernetes-client >/dev/null \
+          || echo "[setup] WARNING: could not install kubectl; the Kubernetes manifest test will fail"
+      else
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$pkg" >/dev/null \
+          || echo "[setup] WARNING: could not install $pkg; the cluster tests will fail"
+      fi
+    done
+  else
+    echo "[setup] WARNING: missing ${need[*]} (sudo apt-get install haproxy prometheus kubectl); the cluster tests will fail"
+  fi
+fi
 echo "[setup] ok"

@@ -1,9 +1,10 @@
 """The runtime control file (docs/interfaces.md section 3): threshold, routing, SLO, batch sizes.
 
-The orchestrator writes one JSON file (atomic rename); every serving model reads it through
-:class:`ControlFile`, which re-parses it only when its mtime changes and checks the mtime at
-most every ``check_interval_s`` (100 ms). So a new threshold, routing policy or batch size
-takes effect within ~100 ms, without reloading any model::
+The orchestrator (or, on a cluster node, the control agent) writes one JSON file by atomic
+rename; every serving model reads it through :class:`ControlFile`, which re-parses it only
+when the file at the path is a different one (inode, mtime or size changed) and looks at most
+every ``check_interval_s`` (100 ms). So a new threshold, routing policy or batch size takes
+effect within ~100 ms, without reloading any model::
 
     {"version": 7, "threshold": 0.42, "routing": "cascade", "heavy_share": 0.0,
      "slo_ms": 5000, "batch_size": {"light": 8, "heavy": 2, "discriminator": 8}}
@@ -13,6 +14,11 @@ naming the bad value and what was expected. The reader never raises for a missin
 file: it keeps serving with the last good state (or the defaults) and reports the problem in
 :attr:`ControlFile.last_error`, because a half-written or bad control file must not take the
 serving models down.
+
+Whole states only: each state is one ``version``-numbered file swapped in by ``os.replace``, and
+the reader parses one file at a time and swaps its cached state in one assignment, so a model
+never serves a mix of two states. Because every atomic replace creates a new inode, two states
+written within one mtime tick (coarse-mtime filesystems) are still told apart.
 """
 from __future__ import annotations
 
@@ -196,7 +202,7 @@ def resolve_control_path(value: str, project_root: str | Path | None = None) -> 
 
 
 class ControlFile:
-    """Cached reader of one control file, re-parsed when its mtime changes.
+    """Cached reader of one control file, re-parsed when the file at its path changes.
 
     ``get()`` is cheap (one ``stat`` at most every ``check_interval_s``) and never raises:
     a missing file means ``default``; a broken file keeps the last good state and sets
@@ -211,7 +217,7 @@ class ControlFile:
         self._clock = clock
         self._lock = threading.Lock()
         self._state = self.default
-        self._mtime_ns: int | None = None
+        self._identity: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) of the file last parsed
         self._next_check = float("-inf")
         self.last_error: str | None = None
 
@@ -223,19 +229,21 @@ class ControlFile:
                 return self._state
             self._next_check = now + self.check_interval_s
             try:
-                mtime_ns = self.path.stat().st_mtime_ns
+                st = self.path.stat()
             except FileNotFoundError:
-                self._state, self._mtime_ns, self.last_error = self.default, None, None
+                self._state, self._identity, self.last_error = self.default, None, None
                 return self._state
             except OSError as exc:
                 self.last_error = f"control file {self.path}: {exc}"
                 return self._state
-            if mtime_ns == self._mtime_ns:
+            # An atomic replace makes a new inode even when the mtime tick did not move.
+            identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if identity == self._identity:
                 return self._state
             try:
                 self._state = read_control(self.path, self.default)
                 self.last_error = None
             except (OSError, ValueError) as exc:
                 self.last_error = str(exc)  # keep serving with the last good state
-            self._mtime_ns = mtime_ns
+            self._identity = identity
             return self._state

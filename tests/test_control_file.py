@@ -75,6 +75,20 @@ def test_reader_picks_up_a_new_file_after_the_check_interval_only(tmp_path):
     assert reader.get().threshold == 0.1
 
 
+def test_reader_tells_two_states_written_within_one_mtime_tick_apart(tmp_path):
+    """Coarse-mtime filesystems: a second state replaced in within the same mtime tick (and of
+    the same size) is still a new file (new inode), so the reader takes it."""
+    clock = FakeClock()
+    path = write_control(tmp_path / "tiny.json", {"version": 1, "threshold": 0.2})
+    reader = ControlFile(path, clock=clock)
+    assert reader.get().version == 1
+    mtime_ns = path.stat().st_mtime_ns
+    write_control(path, {"version": 2, "threshold": 0.3})
+    os.utime(path, ns=(1, mtime_ns))  # the same tick as the first state
+    clock.t = 1.0
+    assert (reader.get().version, reader.get().threshold) == (2, 0.3)
+
+
 def test_broken_file_keeps_last_good_state_and_reports(tmp_path):
     clock = FakeClock()
     path = write_control(tmp_path / "tiny.json", {"threshold": 0.8})

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("client", "serving", "export", "zoo", "planner", "orchestrator", "benchmarks", "model_repository")
+PACKAGES = ("client", "serving", "export", "zoo", "planner", "orchestrator", "deploy", "benchmarks", "model_repository")
 # Which project packages (or single modules, by dotted prefix) each package may import, besides itself.
 ALLOWED: dict[str, tuple[str, ...]] = {
     "planner": (),
@@ -21,8 +21,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "export": ("serving", "client"),
     "zoo": ("export", "serving", "client"),
     "orchestrator": ("planner", "client", "serving.control", "serving.config", "serving.model_config"),
+    "deploy": ("orchestrator", "serving", "client"),
     "model_repository": ("serving",),
-    "benchmarks": ("client", "serving", "export", "zoo", "planner", "orchestrator"),
+    "benchmarks": ("client", "serving", "export", "zoo", "planner", "orchestrator", "deploy"),
 }
 
 

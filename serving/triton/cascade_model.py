@@ -179,6 +179,7 @@ class TritonPythonModel:
         self._threshold_shown = self.control.get().threshold
         self._control_error_logged: str | None = None
         self.metrics.threshold.set(self._threshold_shown)
+        self.metrics.show_control_version(self.control.get().version)
         self.logger = pb_utils.Logger
         self.in_flight: set[Pending] = set()  # touched on the loop's thread only
         self.pools = {s: concurrent.futures.ThreadPoolExecutor(self.cfg.max_stage_calls, thread_name_prefix=f"bls-{s}")
@@ -232,6 +233,7 @@ class TritonPythonModel:
         if policy.threshold != self._threshold_shown:
             self.metrics.threshold.set(policy.threshold)
             self._threshold_shown = policy.threshold
+        self.metrics.show_control_version(policy.version)
         return policy
 
     def estimates(self, policy: ControlState) -> routing.StageEstimates:

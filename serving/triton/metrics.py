@@ -19,6 +19,7 @@ They appear on Triton's metrics endpoint (``/metrics``) next to Triton's per-mod
 ``nv_inference_pending_request_count`` counts only the requests waiting for ``execute``, and
 the cascade's ``execute`` hands each batch to its event loop and returns at once. Each instance
 sets its own series (refreshed every 0.1 s); the orchestrator sums them.
+| ``diffserve_control_version`` | gauge | version of the control state the cascade last served with |
 
 ``pb_utils`` is passed in (the module exists only inside the Python stub), so the class can
 be exercised with a fake in unit tests.
@@ -65,6 +66,18 @@ class CascadeMetrics:
         self.threshold = thr.Metric(labels=base)
         self.in_flight = inflight.Metric(labels={**base, "instance": instance or model})
         self.answer_slo_ratio = ratio.Metric(labels=base, buckets=SLO_RATIO_BUCKETS)
+        # The control state's version, so Prometheus and operators see which whole state a node
+        # serves (a node that misses updates keeps an old version: docs/deploy.md, many nodes).
+        self._version_family = family("diffserve_control_version",
+                                      "Version of the control state the cascade last served with", mf.GAUGE)
+        self._control_version = self._version_family.Metric(labels=base)
+        self._version_shown: int | None = None
+
+    def show_control_version(self, version: int) -> None:
+        """Set the control-version gauge (only when it changed: each set is an IPC to Triton)."""
+        if version != self._version_shown:
+            self._control_version.set(float(version))
+            self._version_shown = version
 
     def observe_confidences(self, values) -> None:
         """Add each confidence in ``values`` to the histogram."""
