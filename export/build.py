@@ -20,6 +20,8 @@ from tqdm import tqdm
 
 from export import repository
 from export import verify
+from export.engine_builds import (BuiltEngines, build_engines, check_engine_options, engine_sets, missing_engines,
+                                  want_gpu)
 from serving.config import CascadeConfig, ConfigError
 
 STAGES = ("discriminator", "light", "heavy")
@@ -60,61 +62,6 @@ def _fresh_tmp(final: Path) -> Path:
     return tmp
 
 
-def _want_gpu(option: str) -> bool:
-    from export import gpu  # noqa: PLC0415
-
-    if option == "off":
-        return False
-    available = gpu.cuda_available()
-    if option == "on" and not available:
-        raise RuntimeError("--gpu-engines on, but no CUDA device is visible to torch")
-    return available
-
-
-def check_engine_options(opts: ExportOptions) -> None:
-    """Refuse option sets that would build two AOT packages for one component (``stage.json`` holds one)."""
-    from export import gpu  # noqa: PLC0415
-
-    if opts.cpu_aot and _want_gpu(opts.gpu_engines) and not gpu.tensorrt_available():
-        raise ConfigError("--cpu-aot on a machine that builds CUDA AOT packages (CUDA visible, TensorRT not "
-                          "installed): one AOT package per component; add --gpu-engines off to build CPU packages here")
-
-
-def _cpu_aot(comp, out_dir: Path) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
-    from export.aot import build_aot_package  # noqa: PLC0415
-
-    path = out_dir / f"{comp.name}.aot.cpu.pt2"
-    return {"aot": path.name}, {"aot": build_aot_package(comp, path, device="cpu", dtype="float32")}
-
-
-def build_engines(comps, out_dir: Path, entries: dict[str, dict[str, Any]], opts: ExportOptions, stage: str) -> None:
-    """Build the engines ``opts`` ask for ahead of time into ``out_dir``; record file names under
-    ``entries[<component>]["engines"]`` and what they are under ``["engine_info"]``."""
-    from export import gpu  # noqa: PLC0415
-
-    jobs = ([("GPU engines", gpu.build_engines)] if _want_gpu(opts.gpu_engines) else []) + \
-        ([("CPU AOT packages", _cpu_aot)] if opts.cpu_aot else [])
-    for label, build in jobs:
-        for comp in tqdm(comps, desc=f"{stage}: {label}", unit="graph"):
-            files, info = build(comp, out_dir)
-            entries[comp.name]["engines"].update(files)
-            entries[comp.name].setdefault("engine_info", {}).update(info)
-
-
-def engine_sets(entries: dict[str, dict[str, Any]], artifact_dir: Path) -> list[str]:
-    """The ``backend`` values to verify on this machine: ``onnxruntime`` (the fallback and the
-    baseline), each ahead-of-time backend every component has and can run here, and ``auto``
-    when what it picks differs per component (the mix is what would serve)."""
-    from serving.engines import choose_backend, runnable_backends  # noqa: PLC0415
-
-    comps = [{"name": n, **e} for n, e in entries.items()]
-    runnable = [set(runnable_backends(c, artifact_dir)) for c in comps]
-    out = ["onnxruntime"] + [b for b in ("aot", "tensorrt") if all(b in r for r in runnable)]
-    if len({choose_backend(c, artifact_dir) for c in comps}) > 1:
-        out.append("auto")
-    return out
-
-
 def _stage_spec(name: str, cascade: CascadeConfig, stage, pipe, geo, entries, toks) -> dict[str, Any]:
     """The ``stage.json`` content of a light/heavy stage (docs/interfaces.md section 2)."""
     from export import exporter  # noqa: PLC0415
@@ -137,8 +84,10 @@ def _stage_spec(name: str, cascade: CascadeConfig, stage, pipe, geo, entries, to
     }
 
 
-def export_generator_stage(name: str, cascade: CascadeConfig, repo: Path, opts: ExportOptions) -> dict[str, Any]:
-    """Export the ``light`` or ``heavy`` stage; returns its verification dict."""
+def export_generator_stage(name: str, cascade: CascadeConfig, repo: Path, opts: ExportOptions,
+                           built: BuiltEngines | None = None) -> dict[str, Any]:
+    """Export the ``light`` or ``heavy`` stage; returns its verification dict. ``built``: engines of
+    earlier stages of this run, reused for identical components."""
     from export import exporter  # noqa: PLC0415 - torch/diffusers only at export time
 
     stage = cascade.stage(name)
@@ -158,7 +107,7 @@ def export_generator_stage(name: str, cascade: CascadeConfig, repo: Path, opts: 
         tok.save_pretrained(tmp / sub)
         if not (tmp / sub / "tokenizer.json").exists():
             raise RuntimeError(f"{stage.model}: {sub} did not save a tokenizer.json (a fast tokenizer is needed)")
-    build_engines(comps, tmp, entries, opts, name)
+    new = build_engines(comps, tmp, entries, opts, name, built)
     repository.write_stage_json(tmp, _stage_spec(name, cascade, stage, pipe, geo, entries, toks))
     result: dict[str, Any] = {"stage": name, "model": stage.model, "pipeline_class": type(pipe).__name__,
                               "config_hash": cascade.config_hash}
@@ -168,6 +117,8 @@ def export_generator_stage(name: str, cascade: CascadeConfig, repo: Path, opts: 
     (tmp / "verification.json").write_text(json.dumps(result, indent=2))
     _check(result)
     _swap_in(tmp, final)
+    for key, files, info in new if built is not None else []:
+        built.add(key, name, files, info)
     return result
 
 
@@ -319,21 +270,6 @@ def weights_location(cascade: CascadeConfig, stage: str) -> tuple[Path | None, s
     return folder, (repository.weights_fingerprint(folder) if folder is not None else None)
 
 
-def missing_engines(repo: str | Path, stage: str, opts: ExportOptions) -> list[str]:
-    """Components of an exported stage that lack an engine ``opts`` ask for (so an up-to-date
-    stage exported without ``--cpu-aot`` is rebuilt when it is asked for, not skipped)."""
-    from serving.engines import engine_info  # noqa: PLC0415
-
-    comps = repository.exported_field(repo, stage, "components") or {}
-    want_gpu = _want_gpu(opts.gpu_engines)
-    out = []
-    for name, comp in comps.items():
-        devices = {engine_info(comp, b)["device"] for b in comp.get("engines", {})}
-        if (opts.cpu_aot and "cpu" not in devices) or (want_gpu and "cuda" not in devices):
-            out.append(name)
-    return out
-
-
 def repository_status(cascade: CascadeConfig, repo: str | Path) -> dict[str, str]:
     """Per stage: ``up-to-date``, ``missing``, ``stale (exported from <hash>)`` or
     ``stale (weights changed since export)`` (local weights folders are fingerprinted)."""
@@ -362,7 +298,8 @@ def export_cascade(cascade: CascadeConfig, repo: str | Path, opts: ExportOptions
     repo = Path(repo)
     check_engine_options(opts)
     status = repository_status(cascade, repo)
-    kind_gpu = _want_gpu(opts.gpu_engines)
+    kind_gpu = want_gpu(opts.gpu_engines)
+    built = BuiltEngines(repo)
     results: dict[str, dict[str, Any]] = {}
     for s in opts.stages:
         missing = missing_engines(repo, s, opts) if status[s] == "up-to-date" else []
@@ -377,6 +314,6 @@ def export_cascade(cascade: CascadeConfig, repo: str | Path, opts: ExportOptions
         if status[s].startswith("stale"):
             log(f"WARNING {s}: replacing artifacts {status[s]} with config {cascade.source} (hash {cascade.config_hash})")
         results[s] = (export_discriminator_stage(cascade, repo, opts) if s == "discriminator"
-                      else export_generator_stage(s, cascade, repo, opts))
+                      else export_generator_stage(s, cascade, repo, opts, built))
         repository.write_config(repo, s, cascade, kind_gpu=kind_gpu)
     return results

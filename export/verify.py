@@ -129,7 +129,7 @@ def _injected_step_noise(pipe, rngs: list[np.random.Generator], latent_shape) ->
     def fake(shape, generator=None, device=None, dtype=None, layout=None):
         n = np.stack([r.standard_normal(tuple(latent_shape), dtype=np.float32) for r in rngs])
         assert tuple(shape) == n.shape, f"unexpected noise shape {shape}"
-        return torch.from_numpy(n).to(dtype=dtype or torch.float32)
+        return torch.from_numpy(n).to(device=device or "cpu", dtype=dtype or torch.float32)
 
     if original is not None:
         mod.randn_tensor = fake
@@ -150,8 +150,29 @@ def diffusers_images(pipe, spec, prompts: Sequence[str], seeds: Sequence[int]) -
     kwargs = {"prompt": list(prompts), "num_inference_steps": spec.steps, "guidance_scale": spec.guidance_scale,
               "height": spec.height_px, "width": spec.width_px, "latents": torch.from_numpy(np.stack(noise)),
               "output_type": "np"}
-    with _injected_step_noise(pipe, list(rngs), spec.latent_shape), _diffusers_quiet(), torch.no_grad():
+    with _injected_step_noise(pipe, list(rngs), spec.latent_shape), _diffusers_quiet(), torch.no_grad(), \
+            _reference_device(pipe):
         return pipe(**kwargs).images
+
+
+@contextlib.contextmanager
+def _reference_device(pipe) -> Iterator[None]:
+    """Run the fp32 reference on a GPU when there is one (a real-size SD pipeline takes minutes on
+    CPU), with TF32 off so that it stays an fp32 reference; the pipeline returns to the CPU after,
+    where the component checks use its modules."""
+    import torch  # noqa: PLC0415
+
+    if not torch.cuda.is_available():
+        yield
+        return
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    pipe.to("cuda")
+    try:
+        yield
+    finally:
+        pipe.to("cpu")
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 def compare_images(ours: np.ndarray, ref: np.ndarray, seeds: Sequence[int], threshold_db: float) -> dict[str, Any]:

@@ -260,18 +260,19 @@ def choose_backend(component: Mapping[str, Any], artifact_dir: Path, requested: 
         raise ValueError(f"backend {requested!r}; expected one of {BACKENDS}")
     files = dict(component.get("engines", {}))
     present = {b for b, f in files.items() if (artifact_dir / f).exists()}
-    cuda = _cuda_available()
+    # torch is imported (to ask for CUDA) only when an engine other than ONNX Runtime exists:
+    # the ONNX-only serving path stays free of torch
     if requested != "auto":
         if requested != "onnxruntime" and requested not in present:
             raise FileNotFoundError(f"backend {requested!r} requested but {component['name']} has no such artifact "
                                     f"in {artifact_dir} (stage.json engines: {sorted(files)}); re-export on this machine")
-        if requested == "aot" and engine_info(component, "aot")["device"] == "cuda" and not cuda:
+        if requested == "aot" and engine_info(component, "aot")["device"] == "cuda" and not _cuda_available():
             raise RuntimeError(f"backend 'aot' requested but {component['name']}'s package {files['aot']} was built for "
                                f"CUDA and torch sees no GPU here; re-export on this machine (`--cpu-aot` for CPU)")
         return requested
-    if "tensorrt" in present and cuda and _tensorrt_imports():
+    if "tensorrt" in present and _cuda_available() and _tensorrt_imports():
         return "tensorrt"
-    if "aot" in present and engine_info(component, "aot")["device"] == ("cuda" if cuda else "cpu"):
+    if "aot" in present and engine_info(component, "aot")["device"] == ("cuda" if _cuda_available() else "cpu"):
         return "aot"
     return "onnxruntime"
 

@@ -8,15 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import build
+from export import build, engine_builds
 from serving import engines
 from serving.config import load_cascade
 
 
-def _plant(monkeypatch, corrupt) -> None:
-    """Make ``--cpu-aot`` "build" placeholder packages, served by ONNX Runtime with ``corrupt(component, outputs)``."""
+def _plant(monkeypatch, corrupt) -> list[str]:
+    """Make ``--cpu-aot`` "build" placeholder packages, served by ONNX Runtime with ``corrupt(component, outputs)``.
+    Returns the list of components "built" (appended to as the export runs)."""
+    builds: list[str] = []
 
     def fake_build(comp, out_dir: Path):
+        builds.append(comp.name)
         (out_dir / f"{comp.name}.aot.cpu.pt2").write_bytes(b"planted")
         return {"aot": f"{comp.name}.aot.cpu.pt2"}, {"aot": {"device": "cpu", "dtype": "float32", "max_batch": 32}}
 
@@ -31,8 +34,9 @@ def _plant(monkeypatch, corrupt) -> None:
         def run(self, feeds):
             return corrupt(self.component, self.ort.run(feeds))
 
-    monkeypatch.setattr(build, "_cpu_aot", fake_build)
+    monkeypatch.setattr(engine_builds, "cpu_aot_package", fake_build)
     monkeypatch.setattr(engines, "AotEngine", PlantedAot)
+    return builds
 
 
 def _export_light(cfg_path, repo):
@@ -78,10 +82,20 @@ def test_an_engine_that_passes_alone_but_fails_end_to_end_is_blamed(tiny_exporte
         _export_light(cfg_path, tmp_path / "repo")
 
 
-def test_sound_engines_pass_and_are_listed_per_backend(tiny_exported, tmp_path, monkeypatch):
+def test_sound_engines_pass_and_a_stage_sharing_weights_reuses_them(tiny_exported, tmp_path, monkeypatch):
+    import yaml
+
     cfg_path, _ = tiny_exported("sd")
-    _plant(monkeypatch, lambda _component, outs: outs)
-    light = _export_light(cfg_path, tmp_path / "repo")["light"]
-    assert {(c["component"], c["backend"]) for c in light["components"]} == {
-        (n, b) for n in ("text_encoder", "unet", "vae_decoder") for b in ("onnxruntime", "aot")}
-    assert light["end_to_end_engines"]["aot"]["passed"] and light["end_to_end"]["passed"]
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["heavy"]["model"] = cfg["light"]["model"]  # one weights folder, two stages: build each engine once
+    shared = tmp_path / "shared.yaml"
+    shared.write_text(yaml.safe_dump(cfg))
+    builds = _plant(monkeypatch, lambda _component, outs: outs)
+    results = build.export_cascade(load_cascade(shared), tmp_path / "repo",
+                                   build.ExportOptions(stages=("light", "heavy"), cpu_aot=True), log=lambda _m: None)
+    for stage in ("light", "heavy"):
+        assert {(c["component"], c["backend"]) for c in results[stage]["components"]} == {
+            (n, b) for n in ("text_encoder", "unet", "vae_decoder") for b in ("onnxruntime", "aot")}
+        assert results[stage]["end_to_end_engines"]["aot"]["passed"] and results[stage]["end_to_end"]["passed"]
+        assert (tmp_path / "repo" / stage / "1" / "artifacts" / "unet.aot.cpu.pt2").read_bytes() == b"planted"
+    assert sorted(builds) == ["text_encoder", "unet", "vae_decoder"]

@@ -123,6 +123,7 @@ class _Base:
         self.threads = int(threads)
         self.backend = params.get("backend") or "auto"
         self.device_id = instance_device(args)
+        self.where = "CPU/current device" if self.device_id is None else f"GPU {self.device_id}"
         return cfg, params, Path(art), expected_config_hash(params, root)
 
     def _error(self, message: str, invalid: bool = True):
@@ -174,10 +175,9 @@ class StageModel(_Base):
         if spec.stage and spec.stage != self.stage:
             raise ConfigInvalid(f"{art} holds the {spec.stage!r} stage but this model serves {self.stage!r}")
         check_generator_config(cfg, spec.height_px, spec.width_px)
-        where = "CPU/current device" if self.device_id is None else f"GPU {self.device_id}"
         self.pb.Logger.log_info(f"{self.name}: {spec.pipeline_class} {spec.steps} steps from {art} "
                                 f"(backends {[e.backend for e in self.pipeline.engines.values()]}, "
-                                f"{where}) "
+                                f"{self.where}) "
                                 f"in {time.perf_counter() - t0:.1f} s")
 
     def _parse(self, request) -> list[tuple[str, int]]:
@@ -208,6 +208,8 @@ class DiscriminatorModel(_Base):
         check_discriminator_config(cfg)
         self.model = load_discriminator(art, backend=self.backend, threads=self.threads, expected_hash=expected,
                                         device_id=self.device_id)
+        self.pb.Logger.log_info(f"{self.name}: discriminator from {art} (backends [{self.model.engine.backend!r}], "
+                                f"{self.where})")
 
     def _parse(self, request) -> list[np.ndarray]:
         t = self.pb.get_input_tensor_by_name(request, "IMAGE")
