@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -76,7 +77,9 @@ def build_aot_package(comp, out_path: Path, device: str = "cpu", dtype: str = "f
     # the example batch must lie inside the range and not be 1 (torch.export specializes 0/1)
     args = tuple(v[:2].to(device) for v in comp.inputs.values())
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    with torch.no_grad(), _compile_settings(device):
+    with torch.no_grad(), _compile_settings(device), warnings.catch_warnings():
+        # torch's own deprecation notice from its pytree internals, once per graph: not actionable here
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
         # forward(*args): the one variadic parameter takes a tuple of per-input specs
         exported = torch.export.export(module, args, dynamic_shapes=(tuple({0: batch} for _ in names),))
         torch._inductor.aoti_compile_and_package(exported, package_path=str(out_path))
