@@ -45,4 +45,14 @@ if ! ldconfig -p | grep -q 'libb64.so.0d'; then
     echo "[setup] WARNING: libb64-0d missing (sudo apt-get install libb64-0d); perf_analyzer will not run"
   fi
 fi
+# AOTInductor CPU packages (`python -m export export --cpu-aot`, tests/test_export_aot.py) compile C++ with g++.
+if ! command -v g++ >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing g++ for AOTInductor CPU packages"
+    (apt-get install -y -q g++ >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q g++ >/dev/null; }) \
+      || echo "[setup] WARNING: could not install g++; --cpu-aot exports and their tests will fail"
+  else
+    echo "[setup] WARNING: g++ missing (sudo apt-get install g++); --cpu-aot exports and their tests will fail"
+  fi
+fi
 echo "[setup] ok"

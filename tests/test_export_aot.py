@@ -83,3 +83,10 @@ def test_the_light_stage_serves_through_triton_on_the_aot_backend(tiny_aot_expor
     assert np.abs(images.astype(int) - expected.astype(int)).max() <= 1
     log = (tmp_path / "tritonserver-0.log").read_text()
     assert "backends ['aot', 'aot', 'aot']" in log, log[-2000:]
+
+
+def test_a_package_range_reaching_64_is_refused_with_the_reason(tmp_path):
+    from export.aot import build_aot_package
+
+    with pytest.raises(ValueError, match=r"AOT max_batch 64; expected 2..63 \(diffusers guards batch >= 64\)"):
+        build_aot_package(None, tmp_path / "unet.pt2", max_batch=64)
