@@ -136,7 +136,8 @@ def verify_generator(name: str, pipe, comps, tmp: Path, entries: dict[str, dict[
     out: dict[str, Any] = {"onnx": [verify.check_onnx(tmp / c.onnx_file) for c in comps]}
     runtimes = {b: load_stage(tmp, backend=b) for b in engine_sets(entries, tmp)}
     pairs = [(b, c) for b in runtimes if b != "auto" for c in comps]
-    out["components"] = [verify.verify_component(c, runtimes[b].engines[c.name], _dtype(entries[c.name], b))
+    refs: dict[str, dict] = {c.name: {} for c in comps}
+    out["components"] = [verify.verify_component(c, runtimes[b].engines[c.name], _dtype(entries[c.name], b), refs[c.name])
                          for b, c in tqdm(pairs, desc=f"{name}: verify components", unit="graph")]
     base = runtimes["onnxruntime"]
     out["tokenizers"] = verify.verify_tokenizers(pipe, base, verify.TOKENIZER_PROMPTS)
@@ -244,8 +245,10 @@ def export_discriminator_stage(cascade: CascadeConfig, repo: Path, opts: ExportO
                               "config_hash": cascade.config_hash}
     if opts.verify:
         result["onnx"] = [verify.check_onnx(path)]
+        refs: dict = {}
         result["components"] = [
-            verify.verify_component(comp, load_discriminator(tmp, backend=b).engine, _dtype(entries["discriminator"], b))
+            verify.verify_component(comp, load_discriminator(tmp, backend=b).engine, _dtype(entries["discriminator"], b),
+                                    refs)
             for b in engine_sets(entries, tmp) if b != "auto"]
     result["export_s"] = time.perf_counter() - t0
     (tmp / "verification.json").write_text(json.dumps(result, indent=2))

@@ -66,15 +66,21 @@ def compare_outputs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> d
     return out
 
 
-def verify_component(comp, engine, dtype: str = "float32") -> dict[str, Any]:
+def verify_component(comp, engine, dtype: str = "float32",
+                     references: dict[int, dict[str, np.ndarray]] | None = None) -> dict[str, Any]:
     """Exported (``engine``, computing in ``dtype``) vs PyTorch (``comp.module``, fp32) at batch 2 and
-    batch 1 (dynamic axis). ``passed``: no NaN/inf and PSNR >= ``MIN_COMPONENT_PSNR_DB`` for every output."""
+    batch 1 (dynamic axis). ``passed``: no NaN/inf and PSNR >= ``MIN_COMPONENT_PSNR_DB`` for every output.
+    ``references``: ``{batch: PyTorch outputs}``, filled on first use, so that checking several
+    backends of one component runs the (real-size: seconds on CPU) fp32 module once per batch."""
     from export.exporter import torch_outputs  # noqa: PLC0415
 
+    references = {} if references is None else references
     result: dict[str, Any] = {"component": comp.name, "backend": engine.backend, "dtype": dtype}
     for b in (2, 1):
         inputs = {k: v[:b] for k, v in comp.inputs.items()}
-        ref = torch_outputs(comp, inputs)
+        if b not in references:
+            references[b] = torch_outputs(comp, inputs)
+        ref = references[b]
         got = engine.run({k: v.numpy() for k, v in inputs.items()})
         result[f"batch{b}"] = compare_outputs(ref, got)
     errs = [o for b in (1, 2) for o in result[f"batch{b}"].values()]
