@@ -125,10 +125,10 @@ def missing_engines(repo: str | Path, stage: str, opts) -> list[str]:
     from serving.engines import engine_info  # noqa: PLC0415
 
     comps = repository.exported_field(repo, stage, "components") or {}
-    want_gpu = want_gpu(opts.gpu_engines)
+    gpu_wanted = want_gpu(opts.gpu_engines)
     out = []
     for name, comp in comps.items():
         devices = {engine_info(comp, b)["device"] for b in comp.get("engines", {})}
-        if (opts.cpu_aot and "cpu" not in devices) or (want_gpu and "cuda" not in devices):
+        if (opts.cpu_aot and "cpu" not in devices) or (gpu_wanted and "cuda" not in devices):
             out.append(name)
     return out

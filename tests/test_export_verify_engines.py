@@ -99,3 +99,21 @@ def test_sound_engines_pass_and_a_stage_sharing_weights_reuses_them(tiny_exporte
         assert results[stage]["end_to_end_engines"]["aot"]["passed"] and results[stage]["end_to_end"]["passed"]
         assert (tmp_path / "repo" / stage / "1" / "artifacts" / "unet.aot.cpu.pt2").read_bytes() == b"planted"
     assert sorted(builds) == ["text_encoder", "unet", "vae_decoder"]
+
+
+def test_cpu_and_cuda_aot_packages_for_one_component_are_refused(monkeypatch):
+    from export import gpu
+    from serving.config import ConfigError
+
+    monkeypatch.setattr(gpu, "cuda_available", lambda: True)
+    monkeypatch.setattr(gpu, "tensorrt_available", lambda: False)
+    with pytest.raises(ConfigError, match="one AOT package per component; add --gpu-engines off"):
+        engine_builds.check_engine_options(build.ExportOptions(cpu_aot=True))
+    engine_builds.check_engine_options(build.ExportOptions(cpu_aot=True, gpu_engines="off"))
+
+
+def test_an_up_to_date_stage_without_the_requested_packages_is_not_skipped(tiny_exported):
+    _, repo = tiny_exported("sd")  # exported without --cpu-aot
+    assert engine_builds.missing_engines(repo, "light", build.ExportOptions(cpu_aot=True, gpu_engines="off")) == [
+        "text_encoder", "unet", "vae_decoder"]
+    assert engine_builds.missing_engines(repo, "light", build.ExportOptions(gpu_engines="off")) == []
