@@ -30,7 +30,7 @@ PROMETHEUS_PORT ?= 9090
 CLUSTER_ARGS ?=
 BENCH_CLUSTER_ARGS ?=
 
-.PHONY: setup test serve stop cluster cluster-stop bench-cluster bench-live bench-restart export zoo tiny-report profile calibrate demo perf bench-overhead bench-cascade bench-sim bench-planner clean help
+.PHONY: setup test serve stop cluster cluster-stop bench-cluster bench-live bench-restart export zoo tiny-report profile calibrate demo perf bench-overhead bench-cascade bench-sim bench-planner gpu-check clean help
 
 help:
 	@grep -E '^## ' Makefile | sed 's/## //'
@@ -115,6 +115,10 @@ perf: export
 ## bench-overhead  cascade through Triton vs the same pipeline in-process, batch 1 -> runs/bench_overhead/
 bench-overhead: export
 	$(PY) -m benchmarks.bench_overhead
+
+## gpu-check  NVIDIA GPU, no download: random SD v1.5-size cascade -> fp16 engines, verified -> Triton, 2 pinned instances per stage -> UNet/pipeline ms vs eager fp16 -> benchmarks/results/gpu/ (no GPU: says so, exits 0; GPU_CHECK_ARGS="--device cpu --tiny": CPU dry run)
+gpu-check: setup
+	$(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 ## zoo        retrain the embedded tiny cascade from seeds (CUDA if present, else CPU: hours) -> zoo/weights/
 zoo: setup

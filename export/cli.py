@@ -1,6 +1,7 @@
 """Command line of the export tool (``python -m export ...``; ``make export|profile|calibrate``).
 
     python -m export export    --cascade configs/tiny.yaml [--repo model_repository] [--force] [--no-verify]
+                               [--gpu-engines auto|on|off] [--cpu-aot]
     python -m export status    --cascade configs/tiny.yaml
     python -m export profile   --cascade configs/tiny.yaml [--batch-sizes 1,2,4,8,16,32]
     python -m export calibrate --cascade configs/tiny.yaml [--count 256]
@@ -40,7 +41,8 @@ def cmd_export(args) -> int:
     _quiet_libraries()
     cascade = load_cascade(args.cascade)
     stages = tuple(args.stage) if args.stage else STAGES
-    opts = ExportOptions(verify=not args.no_verify, force=args.force, gpu_engines=args.gpu_engines, stages=stages)
+    opts = ExportOptions(verify=not args.no_verify, force=args.force, gpu_engines=args.gpu_engines,
+                         cpu_aot=args.cpu_aot, stages=stages)
     print(f"exporting cascade {cascade.name!r} from {cascade.source} (hash {cascade.config_hash}) into {args.repo}")
     try:
         results = export_cascade(cascade, args.repo, opts)
@@ -115,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--no-verify", action="store_true", help="skip verification (not recommended)")
     e.add_argument("--stage", action="append", choices=("discriminator", "light", "heavy"), help="only these stages")
     e.add_argument("--gpu-engines", choices=("auto", "on", "off"), default="auto",
-                   help="build TensorRT/AOT engines ahead of time (auto: when a CUDA GPU is visible)")
+                   help="build fp16 TensorRT/AOT engines ahead of time (auto: when a CUDA GPU is visible)")
+    e.add_argument("--cpu-aot", action="store_true",
+                   help="also build float32 AOTInductor packages for the CPU (g++; ~20 s per graph), which "
+                        "`backend: auto` then serves on machines without a GPU (default: ONNX Runtime only)")
     sub.add_parser("status", parents=[common], help="is the repository exported from this config?")
     p = sub.add_parser("profile", parents=[common], help="latency per batch size of every stage on this device")
     p.add_argument("--batch-sizes", default="1,2,4,8,16,32")

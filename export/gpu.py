@@ -1,10 +1,11 @@
 """GPU artifacts built ahead of time (never inside Triton's ``initialize``): TensorRT fp16 engines
-from the exported ONNX when TensorRT is importable, otherwise AOTInductor packages of the PyTorch
-modules. Both are listed under ``engines`` in ``stage.json`` and picked by
+from the exported ONNX when TensorRT is importable, otherwise CUDA AOTInductor packages of the
+PyTorch modules (:mod:`export.aot`, the same code that builds the CPU packages CI serves). Both
+are listed under ``engines`` (with ``engine_info``) in ``stage.json`` and picked by
 :func:`serving.engines.choose_backend`.
 
-Nothing here runs on a CPU-only machine: :func:`cuda_available` gates every call and the tests
-that exercise it are marked ``gpu``.
+The TensorRT builder needs a GPU: :func:`cuda_available` gates every call and its test is
+marked ``gpu``.
 """
 from __future__ import annotations
 
@@ -67,28 +68,14 @@ def build_tensorrt_engine(onnx_path: Path, example: dict[str, Any], component: s
     return out_path
 
 
-def build_aoti_package(comp, out_path: Path) -> Path:  # pragma: no cover
-    """AOTInductor-compile ``comp.module`` in fp16 on CUDA with a dynamic batch dimension."""
-    import torch  # noqa: PLC0415
-
-    import copy  # noqa: PLC0415
-
-    lo, _, hi = batch_range(comp.name)
-    # a copy: the fp32 CPU module stays the reference for verification
-    module = copy.deepcopy(comp.module).to("cuda").half().eval()
-    args = tuple(v.to("cuda").half() if v.is_floating_point() else v.to("cuda") for v in comp.inputs.values())
-    batch = torch.export.Dim("batch", min=lo, max=hi)
-    shapes = {name: {0: batch} for name in comp.inputs}
-    with torch.no_grad():
-        exported = torch.export.export(module, args, dynamic_shapes=shapes)
-        torch._inductor.aoti_compile_and_package(exported, package_path=str(out_path))
-    return out_path
-
-
-def build_engines(comp, out_dir: Path, geo) -> dict[str, str]:  # pragma: no cover
-    """Build the GPU artifact(s) of one component; returns ``{backend: file name}`` for ``stage.json``."""
+def build_engines(comp, out_dir: Path) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:  # pragma: no cover
+    """Build the fp16 GPU artifact of one component: a TensorRT engine when TensorRT imports, else a
+    CUDA AOTInductor package. Returns ``({backend: file name}, {backend: engine_info})`` for ``stage.json``."""
     if tensorrt_available():
         path = build_tensorrt_engine(out_dir / comp.onnx_file, comp.inputs, comp.name, out_dir / f"{comp.name}.fp16.plan")
-        return {"tensorrt": path.name}
-    path = build_aoti_package(comp, out_dir / f"{comp.name}.fp16.pt2")
-    return {"aoti": path.name}
+        return {"tensorrt": path.name}, {"tensorrt": {"device": "cuda", "dtype": "float16",
+                                                      "max_batch": batch_range(comp.name)[2]}}
+    from export.aot import build_aot_package  # noqa: PLC0415
+
+    path = out_dir / f"{comp.name}.aot.cuda.fp16.pt2"
+    return {"aot": path.name}, {"aot": build_aot_package(comp, path, device="cuda", dtype="float16")}

@@ -69,4 +69,14 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "[setup] WARNING: missing ${need[*]} (sudo apt-get install haproxy prometheus kubectl); the cluster tests will fail"
   fi
 fi
+# AOTInductor CPU packages (`python -m export export --cpu-aot`, tests/test_export_aot.py) compile C++ with g++.
+if ! command -v g++ >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing g++ for AOTInductor CPU packages"
+    (apt-get install -y -q g++ >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q g++ >/dev/null; }) \
+      || echo "[setup] WARNING: could not install g++; --cpu-aot exports and their tests will fail"
+  else
+    echo "[setup] WARNING: g++ missing (sudo apt-get install g++); --cpu-aot exports and their tests will fail"
+  fi
+fi
 echo "[setup] ok"

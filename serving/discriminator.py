@@ -48,7 +48,7 @@ class Discriminator:
 
 
 def load_discriminator(artifact_dir: str | Path, backend: str = "auto", threads: int | None = None,
-                       expected_hash: str | None = None) -> Discriminator:
+                       expected_hash: str | None = None, device_id: int | None = None) -> Discriminator:
     """Load ``<artifact_dir>/discriminator.onnx`` (+ ``stage.json``); see :func:`serving.load_stage`."""
     artifact_dir = Path(artifact_dir)
     path = artifact_dir / "stage.json"
@@ -61,5 +61,5 @@ def load_discriminator(artifact_dir: str | Path, backend: str = "auto", threads:
         raise StaleArtifacts(f"{path} was exported from config hash {obj.get('config_hash')!r}, the config now hashes "
                              f"to {expected_hash!r}; re-run `make export`")
     comp = obj["components"]["discriminator"]
-    engine = open_engine({"name": "discriminator", **comp}, artifact_dir, backend, threads)
+    engine = open_engine({"name": "discriminator", **comp}, artifact_dir, backend, threads, device_id)
     return Discriminator(engine, obj["image_size_px"], obj.get("config_hash", ""))

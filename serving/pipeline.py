@@ -167,16 +167,17 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def load_stage(artifact_dir: str | Path, backend: str = "auto", threads: int | None = None,
-               expected_hash: str | None = None) -> StagePipeline:
+               expected_hash: str | None = None, device_id: int | None = None) -> StagePipeline:
     """Load an exported light/heavy stage from ``artifact_dir`` (its ``stage.json`` and files).
 
     ``expected_hash``: refuse artifacts exported from another cascade config
     (:class:`serving.stage.StaleArtifacts`). ``threads``: ONNX Runtime intra-op threads
-    (None: ``$DIFFSERVE_ORT_THREADS`` or ONNX Runtime's default).
+    (None: ``$DIFFSERVE_ORT_THREADS`` or ONNX Runtime's default). ``device_id``: the CUDA device
+    every engine is built on (the Triton instance's GPU; None: the current device).
     """
     artifact_dir = Path(artifact_dir)
     spec = read_stage_spec(artifact_dir, expected_hash)
-    engines = {name: open_engine({"name": name, **comp}, artifact_dir, backend, threads)
+    engines = {name: open_engine({"name": name, **comp}, artifact_dir, backend, threads, device_id)
                for name, comp in spec.components.items()}
     tokenizers = [_load_tokenizer(artifact_dir, t) for t in spec.tokenizers]
     return StagePipeline(artifact_dir, spec, engines, tokenizers)

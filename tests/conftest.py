@@ -138,3 +138,21 @@ def real_cascade_stack(tiny_exported, tmp_path_factory):
     with TritonServer(TritonServerConfig(model_repository=repo, load_models=CASCADE_MODELS,
                                          log_path=tmp / "tritonserver.log")) as server:
         yield server, control, repo
+
+
+@pytest.fixture(scope="session")
+def tiny_aot_exported(tmp_path_factory):
+    """The embedded tiny cascade's ``light`` stage exported with float32 CPU AOTInductor packages
+    (text encoder, UNet, VAE decoder; ``--cpu-aot``), once per test session: the g++ compile costs
+    ~1 min of CPU. Returns ``(cascade, repository, verification results)``."""
+    import shutil  # noqa: PLC0415
+
+    from export.build import ExportOptions, export_cascade  # noqa: PLC0415 - imports torch/diffusers
+    from serving.config import PROJECT_ROOT, load_cascade  # noqa: PLC0415
+
+    cascade = load_cascade(PROJECT_ROOT / "configs" / "tiny.yaml")
+    repo = tmp_path_factory.mktemp("tiny-aot") / "repository"
+    results = export_cascade(cascade, repo, ExportOptions(cpu_aot=True, gpu_engines="off", stages=("light",)),
+                             log=lambda _msg: None)
+    shutil.copy(PROJECT_ROOT / "model_repository" / "light" / "1" / "model.py", repo / "light" / "1" / "model.py")
+    return cascade, repo, results

@@ -1,4 +1,5 @@
-"""GPU path: engines built ahead of time (TensorRT fp16 or AOTInductor) reproduce PyTorch. Skipped without a GPU."""
+"""GPU path: fp16 engines built ahead of time (TensorRT or CUDA AOTInductor) reproduce PyTorch. Skipped without
+a GPU (the same AOT code path is built and served on CPU by tests/test_export_aot.py, never skipped)."""
 from __future__ import annotations
 
 import pytest
@@ -28,12 +29,15 @@ def _check_engine(comp, engine, tol_rel: float) -> None:
         assert all(e["max_rel_err"] < tol_rel for e in errs.values()), (comp.name, b, errs)
 
 
-def test_aoti_packages_match_pytorch_in_fp16(tiny_components, tmp_path):
-    from serving.engines import AotiEngine
+def test_cuda_aot_packages_match_pytorch_in_fp16(tiny_components, tmp_path):
+    from export.aot import build_aot_package
+    from serving.engines import AotEngine
 
     for comp in tiny_components:
-        path = gpu.build_aoti_package(comp, tmp_path / f"{comp.name}.pt2")
-        _check_engine(comp, AotiEngine(path, tuple(comp.inputs), comp.outputs), tol_rel=2e-2)
+        info = build_aot_package(comp, tmp_path / f"{comp.name}.pt2", device="cuda", dtype="float16")
+        engine = AotEngine(tmp_path / f"{comp.name}.pt2", tuple(comp.inputs), comp.outputs, device="cuda", device_id=0,
+                           max_batch=info["max_batch"])
+        _check_engine(comp, engine, tol_rel=2e-2)
 
 
 @pytest.mark.skipif(not gpu.tensorrt_available(), reason="needs TensorRT")
@@ -51,6 +55,7 @@ def test_engine_choice_prefers_built_gpu_artifacts(tmp_path):
     from serving.engines import choose_backend
 
     (tmp_path / "unet.fp16.pt2").write_bytes(b"x")
-    comp = {"name": "unet", "onnx": "unet.onnx", "engines": {"aoti": "unet.fp16.pt2"}}
-    assert choose_backend(comp, tmp_path) == "aoti"
+    comp = {"name": "unet", "onnx": "unet.onnx", "engines": {"aot": "unet.fp16.pt2"},
+            "engine_info": {"aot": {"device": "cuda", "dtype": "float16", "max_batch": 32}}}
+    assert choose_backend(comp, tmp_path) == "aot"
     assert choose_backend(comp, tmp_path, "onnxruntime") == "onnxruntime"

@@ -76,6 +76,20 @@ def check_discriminator_config(model_config: Mapping[str, Any]) -> None:
         raise ConfigInvalid(f"output CONFIDENCE is {conf}; expected TYPE_FP32 dims [1]")
 
 
+def instance_device(args: Mapping[str, str]) -> int | None:
+    """The CUDA device of this model instance: ``model_instance_device_id`` for a ``KIND_GPU``
+    instance, None otherwise (Triton reports device 0 for CPU instances too: that is no GPU).
+
+    Raises :class:`ConfigInvalid` for a GPU instance whose device id is not a non-negative integer.
+    """
+    if args.get("model_instance_kind", "CPU") != "GPU":
+        return None
+    raw = str(args.get("model_instance_device_id", ""))
+    if not raw.isdigit():
+        raise ConfigInvalid(f"model_instance_device_id={raw!r} for a KIND_GPU instance; expected a device index >= 0")
+    return int(raw)
+
+
 def run_chunked(fn, items: Sequence[Any], batch_size: int) -> list[np.ndarray]:
     """Apply ``fn`` to consecutive chunks of ``items`` of at most ``batch_size``; returns per-chunk outputs."""
     outs, start = [], 0
@@ -108,6 +122,8 @@ class _Base:
             raise ConfigInvalid(f"parameter ort_threads={threads!r}; expected a non-negative integer")
         self.threads = int(threads)
         self.backend = params.get("backend") or "auto"
+        self.device_id = instance_device(args)
+        self.where = "CPU/current device" if self.device_id is None else f"GPU {self.device_id}"
         return cfg, params, Path(art), expected_config_hash(params, root)
 
     def _error(self, message: str, invalid: bool = True):
@@ -153,13 +169,15 @@ class StageModel(_Base):
         if self.stage not in GENERATOR_STAGES:
             raise ConfigInvalid(f"parameter stage={self.stage!r}; expected one of {GENERATOR_STAGES}")
         t0 = time.perf_counter()
-        self.pipeline = load_stage(art, backend=self.backend, threads=self.threads, expected_hash=expected)
+        self.pipeline = load_stage(art, backend=self.backend, threads=self.threads, expected_hash=expected,
+                                   device_id=self.device_id)
         spec = self.pipeline.spec
         if spec.stage and spec.stage != self.stage:
             raise ConfigInvalid(f"{art} holds the {spec.stage!r} stage but this model serves {self.stage!r}")
         check_generator_config(cfg, spec.height_px, spec.width_px)
         self.pb.Logger.log_info(f"{self.name}: {spec.pipeline_class} {spec.steps} steps from {art} "
-                                f"(backends {[e.backend for e in self.pipeline.engines.values()]}) "
+                                f"(backends {[e.backend for e in self.pipeline.engines.values()]}, "
+                                f"{self.where}) "
                                 f"in {time.perf_counter() - t0:.1f} s")
 
     def _parse(self, request) -> list[tuple[str, int]]:
@@ -188,7 +206,10 @@ class DiscriminatorModel(_Base):
         cfg, _, art, expected = self._setup(args)
         self.stage = "discriminator"
         check_discriminator_config(cfg)
-        self.model = load_discriminator(art, backend=self.backend, threads=self.threads, expected_hash=expected)
+        self.model = load_discriminator(art, backend=self.backend, threads=self.threads, expected_hash=expected,
+                                        device_id=self.device_id)
+        self.pb.Logger.log_info(f"{self.name}: discriminator from {art} (backends [{self.model.engine.backend!r}], "
+                                f"{self.where})")
 
     def _parse(self, request) -> list[np.ndarray]:
         t = self.pb.get_input_tensor_by_name(request, "IMAGE")
