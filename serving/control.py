@@ -6,7 +6,8 @@ most every ``check_interval_s`` (100 ms). So a new threshold, routing policy or 
 takes effect within ~100 ms, without reloading any model::
 
     {"version": 7, "threshold": 0.42, "routing": "cascade", "heavy_share": 0.0,
-     "slo_ms": 5000, "batch_size": {"light": 8, "heavy": 2, "discriminator": 8}}
+     "slo_ms": 5000, "batch_size": {"light": 8, "heavy": 2, "discriminator": 8},
+     "router_threshold": 0.8}
 
 Pure parts (:func:`parse_control`, :func:`chunk_sizes`) raise ``ValueError`` with a message
 naming the bad value and what was expected. The reader never raises for a missing or broken
@@ -31,7 +32,7 @@ ROUTING_POLICIES = ("cascade", "light", "heavy", "random")
 STAGES = ("light", "heavy", "discriminator")
 MAX_BATCH_SIZE = 32  # Triton max_batch_size of every serving model (docs/interfaces.md 2b)
 DEFAULT_CHECK_INTERVAL_S = 0.1
-_KEYS = ("version", "threshold", "routing", "heavy_share", "slo_ms", "batch_size")
+_KEYS = ("version", "threshold", "routing", "heavy_share", "slo_ms", "batch_size", "router_threshold")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,9 @@ class ControlState:
     ``heavy_share``: probability of heavy under ``routing == "random"``, in [0, 1].
     ``slo_ms``: latency SLO in ms, or None (then the model's config default applies).
     ``batch_size``: planner batch size per stage (a stage absent here uses its own default).
+    ``router_threshold``: under ``routing == "cascade"``, a prompt whose router score is at or
+    above it goes straight to heavy (skipping light and the discriminator); None (or absent from
+    the file): no router, every query cascades. Scores are the router's own scale (any real).
     """
 
     version: int = 0
@@ -50,6 +54,7 @@ class ControlState:
     heavy_share: float = 0.0
     slo_ms: float | None = None
     batch_size: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    router_threshold: float | None = None
 
     def batch_size_for(self, stage: str, default: int = MAX_BATCH_SIZE) -> int:
         """The planner's batch size for ``stage``, or ``default`` when the file names none."""
@@ -61,6 +66,8 @@ class ControlState:
                                "heavy_share": self.heavy_share, "batch_size": dict(self.batch_size)}
         if self.slo_ms is not None:
             out["slo_ms"] = self.slo_ms
+        if self.router_threshold is not None:
+            out["router_threshold"] = self.router_threshold
         return out
 
 
@@ -99,6 +106,11 @@ def parse_control(obj: Any, base: ControlState | None = None) -> ControlState:
         kw["routing"] = obj["routing"]
     if "slo_ms" in obj:
         kw["slo_ms"] = None if obj["slo_ms"] is None else _number(obj, "slo_ms", 1e-3, 3.6e6)
+    if "router_threshold" in obj:
+        v = obj["router_threshold"]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise ValueError(f"control file: router_threshold={v!r}; expected a finite number or null (no router)")
+        kw["router_threshold"] = None if v is None else float(v)
     if "batch_size" in obj:
         bs = obj["batch_size"]
         if not isinstance(bs, dict):
