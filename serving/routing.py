@@ -20,7 +20,7 @@ import numpy as np
 from serving.control import ControlState
 from serving.validation import REQUEST_ROUTES, RequestOptions
 
-STAGE_NAMES = ("light", "discriminator", "heavy")
+STAGE_NAMES = ("light", "discriminator", "heavy", "router")  # the cascade's BLS targets
 
 
 def choose_route(options: RequestOptions, policy: ControlState, uniform01: float,
@@ -37,14 +37,15 @@ def choose_route(options: RequestOptions, policy: ControlState, uniform01: float
         return options.routing
     if policy.routing == "random":
         return "heavy" if uniform01 < policy.heavy_share else "light"
-    if policy.routing == "cascade" and router_routes(router_score, policy):
+    if policy.routing == "cascade" and router_routes(router_score, policy.router_threshold):
         return "heavy"
     return policy.routing
 
 
-def router_routes(router_score: float | None, policy: ControlState) -> bool:
-    """Whether the prompt router sends a prompt with ``router_score`` straight to heavy."""
-    return policy.router_threshold is not None and router_score is not None and router_score >= policy.router_threshold
+def router_routes(router_score: float | None, router_threshold: float | None) -> bool:
+    """Whether the prompt router sends a prompt with ``router_score`` straight to heavy (the
+    control state's ``router_threshold``; None: no router)."""
+    return router_threshold is not None and router_score is not None and router_score >= router_threshold
 
 
 def defer_mask(confidence: Sequence[float] | np.ndarray, threshold: float) -> np.ndarray:
