@@ -19,6 +19,7 @@ numbers are made up to give the planner a non-trivial pair choice; they are not 
     .venv/bin/python benchmarks/bench_planner.py --solver-sweep  # CP-SAT settings compared
     .venv/bin/python benchmarks/bench_planner.py --decisions     # every policy's plan, paper cascade
     .venv/bin/python benchmarks/bench_planner.py --baseline DIR  # same decisions as DIR's planner? ratio
+    .venv/bin/python benchmarks/bench_planner.py --hybrid --gpus 16 1024  # with the router (HADIS data)
 
 ``--baseline DIR`` imports the ``planner`` package of another checkout (``DIR/planner``, e.g.
 ``git worktree add /tmp/base <commit>``) beside this one and solves the same instances with
@@ -262,7 +263,9 @@ class Comparison:
         st = self.statuses.setdefault(key, {})
         st[plans["ours"].status] = st.get(plans["ours"].status, 0) + 1
         ours, base = (dataclasses.asdict(plans[s]) for s in ("ours", "base"))
-        diff = {k: [base[k], ours[k]] for k in ours if k != "solve_time_ms" and ours[k] != base.get(k)}
+        # A field the baseline's Plan lacks (e.g. router_share) is compared with its default.
+        defaults = {f.name: f.default for f in dataclasses.fields(planner.Plan) if f.default is not dataclasses.MISSING}
+        diff = {k: [base.get(k), ours[k]] for k in ours if k != "solve_time_ms" and ours[k] != base.get(k, defaults.get(k))}
         if diff:
             self.differences.append({"case": label, "status (baseline, this)": [plans["base"].status, plans["ours"].status],
                                      "fields (baseline, this)": diff})
@@ -399,9 +402,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="compare plans and solve time with the planner package of the checkout at DIR")
     ap.add_argument("--random", type=int, default=300, help="--baseline: random instances (every policy on each)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default under benchmarks/results/planner/)")
+    ap.add_argument("--hybrid", action="store_true", help="hybrid vs quality on the HADIS cascade (bench_planner_hybrid.py)")
     args = ap.parse_args(argv)
     if args.baseline is not None:
         return run_baseline(args, argv)
+    if args.hybrid:
+        from benchmarks import bench_planner_hybrid as hybrid  # noqa: PLC0415
+        print(hybrid.table(hybrid.run_cells(args.gpus, args.windows, args.seed, window_draws, pct,
+                                            args.out or OUT_DIR / "hybrid_solve_time.json")))
+        return 0
     if args.decisions:
         OUT_DIR.mkdir(parents=True, exist_ok=True)
         rows = decisions()

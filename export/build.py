@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -46,22 +45,6 @@ class ExportOptions:
     stages: tuple[str, ...] = STAGES
 
 
-def _swap_in(tmp: Path, final: Path) -> None:
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _fresh_tmp(final: Path) -> Path:
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
 def _stage_spec(name: str, cascade: CascadeConfig, stage, pipe, geo, entries, toks) -> dict[str, Any]:
     """The ``stage.json`` content of a light/heavy stage (docs/interfaces.md section 2)."""
     from export import exporter  # noqa: PLC0415
@@ -92,7 +75,7 @@ def export_generator_stage(name: str, cascade: CascadeConfig, repo: Path, opts: 
 
     stage = cascade.stage(name)
     final = repository.artifact_dir(repo, name)
-    tmp = _fresh_tmp(final)
+    tmp = repository.fresh_tmp(final)
     t0 = time.perf_counter()
     pipe = exporter.load_pipeline(stage)
     geo = exporter.geometry(pipe, stage)
@@ -116,7 +99,7 @@ def export_generator_stage(name: str, cascade: CascadeConfig, repo: Path, opts: 
     result["export_s"] = time.perf_counter() - t0
     (tmp / "verification.json").write_text(json.dumps(result, indent=2))
     _check(result)
-    _swap_in(tmp, final)
+    repository.swap_in(tmp, final)
     for key, files, info in new if built is not None else []:
         built.add(key, name, files, info)
     return result
@@ -227,7 +210,7 @@ def export_discriminator_stage(cascade: CascadeConfig, repo: Path, opts: ExportO
     from serving.discriminator import load_discriminator  # noqa: PLC0415
 
     final = repository.artifact_dir(repo, "discriminator")
-    tmp = _fresh_tmp(final)
+    tmp = repository.fresh_tmp(final)
     t0 = time.perf_counter()
     module = load_discriminator_module(cascade)
     with tqdm(total=1, desc="discriminator: ONNX export", unit="graph") as bar:
@@ -253,7 +236,7 @@ def export_discriminator_stage(cascade: CascadeConfig, repo: Path, opts: ExportO
     result["export_s"] = time.perf_counter() - t0
     (tmp / "verification.json").write_text(json.dumps(result, indent=2))
     _check(result)
-    _swap_in(tmp, final)
+    repository.swap_in(tmp, final)
     return result
 
 
@@ -319,4 +302,8 @@ def export_cascade(cascade: CascadeConfig, repo: str | Path, opts: ExportOptions
         results[s] = (export_discriminator_stage(cascade, repo, opts) if s == "discriminator"
                       else export_generator_stage(s, cascade, repo, opts, built))
         repository.write_config(repo, s, cascade, kind_gpu=kind_gpu)
+    if cascade.router is not None:
+        from export.router import export_router_stage  # noqa: PLC0415
+
+        results["router"] = export_router_stage(cascade, repo, force=opts.force, log=log)
     return results

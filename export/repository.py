@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,6 +22,24 @@ DEFAULT_QUEUE_DELAY_US = 2000
 def artifact_dir(repo: str | Path, model: str) -> Path:
     """``<repo>/<model>/1/artifacts``."""
     return Path(repo) / model / "1" / "artifacts"
+
+
+def fresh_tmp(final: Path) -> Path:
+    """An empty ``<final>.tmp`` folder to export into (the live ``final`` stays untouched until :func:`swap_in`)."""
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def swap_in(tmp: Path, final: Path) -> None:
+    """Replace ``final`` by the verified ``tmp`` (the old one is removed only after the rename)."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def control_file_default(cascade: CascadeConfig) -> str:
@@ -61,13 +80,17 @@ def render_config(model: str, cascade: CascadeConfig, *, kind_gpu: bool = False,
               f'  {{ name: "SEED" data_type: TYPE_INT64 dims: [ 1 ] optional: true }}\n]\n'
               f'output [\n  {{ name: "IMAGE" data_type: TYPE_UINT8 dims: [ {st.height_px}, {st.width_px}, 3 ] }}\n]\n')
         what = f"{model} stage: {st.model}, {st.steps} steps, guidance {st.guidance_scale}"
+    elif model == "router":
+        io = ('input [\n  { name: "PROMPT" data_type: TYPE_STRING dims: [ 1 ] }\n]\n'
+              'output [\n  { name: "SCORE" data_type: TYPE_FP32 dims: [ 1 ] }\n]\n')
+        what = f"prompt router: {cascade.router.path if cascade.router else '-'}"
     elif model == "discriminator":
         st = cascade.light
         io = (f'input [\n  {{ name: "IMAGE" data_type: TYPE_UINT8 dims: [ {st.height_px}, {st.width_px}, 3 ] }}\n]\n'
               f'output [\n  {{ name: "CONFIDENCE" data_type: TYPE_FP32 dims: [ 1 ] }}\n]\n')
         what = f"discriminator: {cascade.discriminator.path}"
     else:
-        raise ValueError(f"model {model!r}; expected one of light, heavy, discriminator")
+        raise ValueError(f"model {model!r}; expected one of light, heavy, discriminator, router")
     params = [_param("stage", model), _param("cascade", cascade.name),
               _param("cascade_config", config_reference(cascade)), _param("config_hash", cascade.config_hash),
               _param("control_file", control_file_default(cascade)), _param("backend", backend),

@@ -55,6 +55,7 @@ class LoopConfig:
     heavy: str = "heavy"
     cascade: str = "cascade"
     discriminator: str | None = "discriminator"  # follows light's slots; None: not managed
+    router: str | None = "router"  # the prompt router (CPU, always up) when the repository has one
     slo_ms: float | None = None  # None: the ControlConfig's (the cascade YAML's); set, it must agree
     slo_source: str = ""  # where the SLO came from (the YAML, or an explicit override), for the log
     cascade_config_hash: str | None = None  # of the cascade YAML planned for; checked against the served one
@@ -126,7 +127,7 @@ class Orchestrator:
 
     @property
     def _always_up(self) -> tuple[str | None, ...]:
-        return (self.config.cascade, self.config.discriminator)
+        return (self.config.cascade, self.config.discriminator, self.config.router)
 
     # -- adoption --------------------------------------------------------------------------
     def adopt(self) -> dict[str, Any]:

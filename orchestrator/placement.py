@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Mapping, Sequence
 
 from serving.control import ControlState
-from planner.types import Plan
+from planner.types import Plan, RouterCurve
 
 KINDS = ("gpu", "cpu")
 
@@ -164,9 +164,11 @@ def plan_actions(workers: Mapping[str, int], models: Sequence[str], nodes: Seque
 
 
 def control_state(plan: Plan, light: str, heavy: str, slo_ms: float, version: int,
-                  discriminator_batch: int | None = None) -> ControlState:
-    """The control file (docs/interfaces.md section 3) that carries ``plan``'s threshold, routing
-    and batch sizes to the serving models. A model with no workers is never routed to."""
+                  discriminator_batch: int | None = None, router: RouterCurve | None = None) -> ControlState:
+    """The control file (docs/interfaces.md section 3) that carries ``plan``'s threshold, routing,
+    batch sizes and router threshold to the serving models. A model with no workers is never
+    routed to. The plan's router share becomes the router's score threshold through the
+    calibration ``router`` (as t comes from f(t)); no curve, or a share of 0: no router."""
     nl, nh = int(plan.workers.get(light, 0)), int(plan.workers.get(heavy, 0))
     if nl == 0 and nh == 0:
         routing = "cascade"  # nothing is placed: keep the default policy; requests will fail fast
@@ -184,9 +186,10 @@ def control_state(plan: Plan, light: str, heavy: str, slo_ms: float, version: in
     if "light" in batch:
         batch["discriminator"] = int(discriminator_batch or batch["light"])
     instances = {"light": nl, "heavy": nh, "discriminator": nl} if nl or nh else {}  # discriminator follows light
+    router_threshold = router.threshold_for(plan.router_share) if router is not None and routing == "cascade" else None
     return ControlState(version=version, threshold=float(min(1.0, max(0.0, plan.threshold))), routing=routing,
                         heavy_share=heavy_share, slo_ms=float(slo_ms), batch_size=MappingProxyType(batch),
-                        instances=MappingProxyType(instances))
+                        instances=MappingProxyType(instances), router_threshold=router_threshold)
 
 
 def routing_weights(plan: Plan, placements: Mapping[str, Placement], light: str, heavy: str,

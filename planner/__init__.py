@@ -12,16 +12,19 @@ Public API::
 """
 from planner import data
 from planner.policies import POLICY_NAMES, make_policy
-from planner.types import Allocation, DeferralCurve, Instance, ModelProfile, Plan, QualityCurve
+from planner.types import (Allocation, DeferralCurve, HybridSurface, Instance, ModelProfile, Plan, QualityCurve,
+                           RouterCurve)
 
 __all__ = [
     "POLICY_NAMES",
     "Allocation",
     "DeferralCurve",
+    "HybridSurface",
     "Instance",
     "ModelProfile",
     "Plan",
     "QualityCurve",
+    "RouterCurve",
     "data",
     "make_policy",
 ]

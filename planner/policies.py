@@ -11,6 +11,11 @@ caller, not a runtime condition). Bad policy parameters raise ValueError at cons
   (U-shaped) quality curve, any (light, heavy) pair with known curves, queueing from an M/D/c
   model of batched service plus batch-fill wait at chosen utilization levels, and a GPU-move
   cost (hysteresis).
+- ``hybrid``: ours with a prompt router (HADIS): ``quality``'s objective and queueing, where each
+  pair with a :class:`~planner.types.HybridSurface` (``Instance.hybrid_surfaces``) also chooses
+  the router share r (queries sent straight to heavy, skipping light and the discriminator) and
+  the discriminator share d of the rest, on the surface's grid; pairs with only curves plan as
+  in ``quality``.
 - ``clipper-light``, ``clipper-heavy``, ``proteus``, ``static``: :mod:`planner.baselines`.
 """
 from __future__ import annotations
@@ -25,7 +30,7 @@ from planner.milp import CascadeSpec, PlannerInfeasible, solve_cascade
 from planner.queueing import QueueModel
 from planner.types import Instance, Plan
 
-POLICY_NAMES = ("diffserve", "quality", "clipper-light", "clipper-heavy", "proteus", "static")
+POLICY_NAMES = ("diffserve", "quality", "hybrid", "clipper-light", "clipper-heavy", "proteus", "static")
 
 
 class _Solver(Protocol):
@@ -106,6 +111,7 @@ class QualityPolicy:
     # window, spread over one SLO, is added to its stage's arrival rate.
     drain_queues: bool = False
     name: str = "quality"
+    router: bool = False  # plan pairs with a hybrid surface on it (the ``hybrid`` policy)
 
     def __post_init__(self) -> None:
         _check_solver_params("QualityPolicy", self.time_limit_s, self.search_workers, self.threshold_step)
@@ -126,6 +132,7 @@ class QualityPolicy:
             for i in range(len(names))
             for j in range(i + 1, len(names))
             if inst.curves_for(names[i], names[j]) is not None
+            or (self.router and (names[i], names[j]) in inst.hybrid_surfaces)
         )
         queue = QueueModel(
             kind="batched",
@@ -144,9 +151,19 @@ class QualityPolicy:
             search_workers=self.search_workers,
             backlog_qps={m: float(v) / (inst.slo_ms / 1000.0) for m, v in inst.queue_length.items() if v > 0}
             if self.drain_queues else {},
+            router=self.router,
         )
         plan = solve_cascade(inst, _apply_overrides(self.name, spec, self.solver_overrides), self.name)
         return spread_spare_workers(plan, inst) if self.spread_spare_workers else plan
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridPolicy(QualityPolicy):
+    """Ours with the prompt router: :class:`QualityPolicy` that also picks, per pair with a hybrid
+    surface, the router share and the discriminator share (hence the threshold) on the surface."""
+
+    name: str = "hybrid"
+    router: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +200,8 @@ def make_policy(name: str, **kw: Any) -> SafePolicy:
         inner: _Solver = DiffServePolicy(**kw)
     elif name == "quality":
         inner = QualityPolicy(**kw)
+    elif name == "hybrid":
+        inner = HybridPolicy(**kw)
     elif name in ("clipper-light", "clipper-heavy"):
         if kw:
             raise TypeError(f"{name} takes no parameters, got {sorted(kw)}")

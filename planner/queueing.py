@@ -80,13 +80,17 @@ def erlang_c_many(servers: np.ndarray, offered_erlangs: np.ndarray) -> np.ndarra
     inv_b = np.ones_like(av)
     erlang_b = np.empty_like(av)
     # Row j needs the recursion up to k = cv[j]; rows are sorted so the rows still running at
-    # step k are a prefix, and the prefix shrinks as k passes each row's server count.
+    # step k are a prefix, and the prefix shrinks as k passes each row's server count (the rows
+    # with cv == k are one block at its end, found by binary search on the descending counts).
+    counts, first = np.unique(-cv, return_index=True)
+    block_start = dict(zip((-counts).tolist(), first.tolist()))  # server count -> first row with it
     active = len(cv)
     for k in range(1, int(cv[0]) + 1):
         inv_b[:active] = 1.0 + inv_b[:active] * k / av[:active]
-        while active and cv[active - 1] == k:
-            erlang_b[active - 1] = 1.0 / inv_b[active - 1]
-            active -= 1
+        done = block_start.get(k)
+        if done is not None:
+            erlang_b[done:active] = 1.0 / inv_b[done:active]
+            active = done
     rho = av / cv
     out[order] = erlang_b / (1.0 - rho * (1.0 - erlang_b))
     return out
@@ -178,30 +182,27 @@ class QueueModel:
             return 1
         return min_gpus(lam, b, prof.latency_ms(b), rho)
 
-    def wait_ms(self, requests: list[tuple[ModelProfile, int, float, float]], max_gpus: int) -> list[float]:
-        """Queueing wait (not fill) in ms for each (stage profile, batch, level rho, rate lam).
+    def wait_ms_flat(self, segments: list[tuple[str, int]], batch: np.ndarray, latency_ms: np.ndarray, rho: np.ndarray,
+                     rate_qps: np.ndarray, max_gpus: int) -> np.ndarray:
+        """Queueing wait (not fill) in ms of each (batch, its latency, level rho, rate) of flat
+        equal-length arrays whose consecutive ``segments`` (model name, length) belong to one model
+        each, priced in one vectorized pass (one Erlang-C recursion for all).
 
-        ``batched``: M/D/c wait with the fewest GPUs that keep utilization <= rho (the plan
-        has at least that many, and more GPUs only shorten the wait), priced in one
-        vectorized pass; ``inf`` where that floor exceeds ``max_gpus`` (unusable option).
+        ``observed``: the model's observed delay. ``batched``: M/D/c wait with the fewest GPUs that
+        keep utilization <= rho (:func:`min_gpus`, element by element: the plan has at least that
+        many, and more GPUs only shorten the wait); ``inf`` where that floor exceeds ``max_gpus``
+        (unusable option).
         """
         if self.kind == "observed":
-            return [float(self.observed_ms.get(prof.name, 0.0)) for prof, _, _, _ in requests]
-        if not requests:
-            return []
-        c = np.array([self.min_gpus(r[0], r[1], r[2], r[3]) for r in requests], dtype=np.int64)
+            return np.repeat([float(self.observed_ms.get(n, 0.0)) for n, _ in segments], [k for _, k in segments])
+        b, s, lam = np.asarray(batch, dtype=np.int64), np.asarray(latency_ms, np.float64), np.asarray(rate_qps, np.float64)
+        a = lam * (s / 1000.0) / b  # min_gpus, element by element
+        c = np.maximum(1, np.ceil(a / np.asarray(rho, np.float64) - 1e-9)).astype(np.int64)
+        out = np.full(len(b), np.inf)
         usable = c <= max_gpus
-        out = np.full(len(requests), np.inf)
         if usable.any():
-            idx = np.flatnonzero(usable)
-            out[idx] = mdc_wait_ms_many(
-                [requests[i][3] for i in idx],
-                [requests[i][1] for i in idx],
-                [requests[i][0].latency_ms(requests[i][1]) for i in idx],
-                c[idx],
-                self.arrival_scv,
-            )
-        return out.tolist()
+            out[usable] = mdc_wait_ms_many(lam[usable], b[usable], s[usable], c[usable], self.arrival_scv)
+        return out
 
     def fill_ms_per_gpu(self, b: int, lam: float) -> float:
         """Batch-fill wait per GPU of the stage, ms (0 when not modelled)."""

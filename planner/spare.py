@@ -15,11 +15,12 @@ from planner.types import Instance, Plan
 
 
 def _arrival_qps(plan: Plan, inst: Instance, name: str) -> float:
-    """Planned arrival rate at model ``name``: all queries at the light model of a cascade,
-    the deferred share at the heavy one, the routed share for query-agnostic routing."""
+    """Planned arrival rate at model ``name``: the queries the prompt router keeps (all without
+    one) at the light model of a cascade, the heavy share at the heavy one, the routed share for
+    query-agnostic routing."""
     d = inst.demand_qps
     if plan.routing == "cascade":
-        return d if name == plan.light_model else d * plan.heavy_share
+        return d * (1.0 - plan.router_share) if name == plan.light_model else d * plan.heavy_share
     if plan.routing == "random":
         return d * plan.heavy_share if name == plan.heavy_model else d * (1.0 - plan.heavy_share)
     return d

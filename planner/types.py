@@ -131,6 +131,101 @@ class QualityCurve:
         return _interp(light_fraction, self.light_fraction, self.fid)
 
 
+def _grid(name: str, xs: Sequence[float]) -> None:
+    if len(xs) < 1 or any(not _finite(x) or not 0.0 <= x <= 1.0 for x in xs) or any(b <= a for a, b in zip(xs, xs[1:])):
+        raise ValueError(f"{name} {tuple(xs)}; expected strictly increasing shares in [0, 1]")
+
+
+def _bilinear(xs: Sequence[float], ys: Sequence[float], table: Sequence[Sequence[float]], x: float, y: float) -> float:
+    """``table[i][j]`` at (xs[i], ys[j]) interpolated bilinearly at (x, y), clamped to the grid."""
+    def cell(grid: Sequence[float], v: float) -> tuple[int, int, float]:
+        if len(grid) == 1 or v <= grid[0]:
+            return 0, 0, 0.0
+        if v >= grid[-1]:
+            return len(grid) - 1, len(grid) - 1, 0.0
+        i = bisect.bisect_right(grid, v) - 1
+        return i, i + 1, (v - grid[i]) / (grid[i + 1] - grid[i])
+    i0, i1, u = cell(xs, x)
+    j0, j1, w = cell(ys, y)
+    lo = table[i0][j0] * (1 - w) + table[i0][j1] * w
+    hi = table[i1][j0] * (1 - w) + table[i1][j1] * w
+    return float(lo * (1 - u) + hi * u)
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridSurface:
+    """Served quality of one (light, heavy) pair with a prompt router in front of the cascade.
+
+    A router share ``r`` of ALL queries goes straight to heavy (highest router scores first;
+    they skip the light model and the discriminator); the discriminator defers a share ``d`` of
+    the REST (lowest confidence first). The heavy model serves ``r + (1 - r) d``; ``r = 0`` is
+    the plain cascade. ``fid[i][j]`` is the FID (lower is better) of the served set at
+    ``(router_share[i], disc_share[j])``; ``disc_threshold[i][j]`` the discriminator threshold
+    t (defer when confidence < t) that defers ``disc_share[j]`` of the prompts the router keeps
+    at ``router_share[i]`` (a calibration mapping, as f(t) is for the cascade).
+    """
+
+    router_share: tuple[float, ...]
+    disc_share: tuple[float, ...]
+    fid: tuple[tuple[float, ...], ...]
+    disc_threshold: tuple[tuple[float, ...], ...]
+    metric: str = "FID"
+
+    def __post_init__(self) -> None:
+        _grid("hybrid surface router shares", self.router_share)
+        _grid("hybrid surface discriminator shares", self.disc_share)
+        shape = (len(self.router_share), len(self.disc_share))
+        for name in ("fid", "disc_threshold"):
+            table = getattr(self, name)
+            if len(table) != shape[0] or any(len(row) != shape[1] for row in table):
+                raise ValueError(f"hybrid surface {name}: {len(table)} rows of {[len(r) for r in table]}; "
+                                 f"expected {shape[0]} rows of {shape[1]} (router shares x discriminator shares)")
+        if any(not _finite(v) or v < 0 for row in self.fid for v in row):
+            raise ValueError(f"hybrid surface FIDs {self.fid}; expected finite values >= 0")
+        for r, row in zip(self.router_share, self.disc_threshold):
+            if any(not _finite(t) or not 0.0 <= t <= 1.0 for t in row) or any(b < a for a, b in zip(row, row[1:])):
+                raise ValueError(f"hybrid surface thresholds at router share {r}: {row}; expected values in [0, 1], "
+                                 "non-decreasing in the discriminator share")
+
+    @staticmethod
+    def heavy_share(router_share: float, disc_share: float) -> float:
+        """Share of all queries the heavy model serves: ``r + (1 - r) d``."""
+        return router_share + (1.0 - router_share) * disc_share
+
+    def fid_at(self, router_share: float, disc_share: float) -> float:
+        """FID at (r, d), bilinear between grid points (clamped to the grid)."""
+        return _bilinear(self.router_share, self.disc_share, self.fid, router_share, disc_share)
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterCurve:
+    """Router share vs the router's score threshold (calibration): a prompt goes straight to heavy
+    when its router score is >= the threshold, and ``score_threshold[k]`` sends a share
+    ``routed_share[k]`` of the calibration prompts there. Scores may be any real numbers."""
+
+    routed_share: tuple[float, ...]
+    score_threshold: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        _grid("router curve shares", self.routed_share)
+        if len(self.score_threshold) != len(self.routed_share) or len(self.routed_share) < 2:
+            raise ValueError(f"router curve: {len(self.routed_share)} shares and {len(self.score_threshold)} "
+                             "thresholds; expected >= 2 points and equal-length columns")
+        if any(not _finite(x) for x in self.score_threshold) or any(
+                b > a for a, b in zip(self.score_threshold, self.score_threshold[1:])):
+            raise ValueError(f"router curve thresholds {self.score_threshold}; expected finite, non-increasing "
+                             "as the routed share grows")
+
+    def threshold_for(self, share: float) -> float | None:
+        """The score threshold that routes ``share`` of the queries (interpolated); None for a share
+        <= 0 (no router: nothing is routed)."""
+        if not _finite(share) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"router share {share!r}; expected a fraction in [0, 1]")
+        if share <= 0.0:
+            return None
+        return _interp(share, self.routed_share, self.score_threshold)
+
+
 @dataclasses.dataclass(frozen=True)
 class Allocation:
     """What runs now: GPUs (field ``workers``) and batch size per model name."""
@@ -166,6 +261,10 @@ class Instance:
     ``pair_curves`` optionally gives the deferral and quality curves of other (light, heavy)
     pairs, keyed by model names; the pair (models[0], models[-1]) uses ``deferral``/``quality``
     unless listed. A pair without curves is never chosen (the planner does not invent curves).
+
+    ``hybrid_surfaces`` optionally gives, per (light, heavy) pair, the served quality with a
+    prompt router in front of the cascade (:class:`HybridSurface`); only the ``hybrid`` policy
+    reads them.
     """
 
     models: tuple[ModelProfile, ...]
@@ -181,6 +280,7 @@ class Instance:
     pair_curves: Mapping[tuple[str, str], tuple[DeferralCurve, QualityCurve]] = dataclasses.field(
         default_factory=dict
     )
+    hybrid_surfaces: Mapping[tuple[str, str], HybridSurface] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.models) < 2:
@@ -205,6 +305,12 @@ class Instance:
                 raise ValueError(f"pair_curves key {pair!r}; expected the light model before the heavy one")
             if len(curves) != 2 or not isinstance(curves[0], DeferralCurve) or not isinstance(curves[1], QualityCurve):
                 raise ValueError(f"pair_curves[{pair!r}]; expected (DeferralCurve, QualityCurve)")
+        for pair, surface in self.hybrid_surfaces.items():
+            if len(pair) != 2 or pair[0] not in names or pair[1] not in names or names.index(pair[0]) >= names.index(pair[1]):
+                raise ValueError(f"hybrid_surfaces key {pair!r}; expected (light, heavy) model names from {names}, "
+                                 "the light model first")
+            if not isinstance(surface, HybridSurface):
+                raise ValueError(f"hybrid_surfaces[{pair!r}] is a {type(surface).__name__}; expected a HybridSurface")
 
     def model(self, name: str) -> ModelProfile:
         """The profile named ``name`` (KeyError naming the known models otherwise)."""
@@ -247,6 +353,9 @@ class Plan:
     cascade). ``light_model``/``heavy_model`` name the chosen pair ("" when unused).
     ``stage_latency_ms`` is the planned latency per model: batch execution plus the policy's
     queueing estimate, in ms. ``solve_time_ms`` is the wall time of the solve.
+    ``router_share`` is the share of all queries the prompt router sends straight to heavy
+    (``hybrid``; 0: no router). Of the rest, the discriminator defers those with confidence below
+    ``threshold``; ``heavy_share`` counts both.
     """
 
     policy: str
@@ -265,6 +374,7 @@ class Plan:
     light_model: str = ""
     heavy_model: str = ""
     stage_latency_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    router_share: float = 0.0
 
     def as_allocation(self) -> Allocation:
         return Allocation(workers=dict(self.workers), batch_size=dict(self.batch_size), threshold=self.threshold)

@@ -3,6 +3,10 @@
 One :class:`BatchFlow` runs the admitted requests of one batch that Triton's dynamic batcher
 gathered, on an asyncio event loop:
 
+* with a prompt router in the control state, the batch's cascade-routed prompts are scored by
+  the ``router`` stage in ONE call first; those at or above the router threshold go straight to
+  heavy (no light image, no discriminator); a router that fails routes nothing (the queries
+  cascade: the router saves work, it is not needed for an answer);
 * the batch's light-path queries go to ``light`` in ONE call, the cascade-routed images to the
   discriminator in ONE call; the deferred queries (and those forced to heavy) go to ``heavy`` in
   calls of at most the heavy batch size, so that the heavy stage's instances share them;
@@ -84,6 +88,8 @@ class Stages(Protocol):
 
     async def score(self, images: np.ndarray) -> np.ndarray: ...
 
+    async def route(self, prompts: list[str]) -> np.ndarray: ...
+
     def ahead(self) -> dict[str, int]: ...
 
     def estimates(self) -> routing.StageEstimates: ...
@@ -110,6 +116,8 @@ class FlowSettings:
     marker: str
     on_confidences: Callable[[np.ndarray], None] = lambda c: None
     on_deferred: Callable[[int, int], None] = lambda n_deferred, n_scored: None
+    router_threshold: float | None = None  # the control state's: None = no prompt router
+    on_routed: Callable[[int, int], None] = lambda n_routed, n_scored: None
 
 
 class BatchFlow:
@@ -218,6 +226,9 @@ class BatchFlow:
         try:
             light = [(p, k) for p in pending if p.job.route in ("cascade", "light") for k in range(len(p.job.prompts))]
             heavy = [(p, k) for p in pending if p.job.route == "heavy" for k in range(len(p.job.prompts))]
+            routed = await self.routed(light)
+            heavy += [r for r in light if r in routed]
+            light = [r for r in light if r not in routed]
             await asyncio.gather(self.light_path(light), self.heavy(self.keep(heavy, "heavy", False)))
         finally:
             for timer in timers:
@@ -225,6 +236,22 @@ class BatchFlow:
             for p in pending:  # a bug must not leave a request unanswered
                 if not p.answered:
                     self.fail(p, StageError("internal error: the cascade finished without answering this request"))
+
+    async def routed(self, rows: list[Row]) -> set[Row]:
+        """The cascade-routed queries the prompt router sends straight to heavy (none without a router)."""
+        thr = self.settings.router_threshold
+        cascade = [r for r in rows if r[0].job.route == "cascade"]
+        if thr is None or not cascade:
+            return set()
+        for p, _ in cascade:
+            p.waiting_on = "router"
+        try:
+            scores = np.asarray(await self.stages.route([p.job.prompts[k] for p, k in cascade]), np.float64).reshape(-1)
+        except StageError:
+            return set()
+        out = {r for r, s in zip(cascade, scores) if routing.router_routes(float(s), thr)}
+        self.settings.on_routed(len(out), len(cascade))
+        return out
 
     async def light_path(self, rows: list[Row]) -> None:
         rows = self.keep(rows, "light", True)

@@ -11,7 +11,7 @@ from serving.model_config import config_parameters
 
 OUTPUTS = ("IMAGE", "SERVED_BY", "CONFIDENCE", "THRESHOLD")
 PARAMETERS = ("control_file", "slo_ms", "drop_factor", "ewma_alpha", "light_model", "heavy_model",
-              "discriminator_model", "random_seed", "stage_timeout_ms", "max_stage_calls")
+              "discriminator_model", "router_model", "random_seed", "stage_timeout_ms", "max_stage_calls")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,7 @@ class CascadeConfig:
     drop_factor: float = 1.5
     ewma_alpha: float = 0.2
     stage_models: Mapping[str, str] = dataclasses.field(
-        default_factory=lambda: {"light": "light", "discriminator": "discriminator", "heavy": "heavy"})
+        default_factory=lambda: {"light": "light", "discriminator": "discriminator", "heavy": "heavy", "router": "router"})
     random_seed: int = 0
     stage_timeout_ms: float = 60_000.0
     max_stage_calls: int = 128
@@ -98,7 +98,7 @@ def parse_config(model_config: Mapping[str, Any], project_root: str | Path | Non
         slo_ms=slo_ms if slo_ms is not None else cascade_yaml_slo_ms(stage_params, project_root),
         drop_factor=number("drop_factor", 1.5, 0.0, 100.0),
         ewma_alpha=number("ewma_alpha", 0.2, 0.0, 1.0),
-        stage_models={s: params.get(f"{s}_model") or s for s in ("light", "discriminator", "heavy")},
+        stage_models={s: params.get(f"{s}_model") or s for s in ("light", "discriminator", "heavy", "router")},
         random_seed=int(number("random_seed", 0, -1.0, 2.0**32)),
         stage_timeout_ms=number("stage_timeout_ms", 60_000.0, 0.0, 3.6e6),
         max_stage_calls=int(calls),

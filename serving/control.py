@@ -7,7 +7,8 @@ every ``check_interval_s`` (100 ms). So a new threshold, routing policy or batch
 effect within ~100 ms, without reloading any model::
 
     {"version": 7, "threshold": 0.42, "routing": "cascade", "heavy_share": 0.0,
-     "slo_ms": 5000, "batch_size": {"light": 8, "heavy": 2, "discriminator": 8}}
+     "slo_ms": 5000, "batch_size": {"light": 8, "heavy": 2, "discriminator": 8},
+     "router_threshold": 0.8}
 
 Pure parts (:func:`parse_control`, :func:`chunk_sizes`) raise ``ValueError`` with a message
 naming the bad value and what was expected. The reader never raises for a missing or broken
@@ -37,7 +38,7 @@ ROUTING_POLICIES = ("cascade", "light", "heavy", "random")
 STAGES = ("light", "heavy", "discriminator")
 MAX_BATCH_SIZE = 32  # Triton max_batch_size of every serving model (docs/interfaces.md 2b)
 DEFAULT_CHECK_INTERVAL_S = 0.1
-_KEYS = ("version", "threshold", "routing", "heavy_share", "slo_ms", "batch_size", "instances")
+_KEYS = ("version", "threshold", "routing", "heavy_share", "slo_ms", "batch_size", "instances", "router_threshold")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,9 @@ class ControlState:
     ``batch_size``: planner batch size per stage (a stage absent here uses its own default).
     ``instances``: GPUs (instances) the plan gives each stage; the cascade's latency prediction
     divides a stage's work by them until it has measured how fast the stage drains a backlog.
+    ``router_threshold``: under ``routing == "cascade"``, a prompt whose router score is at or
+    above it goes straight to heavy (skipping light and the discriminator); None (or absent from
+    the file): no router, every query cascades. Scores are the router's own scale (any real).
     """
 
     version: int = 0
@@ -59,6 +63,7 @@ class ControlState:
     slo_ms: float | None = None
     batch_size: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     instances: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    router_threshold: float | None = None
 
     def batch_size_for(self, stage: str, default: int = MAX_BATCH_SIZE) -> int:
         """The planner's batch size for ``stage``, or ``default`` when the file names none."""
@@ -72,6 +77,8 @@ class ControlState:
             out["slo_ms"] = self.slo_ms
         if self.instances:
             out["instances"] = dict(self.instances)
+        if self.router_threshold is not None:
+            out["router_threshold"] = self.router_threshold
         return out
 
 
@@ -110,6 +117,11 @@ def parse_control(obj: Any, base: ControlState | None = None) -> ControlState:
         kw["routing"] = obj["routing"]
     if "slo_ms" in obj:
         kw["slo_ms"] = None if obj["slo_ms"] is None else _number(obj, "slo_ms", 1e-3, 3.6e6)
+    if "router_threshold" in obj:
+        v = obj["router_threshold"]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise ValueError(f"control file: router_threshold={v!r}; expected a finite number or null (no router)")
+        kw["router_threshold"] = None if v is None else float(v)
     if "batch_size" in obj:
         bs = obj["batch_size"]
         if not isinstance(bs, dict):

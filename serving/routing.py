@@ -20,21 +20,32 @@ import numpy as np
 from serving.control import ControlState
 from serving.validation import REQUEST_ROUTES, RequestOptions
 
-STAGE_NAMES = ("light", "discriminator", "heavy")
+STAGE_NAMES = ("light", "discriminator", "heavy", "router")  # the cascade's BLS targets
 
 
-def choose_route(options: RequestOptions, policy: ControlState, uniform01: float) -> str:
+def choose_route(options: RequestOptions, policy: ControlState, uniform01: float,
+                 router_score: float | None = None) -> str:
     """``cascade``, ``light`` or ``heavy`` for one query.
 
     A per-request ``routing`` wins; otherwise the control file's policy, where ``random`` sends
     the query to heavy with probability ``heavy_share`` (``uniform01`` is a U[0, 1) draw,
-    passed in so that this stays deterministic under test).
+    passed in so that this stays deterministic under test), and ``cascade`` sends a prompt whose
+    ``router_score`` is at or above the policy's ``router_threshold`` straight to heavy (the
+    prompt router; no threshold or no score: the query cascades).
     """
     if options.routing is not None:
         return options.routing
     if policy.routing == "random":
         return "heavy" if uniform01 < policy.heavy_share else "light"
+    if policy.routing == "cascade" and router_routes(router_score, policy.router_threshold):
+        return "heavy"
     return policy.routing
+
+
+def router_routes(router_score: float | None, router_threshold: float | None) -> bool:
+    """Whether the prompt router sends a prompt with ``router_score`` straight to heavy (the
+    control state's ``router_threshold``; None: no router)."""
+    return router_threshold is not None and router_score is not None and router_score >= router_threshold
 
 
 def defer_mask(confidence: Sequence[float] | np.ndarray, threshold: float) -> np.ndarray:

@@ -35,6 +35,12 @@ class FakeStages:
         await asyncio.sleep(self.delay_s["discriminator"])
         return self.conf[: len(images)].reshape(-1, 1)
 
+    async def route(self, prompts):
+        self.calls.append(("router", len(prompts)))
+        if any("[fail:router]" in p for p in prompts):
+            raise StageError("stage router failed: injected")
+        return np.array([1.0 if "routed" in p else 0.0 for p in prompts], np.float32).reshape(-1, 1)
+
     def ahead(self):
         return {}
 
@@ -61,7 +67,7 @@ class Recorder:
         return got[0][1:]
 
 
-def run(jobs, stages=None, heavy_batch=32, slo_ms=None):
+def run(jobs, stages=None, heavy_batch=32, slo_ms=None, router_threshold=None):
     """Run one batch of (prompts, route) jobs; returns (recorder, pendings, stages)."""
     stages = stages or FakeStages()
     t0 = time.monotonic()
@@ -70,7 +76,8 @@ def run(jobs, stages=None, heavy_batch=32, slo_ms=None):
     prompts = [x for p in pending if p.job.route == "cascade" for x in p.job.prompts]
     stages.conf = np.array([0.1 if "hard" in x else 0.9 for x in prompts], np.float32)
     rec = Recorder(t0)
-    settings = FlowSettings(threshold=0.5, heavy_batch=heavy_batch, drop_factor=1.5, marker=MARKER)
+    settings = FlowSettings(threshold=0.5, heavy_batch=heavy_batch, drop_factor=1.5, marker=MARKER,
+                            router_threshold=router_threshold)
     asyncio.run(BatchFlow(stages, rec, settings, time.monotonic).run(pending))
     assert len(rec.answers) == len(pending)
     return rec, pending, stages
@@ -140,3 +147,25 @@ def test_a_result_ready_after_the_bound_is_shed_instead_of_sent():
 def test_requests_without_slo_are_never_shed():
     rec, (p,), _ = run([(["hard"], "cascade")], FakeStages(delay_s={"heavy": 0.2}))
     assert rec.of(p)[0] == "result"
+
+
+def test_a_prompt_the_router_scores_above_its_threshold_skips_light_and_the_discriminator():
+    # (the fake discriminator answers by position: the routed prompt comes last so "easy" keeps 0.9)
+    rec, (easy, routed, forced), stages = run([(["easy"], "cascade"), (["routed hard"], "cascade"), (["x"], "light")],
+                                              router_threshold=0.5)
+    assert rec.of(routed)[0] == "result" and rec.of(routed)[2] == ["heavy"] and np.isnan(routed.confidence[0])
+    assert rec.of(easy)[2] == ["light"] and rec.of(forced)[2] == ["light"]
+    # one router call for the cascade-routed prompts only; light and discriminator never see the routed one
+    assert [c for c in stages.calls if c[0] != "heavy"] == [("router", 2), ("light", 2), ("discriminator", 1)]
+    assert ("heavy", 1) in stages.calls
+
+
+def test_without_a_router_threshold_the_router_is_not_called():
+    _, _, stages = run([(["routed hard"], "cascade")])
+    assert all(c[0] != "router" for c in stages.calls)
+
+
+def test_a_failing_router_routes_nothing_and_every_query_cascades():
+    rec, (p,), stages = run([(["routed easy [fail:router]"], "cascade")], router_threshold=0.5)
+    assert rec.of(p)[0] == "result" and rec.of(p)[2] == ["light"]
+    assert ("light", 1) in stages.calls

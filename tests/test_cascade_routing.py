@@ -126,7 +126,7 @@ def test_shared_state_sums_backlog_and_shares_estimates_across_instances(tmp_pat
     a.add("light", 4)
     b.add("light", 3)
     b.add("heavy", 1)
-    assert a.totals() == {"light": 7, "discriminator": 0, "heavy": 1}
+    assert a.totals() == {"light": 7, "discriminator": 0, "heavy": 1, "router": 0}
     a.add("light", -4)
     assert b.totals()["light"] == 3
     assert a.estimates().service_ms == {}

@@ -30,11 +30,11 @@ def decode_solution(opts: CascadeOptions, gm: GroupModel, solver: cp_model.CpSol
     """The choice and per-model allocation of a solved ``gm``."""
     choice = next(key for key, v in gm.z.items() if solver.value(v))
     (light, heavy), k = choice
-    f = opts.grids[(light, heavy)][k].f
+    point = opts.grids[(light, heavy)][k]
     gpus, batch, capacity, latency = {}, {}, {}, {}
     for sg in ((light, LIGHT), (heavy, HEAVY)):
-        rate_qps = opts.stage_rate_qps(sg, f)
-        for i, o in enumerate(gm.stages[sg]):
+        rate_qps = opts.stage_rate_qps(sg, point)
+        for i, o in enumerate(gm.stages.get(sg, ())):
             if solver.value(gm.y[(sg, i)]):
                 x = int(solver.value(gm.n[(sg, i)]))
                 gpus[sg[0]], batch[sg[0]], capacity[sg[0]] = x, o.batch, x * o.mu_qps
@@ -47,6 +47,8 @@ def to_plan(opts: CascadeOptions, best: GroupSolution, policy: str, proven: bool
     """The :class:`Plan` of the best solution; ``proven``: every group solved to optimality."""
     (light, heavy), k = best.choice
     point = opts.grids[(light, heavy)][k]
+    # A query passes light then heavy only when the discriminator defers some; routed ones pass heavy alone.
+    path_ms = sum(best.latency_ms.values()) if point.defers else max(best.latency_ms.values())
     return Plan(
         policy=policy,
         workers=best.gpus,
@@ -55,12 +57,13 @@ def to_plan(opts: CascadeOptions, best: GroupSolution, policy: str, proven: bool
         capacity_qps=best.capacity_qps,
         expected_fid=point.fid,
         light_fraction=1.0 - point.f,
-        slack_ms=opts.inst.slo_ms - sum(best.latency_ms.values()),
+        slack_ms=opts.inst.slo_ms - path_ms,
         status="OPTIMAL" if proven else "FEASIBLE",
         solve_time_ms=(time.perf_counter() - t0) * 1000.0,
         routing="cascade",
         heavy_share=point.f,
-        light_model=light,
+        light_model=light if point.light_runs else "",
         heavy_model=heavy if point.f > 0 else "",
         stage_latency_ms=best.latency_ms,
+        router_share=point.r,
     )

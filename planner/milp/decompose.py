@@ -20,24 +20,43 @@ from planner.milp.model import TieWeights, build_group_model, solve_group_model
 from planner.milp.options import CascadeOptions
 from planner.milp.spec import FID_SCALE, Choice, Pair
 
+ROUTER_CHUNK = 16  # first chunk of a pair's choices with the router (then 32, 64, ...)
 
-def choice_groups(opts: CascadeOptions, kept: list[Choice], weights: TieWeights) -> tuple[list[list[Choice]], dict[Pair, int]]:
-    """The groups of choices to solve as separate models, in solve order, and each pair's bound
-    (the best objective it could reach; empty when there is one group over every pair)."""
+
+def choice_groups(opts: CascadeOptions, kept: list[Choice], weights: TieWeights) -> tuple[list[list[Choice]], list[int]]:
+    """The groups of choices to solve as separate models, in solve order, and each group's bound
+    (the best objective it could reach, ``N min Q`` scaled; unused with one group over every pair).
+
+    With the router (``spec.router``) a pair's choices are also cut, in order of their FID, into
+    chunks of :data:`ROUTER_CHUNK` x 1, 2, 4, ... choices: a chunk is a group like a pair (its
+    stages alone carry its objective, and its bound is its best FID), so the search stops at the
+    first chunk whose bound cannot beat the incumbent, and each proof covers a chunk, not the
+    11 x 11 surface (measured: ``benchmarks/bench_planner.py --hybrid``)."""
     if opts.spec.objective != "min_fid" or not opts.spec.decompose_pairs:
-        return [kept], {}
+        return [kept], [0]
     by_pair: dict[Pair, list[Choice]] = {}
     for choice in kept:
         by_pair.setdefault(choice[0], []).append(choice)
-    bound = {
-        p: opts.gpus * min(int(round(opts.grids[p][k].fid * FID_SCALE)) for _, k in group) * weights.fid_weight
-        for p, group in by_pair.items()
-    }
-    return sorted(by_pair.values(), key=lambda group: bound[group[0][0]]), bound
+
+    def fid_bound(choice: Choice) -> int:
+        return opts.gpus * int(round(opts.grids[choice[0]][choice[1]].fid * FID_SCALE)) * weights.fid_weight
+
+    groups: list[list[Choice]] = []
+    for group in by_pair.values():
+        if not opts.spec.router:
+            groups.append(group)
+            continue
+        ranked, size = sorted(group, key=fid_bound), ROUTER_CHUNK
+        while ranked:
+            groups.append(ranked[:size])
+            ranked, size = ranked[size:], 2 * size
+    bounds = [min(fid_bound(c) for c in g) for g in groups]
+    order = sorted(range(len(groups)), key=lambda i: bounds[i])
+    return [groups[i] for i in order], [bounds[i] for i in order]
 
 
 def solve_groups(
-    opts: CascadeOptions, groups: list[list[Choice]], bound: dict[Pair, int], weights: TieWeights, t0: float
+    opts: CascadeOptions, groups: list[list[Choice]], bounds: list[int], weights: TieWeights, t0: float
 ) -> tuple[GroupSolution | None, bool]:
     """Solve the groups in order within the spec's time limit (counted from ``t0``).
 
@@ -46,9 +65,9 @@ def solve_groups(
     """
     best: GroupSolution | None = None
     proven = True
-    for group in groups:
-        if best is not None and bound[group[0][0]] >= best.objective:
-            break  # sorted by bound: no later pair can beat the incumbent either
+    for group, bound in zip(groups, bounds):
+        if best is not None and bound >= best.objective:
+            break  # sorted by bound: no later group can beat the incumbent either
         left_s = opts.spec.time_limit_s - (time.perf_counter() - t0)
         if left_s <= 0:
             proven = False

@@ -14,23 +14,29 @@ Data
 - batch sizes ``b`` of a model's profile with latency ``s[m,b]`` ms and per-GPU throughput
   ``mu[m,b] = 1000 b / s[m,b]`` queries/s;
 - per pair a threshold grid ``k`` with ``t[p,k]``, deferral ``f[p,k]`` and expected FID
-  ``Q[p,k] = FID_p(1 - f[p,k])``;
-- utilization levels ``rho[r]`` in (0, 1] (``diffserve``: only 1.0);
+  ``Q[p,k] = FID_p(1 - f[p,k])``, and router share ``r[p,k] = 0``; with a prompt router
+  (``hybrid``, a pair with a :class:`~planner.types.HybridSurface`) the grid is the surface's
+  points ``k = (r, d)``: a share ``r[p,k]`` of all queries goes straight to heavy (skipping light
+  and the discriminator), the discriminator defers a share ``d`` of the rest at threshold
+  ``t[p,k]``, the heavy model serves ``f[p,k] = r + (1 - r) d`` and ``Q[p,k]`` is the surface's
+  FID; ``r = 0`` is the cascade and every constraint below reduces to its form without a router;
+- utilization levels ``rho`` in (0, 1] (``diffserve``: only 1.0);
 - demand ``D`` queries/s, GPUs ``N``, latency SLO ``SLO`` ms, current GPUs per model ``x0[m]``;
   backlog rate ``B[m]`` queries/s (queued queries to drain; 0 unless ``quality`` drains queues);
 - a stage ``sg = (m, role)`` is model ``m`` as the light or as the heavy model of a pair; its
-  options ``i = (b, r)``. The stage's arrival rate is ``lam = D + B[l]`` (light) or
-  ``D f[p,k] + B[h]`` (heavy, when ``f[p,k] > 0``); below, ``D`` in (C5) and ``D f`` in (C6) stand
-  for these rates;
+  options ``i = (b, rho)``. The stage's arrival rate is ``lam = D (1 - r[p,k]) + B[l]`` (light,
+  when ``r[p,k] < 1``) or ``D f[p,k] + B[h]`` (heavy, when ``f[p,k] > 0``); below, ``D (1 - r)``
+  in (C5) and ``D f`` in (C6) stand for these rates;
   ``w[sg,i,k]`` ms is the queueing estimate at that rate, ``phi[sg,i,k]`` ms per GPU the
-  batch-fill coefficient and ``cmin[sg,i]`` the fewest GPUs the estimate assumes.
+  batch-fill coefficient and ``cmin[sg,i]`` the fewest GPUs the estimate assumes (a light stage
+  with several rates: the lowest over them, as (C5) at each rate forces that rate's floor).
   ``diffserve``: ``w`` = the observed delay (Little's law), ``phi = 0``, ``cmin = 1``.
   ``quality``: ``w`` = M/D/c wait with ``ceil(lam s / (b rho))`` GPUs, ``phi = 1000 (b-1)/lam``
   (see :mod:`planner.queueing`).
 
 Variables
 ---------
-- ``z[p,k]`` in {0,1}: pair ``p`` runs at threshold ``t[p,k]``;
+- ``z[p,k]`` in {0,1}: pair ``p`` runs at threshold ``t[p,k]`` (and router share ``r[p,k]``);
 - ``y[sg,i]`` in {0,1}: stage ``sg`` uses option ``i``;
 - ``n[sg,i]`` in {0..N} (integer): GPUs of stage ``sg`` with option ``i``; this is the
   product ``x[sg] * y[sg,i]`` of the stage's GPU count and its option binary, linearized by
@@ -42,22 +48,26 @@ Variables
 Constraints
 -----------
 (C1) ``sum_{p,k} z[p,k] = 1``: one pair and one threshold.
-(C2) ``sum_i y[(l,L),i] = sum_{p: l(p)=l} sum_k z[p,k]`` for every model ``l``: the chosen
-     pair's light stage has exactly one option, other light stages none.
+(C2) ``sum_i y[(l,L),i] = sum_{p: l(p)=l} sum_{k: r[p,k]<1} z[p,k]`` for every model ``l``: the
+     chosen pair's light stage has exactly one option when the router keeps some queries,
+     other light stages none.
 (C3) ``sum_i y[(h,H),i] = sum_{p: h(p)=h} sum_{k: f[p,k]>0} z[p,k]`` for every ``h``: the heavy
-     stage exists iff something is deferred.
+     stage exists iff it serves something (routed or deferred).
 (C4) ``cmin[sg,i] y[sg,i] <= n[sg,i] <= N y[sg,i]``: GPUs only on the chosen option, at
      least one (and as many as the queueing estimate assumes).
-(C5) ``sum_i rho[r] mu[l,b] n[(l,L),i] >= D sum_{p: l(p)=l, k} z[p,k]``: light capacity at the
-     planned utilization serves all queries.
-(C6) ``sum_i rho[r] mu[h,b] n[(h,H),i] >= D sum_{p: h(p)=h, k} f[p,k] z[p,k]``: heavy capacity
-     serves the deferred share.
+(C5) ``sum_i rho[i] mu[l,b] n[(l,L),i] >= D sum_{p: l(p)=l, k} (1 - r[p,k]) z[p,k]``: light
+     capacity at the planned utilization serves every query the router keeps (all of them
+     without a router).
+(C6) ``sum_i rho[i] mu[h,b] n[(h,H),i] >= D sum_{p: h(p)=h, k} f[p,k] z[p,k]``: heavy capacity
+     serves the routed and the deferred share.
 (C7) ``sum_{sg,i} n[sg,i] <= N``: GPUs in use.
-(C8) for every ``(p,k)``: ``z[p,k] = 1  =>``
-     ``sum_i (s + w)[(l,L),i] y[(l,L),i] + phi[(l,L),i] n[(l,L),i]``
-     ``+ [f[p,k] > 0] sum_i (s + w)[(h,H),i,k] y[(h,H),i] + phi[(h,H),i,k] n[(h,H),i] <= SLO``:
-     light batch latency + light queueing + heavy batch latency + heavy queueing within the
-     SLO (big-M form: ``<= SLO + M (1 - z[p,k])``; CP-SAT takes it as an enforcement literal).
+(C8) for every ``(p,k)``, with ``Lat_L = sum_i (s + w)[(l,L),i,k] y[(l,L),i] + phi[(l,L),i,k] n[(l,L),i]``
+     and ``Lat_H`` the same for ``(h,H)``: ``z[p,k] = 1  =>``
+     ``Lat_L + Lat_H <= SLO`` when some queries pass both models (``f[p,k] > r[p,k]``: the
+     discriminator defers some); otherwise each path alone: ``Lat_L <= SLO`` (if ``r < 1``) and
+     ``Lat_H <= SLO`` (if ``f > 0``), since a routed query costs only heavy and a light-served one
+     only light. Batch latency + queueing of each stage on the path within the SLO (big-M form:
+     ``<= SLO + M (1 - z[p,k])``; CP-SAT takes it as an enforcement literal).
 (C9) ``quality``: ``d[m] >= sum_{sg of m, i} n[sg,i] - x0[m]``, ``d[m] >= 0``: GPUs that must
      load model ``m`` (freeing a GPU costs nothing, loading one costs a model load).
 (C10) ``diffserve``: ``100 cap_L >= D (100 + hr)``; ``z[p,k] => 100 cap_H >= D f[p,k] (100 + hr)``.
@@ -159,7 +169,7 @@ class GroupModel:
     def active_choices(self, opts: CascadeOptions, stage: Stage) -> list[Choice]:
         """The (pair, threshold) choices under which ``stage`` runs."""
         if stage[1] == LIGHT:
-            return [(p, k) for p, k in self.z if p[0] == stage[0]]
+            return [(p, k) for p, k in self.z if p[0] == stage[0] and opts.grids[p][k].light_runs]
         return [(p, k) for p, k in self.z if p[1] == stage[0] and opts.grids[p][k].f > 0]
 
 
@@ -173,9 +183,9 @@ def _add_stage_constraints(opts: CascadeOptions, gm: GroupModel) -> None:
         for i, o in enumerate(options):
             _lin2(gm.model, gm.n[(sg, i)], 1, gm.y[(sg, i)], -gpus, -_BIG, 0)  # (C4) n <= N y
             _lin2(gm.model, gm.n[(sg, i)], 1, gm.y[(sg, i)], -o.min_gpus, 0, _BIG)  # (C4) n >= cmin y
-        if sg[1] == LIGHT:  # (C5)
-            light_mq = opts.demand_mq(opts.light_rate_qps(sg[0]))
-            _lin(gm.model, gm.capacity_terms(sg) + [(gm.z[pk], -light_mq) for pk in active], 0, _BIG)
+        if sg[1] == LIGHT:  # (C5): the queries the router keeps (all of them without a router)
+            demand = [(gm.z[(p, k)], -opts.demand_mq(opts.light_rate_qps(sg[0], opts.grids[p][k].r))) for p, k in active]
+            _lin(gm.model, gm.capacity_terms(sg) + demand, 0, _BIG)
         else:  # (C6): every (p, k) with this heavy model, f = 0 ones contribute nothing
             demand = [(gm.z[(p, k)], -opts.demand_mq(opts.heavy_rate_qps(sg[0], opts.grids[p][k].f)))
                       for p, k in gm.z if p[1] == sg[0]]
@@ -204,14 +214,16 @@ def _add_latency_constraints(opts: CascadeOptions, gm: GroupModel) -> None:
     """(C8) for every (pair, threshold) choice of the group."""
     terms_at: dict[tuple[Stage, float], tuple[Terms, list]] = {}  # shared by pairs with a stage and rate
     for (p, k), zv in gm.z.items():
-        f = opts.grids[p][k].f
-        keys = [((p[0], LIGHT), opts.light_rate_qps(p[0]))]
-        if f > 0:
-            keys.append(((p[1], HEAVY), opts.heavy_rate_qps(p[1], f)))
+        pt = opts.grids[p][k]
+        keys = [((p[0], LIGHT), opts.light_rate_qps(p[0], pt.r))] if pt.light_runs else []
+        if pt.f > 0:
+            keys.append(((p[1], HEAVY), opts.heavy_rate_qps(p[1], pt.f)))
         for key in keys:
             if key not in terms_at:
                 terms_at[key] = _latency_terms(opts, gm, *key)
-        _lin(gm.model, [t for key in keys for t in terms_at[key][0]], -_BIG, opts.slo_us, enforce=zv)
+        paths = [keys] if pt.defers or len(keys) == 1 else [[key] for key in keys]  # light + heavy, or each alone
+        for path in paths:
+            _lin(gm.model, [t for key in path for t in terms_at[key][0]], -_BIG, opts.slo_us, enforce=zv)
         banned = [v for key in keys for v in terms_at[key][1]]
         if banned:  # (C8) for options alone over the SLO: z => none of them
             _lin(gm.model, [(v, 1) for v in banned], 0, 0, enforce=zv)

@@ -15,7 +15,7 @@ OBJECTIVES = ("max_threshold", "min_fid")
 
 Pair = tuple[str, str]  # (light model, heavy model)
 Stage = tuple[str, str]  # (model, LIGHT | HEAVY): a model as the light or the heavy model of a pair
-Choice = tuple[Pair, int]  # (pair, index on the pair's threshold grid)
+Choice = tuple[Pair, int]  # (pair, index on the pair's grid of thresholds or (router, discriminator) shares)
 
 
 class PlannerInfeasible(Exception):
@@ -48,7 +48,12 @@ class CascadeSpec:
     # Queued queries per model to drain, as extra arrival rate (queries/s) at that model's stage
     # (``quality`` with ``drain_queues``); empty: none.
     backlog_qps: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # ``hybrid``: a pair with a hybrid surface (Instance.hybrid_surfaces) plans on the surface's
+    # (router share, discriminator share) grid instead of its threshold grid.
+    router: bool = False
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective {self.objective!r}; expected 'max_threshold' or 'min_fid'")
+        if self.router and self.objective != "min_fid":
+            raise ValueError("router=True plans on hybrid surfaces, which only the 'min_fid' objective reads")

@@ -110,6 +110,10 @@ class _TritonStages:
     async def score(self, images: np.ndarray) -> np.ndarray:
         return await self.call("discriminator", [self.m.pb.Tensor("IMAGE", images)], "CONFIDENCE")
 
+    async def route(self, prompts: list[str]) -> np.ndarray:
+        p = np.array([[s.encode("utf-8")] for s in prompts], dtype=np.object_)
+        return await self.call("router", [self.m.pb.Tensor("PROMPT", p)], "SCORE")
+
     def ahead(self) -> dict[str, int]:
         return self.m.shared.totals()
 
@@ -175,7 +179,7 @@ class TritonPythonModel:
         instance = args.get("model_instance_name", self.name)
         self.shared = SharedState(Path(tempfile.gettempdir()) / f"diffserve-cascade-v2-{key:08x}.bin",
                                   SharedState.slot_for(instance))
-        self.metrics = CascadeMetrics(pb_utils, self.name, instance=instance)
+        self.metrics = CascadeMetrics(pb_utils, self.name, stages=routing.STAGE_NAMES, instance=instance)
         self._threshold_shown = self.control.get().threshold
         self._control_error_logged: str | None = None
         self.metrics.threshold.set(self._threshold_shown)
@@ -271,11 +275,16 @@ class TritonPythonModel:
         self.in_flight.update(pending)
         settings = FlowSettings(
             threshold=policy.threshold, heavy_batch=policy.batch_size_for("heavy"), drop_factor=self.cfg.drop_factor,
-            marker=DROP_MARKER, on_confidences=self.metrics.observe_confidences, on_deferred=self._deferred)
+            marker=DROP_MARKER, on_confidences=self.metrics.observe_confidences, on_deferred=self._deferred,
+            router_threshold=policy.router_threshold, on_routed=self._routed)
         try:
             await BatchFlow(self.stages, self.responder, settings, time.monotonic).run(pending)
         except Exception as exc:  # noqa: BLE001 - BatchFlow.run answered every request; log the bug
             self.logger.log_error(f"{self.name}: batch failed: {exc!r}")
+
+    def _routed(self, n_routed: int, n_scored: int) -> None:
+        if n_routed:
+            self.metrics.routed.increment(n_routed)
 
     def _deferred(self, n_deferred: int, n_scored: int) -> None:
         self.shared.observe_deferrals(n_deferred / n_scored, self.cfg.ewma_alpha)

@@ -7,6 +7,7 @@ They appear on Triton's metrics endpoint (``/metrics``) next to Triton's per-mod
 | --- | --- | --- |
 | ``diffserve_cascade_requests_total`` | counter | ``served_by`` (light / heavy): queries answered |
 | ``diffserve_cascade_deferrals_total`` | counter | queries the discriminator sent to heavy |
+| ``diffserve_cascade_routed_total`` | counter | queries the prompt router sent straight to heavy |
 | ``diffserve_cascade_drops_total`` | counter | queries shed (predicted past, or reaching, drop_factor x SLO) |
 | ``diffserve_cascade_errors_total`` | counter | ``kind`` (invalid / stage): failed queries |
 | ``diffserve_cascade_confidence`` | histogram | discriminator confidence of cascade queries |
@@ -48,6 +49,7 @@ class CascadeMetrics:
         self._families = [
             family("diffserve_cascade_requests_total", "Cascade queries answered, by the model that served them", mf.COUNTER),
             family("diffserve_cascade_deferrals_total", "Cascade queries deferred from light to heavy", mf.COUNTER),
+            family("diffserve_cascade_routed_total", "Cascade queries the prompt router sent straight to heavy", mf.COUNTER),
             family("diffserve_cascade_drops_total", "Cascade queries shed: predicted or actual latency past the drop limit (drop_factor x SLO)", mf.COUNTER),
             family("diffserve_cascade_errors_total", "Cascade queries that failed, by kind (invalid request, stage error)", mf.COUNTER),
             family("diffserve_cascade_confidence", "Discriminator confidence (P(real)) of light images", mf.HISTOGRAM),
@@ -56,9 +58,10 @@ class CascadeMetrics:
             family("diffserve_cascade_in_flight", "Requests the cascade accepted and has not answered yet, per instance", mf.GAUGE),
             family("diffserve_cascade_answer_slo_ratio", "Served requests: time from receipt by the cascade to the answer, / SLO", mf.HISTOGRAM),
         ]
-        req, deferrals, drops, errors, conf, lat, thr, inflight, ratio = self._families
+        req, deferrals, routed, drops, errors, conf, lat, thr, inflight, ratio = self._families
         self.served = {s: req.Metric(labels={**base, "served_by": s}) for s in ("light", "heavy")}
         self.deferrals = deferrals.Metric(labels=base)
+        self.routed = routed.Metric(labels=base)
         self.drops = drops.Metric(labels=base)
         self.errors = {k: errors.Metric(labels={**base, "kind": k}) for k in ("invalid", "stage")}
         self.confidence = conf.Metric(labels=base, buckets=CONFIDENCE_BUCKETS)
