@@ -94,7 +94,7 @@ def breakdown_ms(before: dict, after: dict, n_requests: int) -> dict[str, dict[s
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_overhead", description=__doc__.split("\n")[0])
     ap.add_argument("--model-repository", default=str(PROJECT_ROOT / "model_repository"))
     ap.add_argument("--tiny-random", action="store_true", help="export a tiny random-weight cascade instead")
@@ -107,33 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage-queue-delay-us", type=int, default=None,
                     help="override the stages' dynamic-batching window (default: as exported)")
     ap.add_argument("--out", default=str(OUT))
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    import numpy as np  # noqa: PLC0415
 
+def _timed_pairs(args: argparse.Namespace, repo: Path, out: Path, prompts: list[str], in_process):
+    """Alternating Triton / in-process requests, batch 1: (times per side, routing agreements, routes served,
+    Triton's per-model ms per request)."""
     from client import CascadeClient  # noqa: PLC0415
-    from serving import load_discriminator, load_stage  # noqa: PLC0415
-    from serving.control import write_control  # noqa: PLC0415
-    from zoo.domain import eval_prompts  # noqa: PLC0415
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    control = write_control(out / "control.json", {"threshold": args.threshold, "routing": "cascade"})
-    repo = prepare_repository(None if args.tiny_random else Path(args.model_repository), out / "repository", control,
-                              args.ort_threads, args.stage_queue_delay_us)
-    art = {m: repo / m / "1" / "artifacts" for m in MODELS[:3]}
-    light, heavy = load_stage(art["light"], threads=args.ort_threads), load_stage(art["heavy"], threads=args.ort_threads)
-    disc = load_discriminator(art["discriminator"], threads=args.ort_threads)
-    prompts = eval_prompts(seed=7, n_per_difficulty=(args.requests + args.warmup + 1) // 2)
-    prompts = [prompts[i // 2 + (i % 2) * (len(prompts) // 2)] for i in range(len(prompts))]  # easy/hard alternate
-
-    def in_process(prompt: str, seed: int) -> tuple[str, float]:
-        img = light.generate([prompt], [seed])
-        conf = float(disc.confidence(img)[0])
-        if conf < args.threshold:
-            heavy.generate([prompt], [seed])
-            return "heavy", conf
-        return "light", conf
 
     times: dict[str, list[float]] = {"triton": [], "in_process": []}
     routes_agree, served_log = 0, []
@@ -160,6 +140,38 @@ def main(argv: list[str] | None = None) -> int:
                 routes_agree += got["triton"] == got["in_process"]
                 served_log.append(got["triton"])
         per_model = breakdown_ms(before, scrape(server.metrics_url), args.requests)
+    return times, routes_agree, served_log, per_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+
+    import numpy as np  # noqa: PLC0415
+
+    from serving import load_discriminator, load_stage  # noqa: PLC0415
+    from serving.control import write_control  # noqa: PLC0415
+    from zoo.domain import eval_prompts  # noqa: PLC0415
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    control = write_control(out / "control.json", {"threshold": args.threshold, "routing": "cascade"})
+    repo = prepare_repository(None if args.tiny_random else Path(args.model_repository), out / "repository", control,
+                              args.ort_threads, args.stage_queue_delay_us)
+    art = {m: repo / m / "1" / "artifacts" for m in MODELS[:3]}
+    light, heavy = load_stage(art["light"], threads=args.ort_threads), load_stage(art["heavy"], threads=args.ort_threads)
+    disc = load_discriminator(art["discriminator"], threads=args.ort_threads)
+    prompts = eval_prompts(seed=7, n_per_difficulty=(args.requests + args.warmup + 1) // 2)
+    prompts = [prompts[i // 2 + (i % 2) * (len(prompts) // 2)] for i in range(len(prompts))]  # easy/hard alternate
+
+    def in_process(prompt: str, seed: int) -> tuple[str, float]:
+        img = light.generate([prompt], [seed])
+        conf = float(disc.confidence(img)[0])
+        if conf < args.threshold:
+            heavy.generate([prompt], [seed])
+            return "heavy", conf
+        return "light", conf
+
+    times, routes_agree, served_log, per_model = _timed_pairs(args, repo, out, prompts, in_process)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["triton"] / med["in_process"]
     result = {
