@@ -11,9 +11,9 @@ class WindowStats:
 
     __slots__ = ("drops", "dispatched")
 
-    def __init__(self) -> None:
+    def __init__(self, models: int = 2) -> None:
         self.drops = 0
-        self.dispatched: tuple[list, list] = ([], [])  # (dispatch time, query ids) per model
+        self.dispatched: tuple[list, ...] = tuple([] for _ in range(models))  # (dispatch time, query ids) per model
 
     def queue_delay_ms(self, names: Sequence[str], enq: Sequence[np.ndarray]) -> dict[str, float]:
         """Mean queueing delay (ms) per model of the queries dispatched in the window; a model
