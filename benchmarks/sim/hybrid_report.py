@@ -13,6 +13,14 @@ from . import report
 from .hybrid import LABEL, OURS, HybridConfig, run_trace
 
 COLUMNS = ("hybrid", "quality", "diffserve-best", "clipper-light", "clipper-heavy", "static")
+SERIES_POLICIES = ("hybrid", "quality", "diffserve-best")  # per-window plans and FIDs kept in results.json
+
+
+def _without_series(case: dict[str, Any], keep: bool) -> dict[str, Any]:
+    """The case for results.json: per-window series only where ``keep`` and for :data:`SERIES_POLICIES`."""
+    series = ("windows", "fid_per_window")
+    return {**case, "policies": {n: {k: v for k, v in r.items() if k not in series or (keep and n in SERIES_POLICIES)}
+                                 for n, r in case["policies"].items()}}
 
 
 def _cell(case: dict[str, Any], name: str) -> str:
@@ -25,7 +33,8 @@ def hybrid_experiment(out: Path, cfg: HybridConfig, command: str) -> dict[str, A
     h = load_hadis(latency_factor=cfg.latency_factor)
     cases = {name: run_trace(cfg, h, name) for name in cfg.traces}
     doc = report.provenance(command, {**dataclasses.asdict(cfg), "ours": OURS})
-    doc["cases"] = cases
+    doc["cases"] = {name: _without_series(case, keep=name == cfg.traces[-1]) for name, case in cases.items()}
+    doc["series_kept_for"] = f"{cfg.traces[-1]}: {', '.join(SERIES_POLICIES)} (timeseries.png)"
     report.write_json(out / "results.json", doc)
     rows, pair_rows = [], []
     for name, case in cases.items():
