@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from orchestrator.control import ControlConfig, ControlLoop, DemandEstimator
 from planner import Instance, make_policy
-from planner.hadis import HadisData, load_hadis
+from planner.hadis import HadisData
 
-from . import report
 from .engine import DROPPED, SERVED_HEAVY, SERVED_LIGHT, SimConfig, SimResult, simulate
 from .metrics import summarize
 from .trace import Trace, load_trace
