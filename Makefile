@@ -96,13 +96,16 @@ calibrate: export
 bench-cascade: setup
 	$(PY) -m benchmarks.cascade $(BENCH_CASCADE_ARGS)
 
-## bench-sim  simulator: the paper's comparison, all MAF traces, the 1,024-GPU scale run, the load sweep, sim vs the live run -> benchmarks/results/sim/
+## bench-sim  simulator: the paper's comparison, all MAF traces, the 1,024-GPU scale run, the load sweep, sim vs the live run, the HADIS hybrid-routing comparison -> benchmarks/results/sim/
 bench-sim: setup
 	$(PY) -m benchmarks.sim --out benchmarks/results/sim
+	$(PY) -m benchmarks.sim --only hybrid --out benchmarks/results/sim
+	$(PY) -m benchmarks.sim --only hybrid --latency-factor 0.1 --out benchmarks/results/sim
 
-## bench-planner  planner solve time p50/p95 at 16-1,024 GPUs, 2 and 4 variants -> benchmarks/results/planner/
+## bench-planner  planner solve time p50/p95 at 16-1,024 GPUs, 2 and 4 variants, and with the prompt router (HADIS data) -> benchmarks/results/planner/
 bench-planner: setup
 	$(PY) benchmarks/bench_planner.py
+	$(PY) benchmarks/bench_planner.py --hybrid --gpus 16 1024
 
 ## demo       setup, export $(CASCADE) if needed, serve it, send easy + hard prompts -> runs/demo/ (server always stopped)
 demo: export

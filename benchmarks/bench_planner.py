@@ -407,10 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline is not None:
         return run_baseline(args, argv)
     if args.hybrid:
-        from benchmarks import bench_planner_hybrid as hybrid  # noqa: PLC0415
-        print(hybrid.table(hybrid.run_cells(args.gpus, args.windows, args.seed, window_draws, pct,
-                                            args.out or OUT_DIR / "hybrid_solve_time.json")))
-        return 0
+        from benchmarks.bench_planner_hybrid import main as hybrid_main  # noqa: PLC0415
+        return hybrid_main(args, window_draws, pct, args.out or OUT_DIR / "hybrid_solve_time.json")
     if args.decisions:
         OUT_DIR.mkdir(parents=True, exist_ok=True)
         rows = decisions()

@@ -92,3 +92,10 @@ def table(rows: list[dict]) -> str:
                    f"{r['wall_ms_p95']:.1f} | {r['wall_ms_max']:.1f} | {r['cpu_ms_p50']:.1f} | {r['cpu_ms_p95']:.1f} | "
                    f"{r['cpu_p50_ratio_vs_quality']:.2f} | {r['mean_expected_fid']:.2f} | {routing} | {st} |")
     return "\n".join(out)
+
+
+def main(args, window_draws, pct, out: Path) -> int:
+    """``bench_planner.py --hybrid``: the table on stdout, the JSON at ``out``."""
+    print(table(run_cells(args.gpus, args.windows, args.seed, window_draws, pct, out)))
+    print(f"\nload average (1/5/15 min) after {os.getloadavg()}; {os.cpu_count()} CPUs; JSON: {out}")
+    return 0

@@ -16,7 +16,7 @@ import math
 import time
 from typing import Mapping, Protocol
 
-from planner.types import Allocation, DeferralCurve, Instance, ModelProfile, Plan, QualityCurve
+from planner.types import Allocation, DeferralCurve, HybridSurface, Instance, ModelProfile, Plan, QualityCurve
 
 
 class Policy(Protocol):
@@ -107,7 +107,8 @@ class DemandEstimator:
 
 @dataclasses.dataclass(frozen=True)
 class ControlConfig:
-    """Everything the planner instance needs besides the demand: the cascade and the cluster."""
+    """Everything the planner instance needs besides the demand: the cascade and the cluster
+    (with several variants, the other pairs' curves and the hybrid surfaces: see :class:`Instance`)."""
 
     models: tuple[ModelProfile, ...]
     slo_ms: float
@@ -115,6 +116,8 @@ class ControlConfig:
     deferral: DeferralCurve
     quality: QualityCurve
     window_s: float = 5.0
+    pair_curves: Mapping[tuple[str, str], tuple[DeferralCurve, QualityCurve]] = dataclasses.field(default_factory=dict)
+    hybrid_surfaces: Mapping[tuple[str, str], HybridSurface] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.models) < 2:
@@ -180,6 +183,8 @@ def build_instance(config: ControlConfig, demand_qps: float, observation: Observ
         queue_delay_ms={} if observation is None else dict(observation.queue_delay_ms),
         queue_length={} if observation is None else dict(observation.queue_length),
         model_arrival_qps={} if observation is None else dict(observation.model_arrival_qps),
+        pair_curves=config.pair_curves,
+        hybrid_surfaces=config.hybrid_surfaces,
     )
 
 

@@ -4,6 +4,7 @@ trace sweep, scale run, load sweep, and the simulator against the committed live
     .venv/bin/python -m benchmarks.sim --out benchmarks/results/sim               # everything (make bench-sim)
     .venv/bin/python -m benchmarks.sim --only paper --trace maf_4to32qps          # one part
     .venv/bin/python -m benchmarks.sim --only paper --cascade profiles/tiny --workers 2 --trace maf_2to16qps
+    .venv/bin/python -m benchmarks.sim --only hybrid                              # HADIS data, 4 variants, router
 
 ``--cascade`` takes a directory with a ``cascade.json`` manifest or a ``profiles/<cascade>/``
 directory (docs/simulator.md says how to describe a new cascade).
@@ -21,7 +22,7 @@ from benchmarks.sim.load import LOAD_FACTORS, load_sweep
 from benchmarks.sim.paper import PAPER_WORKERS, paper_comparison, scale_run, trace_sweep
 from benchmarks.sim.trace import PROMPT_ID_MODES
 
-PARTS = ("paper", "sweep", "scale", "load", "live")
+PARTS = ("paper", "sweep", "scale", "load", "live", "hybrid")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,7 +65,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
 
 def run_parts(args: argparse.Namespace, base: RunConfig, command: str) -> None:
     policies = [p for p in args.policies.split(",") if p]
-    parts = args.only or list(PARTS)
+    parts = args.only or [p for p in PARTS if p != "hybrid"]  # hybrid: its own data and setting, asked by name
     if "paper" in parts:
         paper_comparison(args.out / "paper", base, policies, command)
         print((args.out / "paper" / "table.md").read_text())
@@ -82,6 +83,10 @@ def run_parts(args: argparse.Namespace, base: RunConfig, command: str) -> None:
 
         live_vs_sim(args.out, args.live_run, base, command)
         print((args.out / "live_vs_sim.md").read_text())
+    if "hybrid" in parts:
+        from benchmarks.sim.hybrid_report import run_hybrid  # noqa: PLC0415
+
+        run_hybrid(args.out, args.seed, args.window_s, args.model_load_s, args.overprovision, args.latency_factor, command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,8 @@ IDLE, BUSY, LOADING = 0, 1, 2
 
 
 class Cluster:
-    """``num_workers`` GPUs serving the models ``names`` (light, heavy).
+    """``num_workers`` GPUs serving the models ``names`` (light, heavy; or every variant a plan
+    may choose a pair from: a GPU's model is an index into ``names``).
 
     ``start_load(w, now)`` is called when GPU w starts loading (the simulator schedules its end).
     """
@@ -32,7 +33,7 @@ class Cluster:
         self.state = [IDLE] * num_workers
         self.pending: list[int | None] = [None] * num_workers
         self.gen = [0] * num_workers  # bumped when a load is started or abandoned
-        self.idle: tuple[list[int], list[int]] = ([], [])
+        self.idle: tuple[list[int], ...] = tuple([] for _ in self.names)
 
     def __len__(self) -> int:
         return len(self.model)
@@ -42,10 +43,10 @@ class Cluster:
         p = self.pending[w]
         return self.model[w] if p is None else p
 
-    def counts(self) -> tuple[int, int]:
-        """GPUs per model (light, heavy), counting pending moves and loads."""
+    def counts(self) -> tuple[int, ...]:
+        """GPUs per model (in ``names`` order), counting pending moves and loads."""
         eff = [self.effective(w) for w in range(len(self.model))]
-        return eff.count(LIGHT), eff.count(HEAVY)
+        return tuple(eff.count(m) for m in range(len(self.names)))
 
     def placement(self) -> Placement:
         """The current placement in the live orchestrator's terms (slot = GPU index)."""

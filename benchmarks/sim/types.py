@@ -54,6 +54,9 @@ class WindowRecord:
     reason: str
     planner_wall_ms: float
     planner_cpu_ms: float = 0.0
+    router_share: float = 0.0
+    light_model: str = ""
+    heavy_model: str = ""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -64,6 +67,9 @@ class SimResult:
     ``outcome`` holds PENDING / SERVED_LIGHT / SERVED_HEAVY / DROPPED codes.
     ``loop_wall_s`` / ``loop_cpu_s`` are the wall / process CPU time of the event loop without
     the planner calls; ``planner_wall_s`` / ``planner_cpu_s`` those of the planner calls.
+    ``light_model`` / ``heavy_model``: per query, the index into ``model_names`` of the pair it
+    was admitted under (meaningless for a query shed on arrival); ``routed``: sent straight to
+    heavy, skipping light and the discriminator (prompt router, or heavy-only routing).
     """
 
     arrival_ms: np.ndarray
@@ -77,3 +83,7 @@ class SimResult:
     planner_wall_s: float
     loop_cpu_s: float = 0.0
     planner_cpu_s: float = 0.0
+    model_names: tuple[str, ...] = ()
+    light_model: np.ndarray | None = None
+    heavy_model: np.ndarray | None = None
+    routed: np.ndarray | None = None

@@ -11,10 +11,10 @@ class WindowStats:
 
     __slots__ = ("drops", "dispatched", "arrived")
 
-    def __init__(self) -> None:
+    def __init__(self, models: int = 2) -> None:
         self.drops = 0
-        self.dispatched: tuple[list, list] = ([], [])  # (dispatch time, query ids) per model
-        self.arrived = [0, 0]  # queries that entered each model's queue
+        self.dispatched: tuple[list, ...] = tuple([] for _ in range(models))  # (dispatch time, query ids) per model
+        self.arrived = [0] * models  # queries that entered each model's queue
 
     def queue_windows(self, names: Sequence[str], enq: Sequence[np.ndarray], waiting_end: Sequence[int]) -> dict:
         """Per model the :class:`orchestrator.observe.QueueWindow` the live loop measures: queries that
