@@ -23,13 +23,13 @@ REQUEST_COLOUR = "#dbe9f6"
 CONTROL_COLOUR = "#fde9d0"
 STATE_COLOUR = "#e4f2dc"
 BOX_W, BOX_H = 2.1, 1.05
-TRITON_BAND = (2.9, 5.2, 11.9, 2.3)  # x, y, width, height
+TRITON_BAND = (2.9, 5.2, 11.9, 2.75)  # x, y, width, height
 ORCHESTRATOR_BAND = (0.1, 0.15, 11.45, 3.75)
 
 # name -> (x centre, y centre, title, detail, colour)
 BOXES = {
     "client": (1.3, 6.3, "client", "client/\nCascadeClient", REQUEST_COLOUR),
-    "cascade": (4.35, 6.3, "cascade (BLS)", "serving/triton/\ncascade_model.py", REQUEST_COLOUR),
+    "cascade": (4.35, 6.3, "cascade (BLS)", "router score first\ncascade_model.py", REQUEST_COLOUR),
     "light": (7.4, 6.3, "light", "few steps\nstage_model.py", REQUEST_COLOUR),
     "discriminator": (10.45, 6.3, "discriminator", "confidence\n= P(real)", REQUEST_COLOUR),
     "heavy": (13.5, 6.3, "heavy", "many steps\nstage_model.py", REQUEST_COLOUR),
@@ -43,7 +43,7 @@ BOXES = {
 # (from, to, label); boxes side by side, left to right. Request arrows solid, control dashed.
 REQUEST_ARROWS = [
     ("client", "cascade", "PROMPT, SEED"),
-    ("cascade", "light", "every query"),
+    ("cascade", "light", "the other queries"),
     ("light", "discriminator", "light image"),
     ("discriminator", "heavy", "confidence < t"),
 ]
@@ -104,7 +104,7 @@ def draw_bands(ax) -> None:
 def draw(out: Path) -> None:
     fig, ax = plt.subplots(figsize=(16, 8.3))
     ax.set_xlim(0, 16.1)
-    ax.set_ylim(-0.1, 8.3)
+    ax.set_ylim(-0.1, 8.5)
     ax.axis("off")
     draw_bands(ax)
     for name in BOXES:
@@ -113,6 +113,11 @@ def draw(out: Path) -> None:
         (x0, y0), (x1, y1) = box_edge(src, "right"), box_edge(dst, "left")
         arrow(ax, [(x0, y0 + 0.15), (x1, y1 + 0.15)])
         label(ax, (x0 + x1) / 2, y0 + 0.75, text)
+    # the prompt router: a prompt scored at or above the router threshold skips light and the discriminator
+    top = BOXES["cascade"][1] + BOX_H / 2
+    arrow(ax, [(BOXES["cascade"][0], top), (BOXES["cascade"][0], top + 0.45), (BOXES["heavy"][0], top + 0.45),
+               (BOXES["heavy"][0], top)])
+    label(ax, 8.9, top + 0.55, "router score >= router threshold: straight to heavy (router model, serving/router.py)")
     # the answer goes back from the cascade to the client
     (x0, y0), (x1, y1) = box_edge("cascade", "left"), box_edge("client", "right")
     arrow(ax, [(x0, y0 - 0.2), (x1, y1 - 0.2)])
@@ -133,7 +138,7 @@ def draw(out: Path) -> None:
     label(ax, 12.5, 3.6, "instances of light, heavy,\ndiscriminator:\nload_model(config),\nno reload", ha="left")
     cx, cy = box_edge("control", "right")
     arrow(ax, [(cx, cy), (14.6, cy), (14.6, band_bottom)], dashed=True)
-    label(ax, 14.7, 2.1, "threshold, routing,\nbatch sizes: every\nmodel re-reads it\n(mtime, 100 ms)", ha="left")
+    label(ax, 14.7, 2.1, "threshold, router\nthreshold, routing,\nbatch sizes, instances:\nevery model re-reads\nit (100 ms)", ha="left")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     # no timestamp in the file, so an unchanged picture gives an unchanged PNG
