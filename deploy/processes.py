@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from orchestrator.server import stop_process_group
+
 
 def _die_with_parent() -> None:
     import ctypes  # noqa: PLC0415
@@ -52,18 +54,7 @@ class Child:
             os.kill(self.process.pid, sig)
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        p = self.process
-        if p is None or p.poll() is not None:
-            return
-        try:
-            os.killpg(p.pid, signal.SIGCONT)  # a stopped child cannot act on SIGTERM
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.process, timeout_s, resume=True)  # resume: a test may have frozen it
 
     def log_tail(self, n_chars: int = 2000) -> str:
         return self.log_path.read_bytes()[-n_chars:].decode(errors="replace") if self.log_path.exists() else ""

@@ -56,7 +56,8 @@ def _float(path: Path, what: str, raw: object) -> float:
         raise ValueError(f"{path}: {what} = {raw!r}; expected a number") from None
 
 
-def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header that has the ``required`` columns (ValueError naming the file)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
@@ -80,7 +81,7 @@ def load_paper_profiles(
     (``avg_runtime``, ``50th_pct``, ``90th_pct``, ``95th_pct``; identical in the published file).
     """
     path = Path(path) if path is not None else ARTIFACT_DIR / PAPER_PROFILE_CSV
-    rows = _read_csv(path, ("Model", "Accel", "batchsize", column))
+    rows = read_csv(path, ("Model", "Accel", "batchsize", column))
     out = []
     for rank, name in enumerate(models):
         lat: dict[int, float] = {}
@@ -98,7 +99,7 @@ def load_paper_profiles(
 def load_deferral_curve(path: str | Path | None = None) -> DeferralCurve:
     """f(t) from a CSV with columns ``t`` and ``f_t`` (the paper's and calibration's schema)."""
     path = Path(path) if path is not None else ARTIFACT_DIR / PAPER_DEFERRAL_CSV
-    rows = _read_csv(path, ("t", "f_t"))
+    rows = read_csv(path, ("t", "f_t"))
     pts = sorted((_float(path, "t", r["t"]), _float(path, "f_t", r["f_t"])) for r in rows)
     return DeferralCurve(thresholds=tuple(p[0] for p in pts), deferral_fraction=tuple(p[1] for p in pts))
 
@@ -148,7 +149,7 @@ def load_confidences(path: str | Path | None = None) -> Confidences:
         header = next(csv.reader(fh), [])
     if len(header) != 3 or header[0] != "content_id":
         raise ValueError(f"{path}: header {header}; expected content_id,<light>,<heavy>")
-    rows = _read_csv(path, tuple(header))
+    rows = read_csv(path, tuple(header))
     ids = np.array([int(_float(path, "content_id", r[header[0]])) for r in rows], dtype=np.int64)
     light = np.array([_float(path, header[1], r[header[1]]) for r in rows], dtype=np.float64)
     heavy = np.array([_float(path, header[2], r[header[2]]) for r in rows], dtype=np.float64)
@@ -266,7 +267,7 @@ def load_prompt_confidences(path: str | Path, meaning: str, column: str | None =
         with path.open(newline="") as fh:
             header = next(csv.reader(fh), [])
         column = column or (header[1] if len(header) > 1 else "")
-        rows = _read_csv(path, ("content_id", column))
+        rows = read_csv(path, ("content_id", column))
         ids = np.array([int(_float(path, "content_id", r["content_id"])) for r in rows], dtype=np.int64)
         values = np.array([_float(path, column, r[column]) for r in rows], dtype=np.float64)
         what = f"{path.name} column {column!r}"

@@ -17,7 +17,6 @@ hybrid surfaces of their six pairs, per-pair f(t) and cascade curves, and the pr
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
+from planner.data import read_csv
 from planner.types import DeferralCurve, HybridSurface, ModelProfile, QualityCurve, RouterCurve
 
 HADIS_DIR = Path(os.environ.get("HADIS_ARTIFACT", Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "hadis"))
@@ -46,20 +46,9 @@ def hadis_profile(name: str, base_ms: float, rank: int, latency_factor: float = 
     return ModelProfile(name, {b: base if b == 1 else base * b * 0.9 for b in BATCH_SIZES}, rank)
 
 
-def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; header is {reader.fieldnames}")
-        return list(reader)
-
-
 def router_scores(path: Path) -> np.ndarray:
     """float64 (prompts,): the artifact's linear router score of each prompt (row i = prompt id i)."""
-    rows = _read_rows(path, FEATURES)
+    rows = read_csv(path, FEATURES)
     try:
         x = np.array([[float(r[f]) for f in FEATURES] for r in rows], dtype=np.float64)
     except ValueError as exc:
@@ -136,7 +125,7 @@ def load_surfaces(path: Path, confidence: Mapping[str, np.ndarray], scores: np.n
                   ) -> tuple[dict[Pair, HybridSurface], RouterCurve]:
     """Every pair's 11 x 11 surface (thresholds calibrated, :func:`disc_thresholds`) and the router curve."""
     by_pair: dict[Pair, dict[tuple[float, float], float]] = {}
-    for row in _read_rows(path, ("light_model", "heavy_model", "router_ratio", "disc_ratio", "fid")):
+    for row in read_csv(path, ("light_model", "heavy_model", "router_ratio", "disc_ratio", "fid")):
         by_pair.setdefault(_pair_of(path, row), {})[(round(float(row["router_ratio"]), 6),
                                                      round(float(row["disc_ratio"]), 6))] = float(row["fid"])
     surfaces, curve = {}, None
@@ -167,7 +156,7 @@ def load_cascade_curves(path: Path, confidence: Mapping[str, np.ndarray]) -> dic
     """Per pair: f(t) of the light model's confidences (:func:`quantile_deferral`) and FID vs
     light share without a router (``quality_cascade_4models.csv``, interpolated between its points)."""
     points: dict[Pair, list[tuple[float, float]]] = {}
-    for row in _read_rows(path, ("light_model", "heavy_model", "threshold", "fid")):
+    for row in read_csv(path, ("light_model", "heavy_model", "threshold", "fid")):
         points.setdefault(_pair_of(path, row), []).append((1.0 - float(row["threshold"]), float(row["fid"])))
     out = {}
     for pair, pts in points.items():

@@ -123,17 +123,7 @@ def parse_control(obj: Any, base: ControlState | None = None) -> ControlState:
             raise ValueError(f"control file: router_threshold={v!r}; expected a finite number or null (no router)")
         kw["router_threshold"] = None if v is None else float(v)
     if "batch_size" in obj:
-        bs = obj["batch_size"]
-        if not isinstance(bs, dict):
-            raise ValueError(f"control file: batch_size={bs!r}; expected an object {{stage: int}}")
-        clean: dict[str, int] = {}
-        for stage, size in bs.items():
-            if stage not in STAGES:
-                raise ValueError(f"control file: batch_size has stage {stage!r}; expected one of {list(STAGES)}")
-            if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BATCH_SIZE:
-                raise ValueError(f"control file: batch_size[{stage!r}]={size!r}; expected an integer in [1, {MAX_BATCH_SIZE}]")
-            clean[stage] = size
-        kw["batch_size"] = MappingProxyType(clean)
+        kw["batch_size"] = MappingProxyType(_stage_counts(obj["batch_size"], "batch_size", 1, MAX_BATCH_SIZE))
     if "instances" in obj:
         kw["instances"] = MappingProxyType(_stage_counts(obj["instances"], "instances", 0, 1 << 20))
     return dataclasses.replace(base, **kw)
