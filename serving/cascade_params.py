@@ -46,14 +46,13 @@ def cascade_yaml_slo_ms(stage_params: Mapping[str, str], project_root: str | Pat
     ref = stage_params.get("cascade_config", "")
     if not ref:
         return None
+    from serving.config import load_cascade  # noqa: PLC0415 - the one parser of cascade YAMLs
+
     path = resolve_control_path(ref, project_root)  # same rule: relative to the project root
     try:
-        import yaml  # noqa: PLC0415
-
-        v = yaml.safe_load(path.read_text()).get("slo_ms")
-    except (OSError, AttributeError, ValueError):
+        return load_cascade(path).slo_ms
+    except (OSError, ValueError):  # ConfigError included: a broken YAML is the stage models' error to report
         return None
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
 
 
 def parse_config(model_config: Mapping[str, Any], project_root: str | Path | None = None,
