@@ -193,7 +193,10 @@ def test_metrics_register_families_with_model_labels():
 def test_empty_control_file_and_slo_follow_the_light_stage_and_its_cascade_yaml(tmp_path):
     from serving.triton.cascade_model import cascade_yaml_slo_ms, pbtxt_parameters  # noqa: PLC0415
 
-    (tmp_path / "c.yaml").write_text("name: x\nslo_ms: 2500\n")
+    from export.testing import GOOD_TINY_YAML  # noqa: PLC0415 - a whole, valid cascade config
+
+    assert "slo_ms: 5000" in GOOD_TINY_YAML
+    (tmp_path / "c.yaml").write_text(GOOD_TINY_YAML.replace("slo_ms: 5000", "slo_ms: 2500"))
     light_pbtxt = ('parameters [\n  { key: "stage" value: { string_value: "light" } },\n'
                    '  { key: "cascade_config" value: { string_value: "c.yaml" } },\n'
                    '  { key: "control_file" value: { string_value: "runs/control/x.json" } }\n]\n')
