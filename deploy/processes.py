@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from orchestrator.server import stop_process_group
+from orchestrator.processes import stop_process_group
 
 
 def _die_with_parent() -> None:

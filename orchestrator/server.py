@@ -19,7 +19,6 @@ CLI (used by ``make serve`` / ``make stop``)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import signal
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from orchestrator.processes import stop_process_group
 from orchestrator.server_state import read_state, server_running, server_state, shm_record_file, state_file, write_state
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -358,35 +358,6 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by another user
         return True
     return True
-
-
-def stop_process_group(p: subprocess.Popen | None, timeout_s: float, resume: bool = False) -> None:
-    """SIGTERM the process group ``p`` leads (``p`` and its children, e.g. tritonserver's Python
-    stubs), then SIGKILL the group if ``p`` has not exited after ``timeout_s``. Also when ``p``
-    itself already died: a SIGKILLed tritonserver leaves its stubs running in its group, and they
-    get a second to exit before SIGKILL. ``resume``: SIGCONT first (a stopped process cannot act
-    on SIGTERM)."""
-    if p is None:
-        return
-    leader_alive = p.poll() is None
-    try:
-        if resume:
-            os.killpg(p.pid, signal.SIGCONT)
-        os.killpg(p.pid, signal.SIGTERM)
-    except ProcessLookupError:  # nothing of the group is left
-        return
-    if leader_alive:
-        try:
-            p.wait(timeout=timeout_s)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    else:
-        time.sleep(min(timeout_s, 1.0))
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(p.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        p.wait(timeout=10)
 
 
 def terminate(pid: int, timeout_s: float, process_group: bool = False) -> None:
