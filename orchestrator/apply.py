@@ -173,7 +173,11 @@ class Cluster:
             out["wall_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
             return out
 
-        jobs = [lambda m=m: always(m) for m in always_up if m]
+        try:  # an always-up model the repository does not have (e.g. no router) is not loaded
+            index = node.repository_index()
+        except DiffServeError:
+            index = None
+        jobs = [lambda m=m: always(m) for m in always_up if m and (index is None or m in index)]
         jobs += [lambda m=m, s=s: {**self.change(node, m, s, now, follow=False), "op": "set_instances"}
                  for m, s in slots.items() if m in self.models and s]
         with ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
