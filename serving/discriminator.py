@@ -6,13 +6,12 @@ to ``image_size_px`` first.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from serving.engines import Engine, open_engine
-from serving.stage import FORMAT_VERSION, StageSpecError, StaleArtifacts
+from serving.stage import read_stage_json
 
 
 class Discriminator:
@@ -51,15 +50,7 @@ def load_discriminator(artifact_dir: str | Path, backend: str = "auto", threads:
                        expected_hash: str | None = None, device_id: int | None = None) -> Discriminator:
     """Load ``<artifact_dir>/discriminator.onnx`` (+ ``stage.json``); see :func:`serving.load_stage`."""
     artifact_dir = Path(artifact_dir)
-    path = artifact_dir / "stage.json"
-    if not path.exists():
-        raise StageSpecError(f"{path} does not exist; run `make export` first")
-    obj = json.loads(path.read_text())
-    if obj.get("format_version") != FORMAT_VERSION or obj.get("kind") != "discriminator":
-        raise StageSpecError(f"{path}: not a format-{FORMAT_VERSION} discriminator stage; re-run `make export`")
-    if expected_hash is not None and obj.get("config_hash") != expected_hash:
-        raise StaleArtifacts(f"{path} was exported from config hash {obj.get('config_hash')!r}, the config now hashes "
-                             f"to {expected_hash!r}; re-run `make export`")
+    obj = read_stage_json(artifact_dir, expected_hash, kind="discriminator")
     comp = obj["components"]["discriminator"]
     engine = open_engine({"name": "discriminator", **comp}, artifact_dir, backend, threads, device_id)
     return Discriminator(engine, obj["image_size_px"], obj.get("config_hash", ""))

@@ -117,16 +117,7 @@ def load_router_stage(artifact_dir: str | Path, expected_hash: str | None = None
 
     ``expected_hash``: the cascade config's hash; another hash in ``stage.json`` raises StaleArtifacts.
     """
-    from serving.stage import FORMAT_VERSION, StageSpecError, StaleArtifacts  # noqa: PLC0415
+    from serving.stage import read_stage_json  # noqa: PLC0415
 
-    path = Path(artifact_dir) / "stage.json"
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise StageSpecError(f"{path}: cannot read ({exc}); run `make export` first") from exc
-    if obj.get("format_version") != FORMAT_VERSION or obj.get("kind") != "router":
-        raise StageSpecError(f"{path}: not a format-{FORMAT_VERSION} router stage; re-run `make export`")
-    if expected_hash is not None and obj.get("config_hash") != expected_hash:
-        raise StaleArtifacts(f"{path} was exported from config hash {obj.get('config_hash')!r}, the cascade config "
-                             f"now hashes to {expected_hash!r}: re-run `make export`")
+    read_stage_json(artifact_dir, expected_hash, kind="router")
     return load_router(artifact_dir)

@@ -71,12 +71,10 @@ def _require(obj: Mapping[str, Any], key: str, where: Path):
     return obj[key]
 
 
-def read_stage_spec(artifact_dir: str | Path, expected_hash: str | None = None) -> StageSpec:
-    """Parse ``<artifact_dir>/stage.json``.
-
-    ``expected_hash``: the hash of the cascade config being served; a different hash in the
-    file raises :class:`StaleArtifacts` (the config changed since the export).
-    """
+def read_stage_json(artifact_dir: str | Path, expected_hash: str | None = None, kind: str | None = None) -> dict:
+    """``<artifact_dir>/stage.json`` as a dict, after the checks every exported stage shares: it
+    exists, is JSON of this format version, is of ``kind`` (when given), and was exported from the
+    cascade config hashing to ``expected_hash`` (when given; else :class:`StaleArtifacts`)."""
     path = Path(artifact_dir) / "stage.json"
     if not path.exists():
         raise StageSpecError(f"{path} does not exist; run `make export` (CASCADE=<config>) first")
@@ -84,13 +82,27 @@ def read_stage_spec(artifact_dir: str | Path, expected_hash: str | None = None) 
         obj = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise StageSpecError(f"{path}: not valid JSON ({exc}); re-run `make export`") from exc
-    version = obj.get("format_version")
+    version = obj.get("format_version") if isinstance(obj, dict) else None
     if version != FORMAT_VERSION:
         raise StageSpecError(f"{path}: format_version {version!r}, expected {FORMAT_VERSION}; re-run `make export`")
+    if kind is not None and obj.get("kind") != kind:
+        raise StageSpecError(f"{path}: kind {obj.get('kind')!r}; expected a format-{FORMAT_VERSION} {kind} stage; "
+                             "re-run `make export`")
     if expected_hash is not None and obj.get("config_hash") != expected_hash:
         raise StaleArtifacts(
             f"{path} was exported from cascade config hash {obj.get('config_hash')!r} but the config now hashes to "
             f"{expected_hash!r}: the config changed since the export; re-run `make export`")
+    return obj
+
+
+def read_stage_spec(artifact_dir: str | Path, expected_hash: str | None = None) -> StageSpec:
+    """Parse ``<artifact_dir>/stage.json``.
+
+    ``expected_hash``: the hash of the cascade config being served; a different hash in the
+    file raises :class:`StaleArtifacts` (the config changed since the export).
+    """
+    obj = read_stage_json(artifact_dir, expected_hash)
+    path = Path(artifact_dir) / "stage.json"
     kind = _require(obj, "kind", path)
     if kind not in KINDS:
         raise StageSpecError(f"{path}: kind {kind!r}; expected one of {KINDS}")
