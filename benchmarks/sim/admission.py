@@ -63,15 +63,15 @@ class AdmissionControl:
         """Whether one query on ``route`` is admitted with ``ahead`` queries in front of it."""
         return routing.admit_batch([(route, 1, self.slo_ms)], ahead, self.est, self.drop_factor)[0].admitted
 
-    def admitted_count(self, route: str, ahead: dict[str, float], stage: str, step: float, n: int) -> int:
+    def admitted_count(self, route: str, ahead: dict[str, float], stage: str, n: int) -> int:
         """How many of ``n`` queries arriving back to back on ``route`` are admitted, when each
-        admitted one adds ``step`` to ``ahead[stage]`` (nothing else changes between them).
+        admitted one adds one query to ``ahead[stage]`` (nothing else changes between them).
 
         The prediction grows with the queries ahead, so the admitted ones are a prefix: once one
         is shed, every later one sees the same state and is shed too. Binary search over it.
         """
         def ok(k: int) -> bool:
-            return self.admits(route, {**ahead, stage: ahead.get(stage, 0.0) + k * step})
+            return self.admits(route, {**ahead, stage: ahead.get(stage, 0.0) + k})
 
         if n <= 0 or not ok(0):
             return 0

@@ -337,7 +337,7 @@ class Simulator:
         their own queueing changes between them): admit the prefix the live rule admits."""
         route = self.control.routing  # not "random" nor the router: those take queries one by one
         role = HEAVY if route == "heavy" else LIGHT
-        k = self.admission.admitted_count(route, self._ahead(), STAGES[role], 1.0, p1 - p0)
+        k = self.admission.admitted_count(route, self._ahead(), STAGES[role], p1 - p0)
         if k < p1 - p0:
             self._drop(np.arange(p0 + k, p1), self.arr[p0 + k:p1])  # each answered at its arrival
         if k:

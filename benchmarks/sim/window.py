@@ -1,7 +1,7 @@
 """What the simulator counts during one control window, for the control loop's Observation."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -30,19 +30,4 @@ class WindowStats:
                 wait_ms += float(len(c) * t - enq[m][c].sum())
             out[name] = QueueWindow(arrived=float(self.arrived[m]), started=float(started), wait_s=wait_ms / 1000.0,
                                     waiting_end=float(waiting_end[m]))
-        return out
-
-    def queue_delay_ms(self, names: Sequence[str], enq: Sequence[np.ndarray]) -> dict[str, float]:
-        """Mean queueing delay (ms) per model of the queries dispatched in the window; a model
-        that started nothing is absent (as the live loop reports it from Triton's statistics)."""
-        out = {}
-        for m, name in enumerate(names):
-            ids: list[int] = []
-            ts: list[float] = []
-            for t, chunk in self.dispatched[m]:
-                c: Any = chunk if type(chunk) is list else chunk.tolist()
-                ids.extend(c)
-                ts.extend([t] * len(c))
-            if ids:
-                out[name] = float(np.mean(np.array(ts) - enq[m][np.array(ids, dtype=np.int64)]))
         return out
