@@ -21,6 +21,7 @@ from planner import DeferralCurve, HybridSurface, Instance, ModelProfile, Qualit
 from planner import queueing
 from planner.hadis import load_hadis, routed_mask
 from planner.types import Allocation
+from tests.planner_support import assert_plan_matches_brute_force
 
 LEVELS = (0.6, 0.9)
 
@@ -117,14 +118,7 @@ def test_hybrid_matches_brute_force(seed):
                                                             batch_size={}))
     best = brute_force(inst, gamma)
     plan = make_policy("hybrid", utilization_levels=LEVELS, switch_cost_fid=gamma).plan(inst)
-    if best is None:
-        assert plan.status == "FALLBACK"
-        return
-    assert plan.status == "OPTIMAL"
-    cur = inst.current.workers if inst.current else {}
-    loads = sum(max(0, x - cur.get(m, 0)) for m, x in plan.workers.items())
-    assert plan.expected_fid + gamma * loads / inst.num_workers == pytest.approx(best, abs=1e-9)
-    assert sum(plan.workers.values()) <= inst.num_workers and plan.slack_ms >= -1e-6
+    assert_plan_matches_brute_force(plan, inst, best, gamma)
 
 
 def test_the_brute_force_comparison_includes_routed_plans():

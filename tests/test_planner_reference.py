@@ -16,6 +16,7 @@ import pytest
 from planner import DeferralCurve, Instance, ModelProfile, QualityCurve, data, make_policy
 from planner import queueing
 from planner.types import Allocation
+from tests.planner_support import assert_plan_matches_brute_force
 
 
 def _stage(prof, b, rho, lam, x, quality_model):
@@ -114,15 +115,9 @@ def test_quality_matches_brute_force_with_pairs_and_hysteresis(seed):
         inst = Instance(**{**inst.__dict__, "current": Allocation(workers=cur, batch_size={})})
     best = brute_force(inst, quality_model=True, levels=levels, gamma=gamma)
     plan = make_policy("quality", utilization_levels=levels, switch_cost_fid=gamma).plan(inst)
-    if best is None:
-        assert plan.status == "FALLBACK"
-        return
-    assert plan.status == "OPTIMAL"
-    cur = inst.current.workers if inst.current else {}
-    loads = sum(max(0, x - cur.get(m, 0)) for m, x in plan.workers.items())
-    assert plan.expected_fid + gamma * loads / inst.num_workers == pytest.approx(best, abs=1e-9)
-    assert sum(plan.workers.values()) <= inst.num_workers
-    assert plan.slack_ms >= -1e-6 and sum(plan.stage_latency_ms.values()) <= inst.slo_ms + 1e-6
+    assert_plan_matches_brute_force(plan, inst, best, gamma)
+    if best is not None:
+        assert sum(plan.stage_latency_ms.values()) <= inst.slo_ms + 1e-6
 
 
 def test_mdc_estimate_is_close_to_a_simulated_mdc_queue():
