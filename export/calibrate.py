@@ -10,7 +10,10 @@ heavy through the serving runtime, and the discriminator scores both images. The
   schema): with query-aware routing (the lowest-confidence queries go to heavy first), the FID of
   the mixed responses vs real images, per share served by light, scored by the config's
   ``calibration.quality`` plug-in (the tiny cascade's: ``zoo.calibration:judge_fid``, the judge's
-  in-domain FID); without one the quality curve is skipped with a message saying why.
+  in-domain FID); without one the quality curve is skipped with a message saying why;
+- with a prompt router in the repository (``<repo>/router/1/artifacts``): ``router_curve.csv``
+  and ``hybrid_surface.json`` (router share x discriminator share -> quality, heavy share,
+  threshold), see :mod:`export.hybrid_calibration`.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from export import repository
+from export.hybrid_calibration import calibrate_hybrid
 from serving.config import PROJECT_ROOT, CascadeConfig, ConfigError
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
@@ -160,6 +164,13 @@ def calibrate_cascade(cascade: CascadeConfig, repo: str | Path, count: int | Non
                                  "routing": "query-aware: lowest discriminator confidence goes to heavy first",
                                  "fraction_served_by_light": list(LIGHT_FRACTIONS), "fid": fids, **meta}, indent=2))
         written.append(q)
+    router_dir = repository.artifact_dir(repo, "router")
+    if router_dir.is_dir():  # the repository has a prompt router: its curve and the 2-D hybrid surface
+        from serving.router import load_router_stage  # noqa: PLC0415
+
+        router = load_router_stage(router_dir, expected_hash=cascade.config_hash)
+        scores = _batched(router.score, prompts, batch, "calibrate: router")
+        written += calibrate_hybrid(out, light_images, heavy_images, scores, conf_light, scorer, what, meta)
     m = out / "calibration.json"
     m.write_text(json.dumps(meta, indent=2))
     return written + [m]

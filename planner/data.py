@@ -17,6 +17,7 @@ This project's own files use the same schema (docs/interfaces.md section 2):
 ``{model_name: {batch_size_as_string: ms}}`` (model order = light -> heavy) ->
 :func:`load_project_profiles`; ``profiles/<cascade>/deferral_curve.csv`` and
 ``quality_curve.json`` -> the same curve loaders; :func:`load_calibration` reads all three.
+With a prompt router, ``router_curve.csv`` and ``hybrid_surface.json`` -> :mod:`planner.hybrid_data`.
 
 :func:`load_cascade` reads either layout into one :class:`CascadeData` (profiles, f(t), quality
 curve, SLO, per-prompt confidences with their direction): a directory with a ``cascade.json``

@@ -19,35 +19,10 @@ import json
 
 import numpy as np
 
+from export.hybrid_calibration import heavy_mask, split  # one implementation, shared with make calibrate
+
 HEAVY_SHARES = np.round(np.arange(0.10, 0.9001, 0.05), 2)
 ROUTER_SHARE_STEP = 0.05
-
-
-def heavy_mask(router_score: np.ndarray, confidence: np.ndarray, router_share: float, disc_share: float) -> np.ndarray:
-    """bool (N,): True for queries served by heavy under router share r and discriminator share d.
-
-    The ``round(r N)`` highest router scores go to heavy; of the others, the ``round(d M)`` lowest
-    discriminator confidences (M = the number not routed) are deferred. Ties keep input order.
-    """
-    n = len(router_score)
-    if len(confidence) != n:
-        raise ValueError(f"{n} router scores but {len(confidence)} confidences; expected one of each per query")
-    if not (0.0 <= router_share <= 1.0 and 0.0 <= disc_share <= 1.0):
-        raise ValueError(f"router_share={router_share}, disc_share={disc_share}; expected both in [0, 1]")
-    heavy = np.zeros(n, bool)
-    routed = np.argsort(-np.asarray(router_score), kind="mergesort")[: int(round(router_share * n))]
-    heavy[routed] = True
-    rest = np.flatnonzero(~heavy)
-    deferred = rest[np.argsort(np.asarray(confidence)[rest], kind="mergesort")[: int(round(disc_share * len(rest)))]]
-    heavy[deferred] = True
-    return heavy
-
-
-def split(heavy_share: float, router_share: float) -> float:
-    """The discriminator share d that makes r + (1 - r) d = h (0 when r >= h)."""
-    if router_share >= heavy_share:
-        return 0.0
-    return (heavy_share - router_share) / (1.0 - router_share)
 
 
 def fidelity(light_ok: np.ndarray, heavy_ok: np.ndarray, heavy: np.ndarray) -> float:
