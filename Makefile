@@ -46,7 +46,7 @@ test: setup
 ## serve      start tritonserver on $(HOST) (ports HTTP_PORT/GRPC_PORT/METRICS_PORT) AND the orchestrator (POLICY, WINDOW_S, SLO of $(CASCADE)) on the exported $(CASCADE); it restarts the server if it exits; model control + statistics need the key in $(ADMIN_KEY_FILE)
 serve: setup
 	@test -d model_repository/light/1/artifacts || { echo "no exported cascade in model_repository/: run 'make export' first"; exit 1; }
-	@test -f $(PROFILE_DIR)/quality_curve.json || $(MAKE) profile calibrate CASCADE=$(CASCADE)
+	@test -f $(PROFILE_DIR)/quality_curve.json $(if $(filter hybrid,$(POLICY)),&& test -f $(PROFILE_DIR)/hybrid_surface.json) || $(MAKE) profile calibrate CASCADE=$(CASCADE)
 	@mkdir -p $(dir $(ADMIN_KEY_FILE)); test -s $(ADMIN_KEY_FILE) || (umask 077; echo "x-diffserve-admin:$$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')" > $(ADMIN_KEY_FILE))
 	DIFFSERVE_ADMIN_KEY=$$(cat $(ADMIN_KEY_FILE)) $(PY) -m orchestrator.server start --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(foreach m,$(MODELS),--load-model $(m))
 	DIFFSERVE_ADMIN_KEY=$$(cat $(ADMIN_KEY_FILE)) $(PY) -m orchestrator start --node $(HOST):$(GRPC_PORT) --metrics-url http://$(HOST):$(METRICS_PORT)/metrics --slots $(SLOTS) --cascade $(CASCADE) --profiles $(PROFILE_DIR) --policy $(POLICY) --window-s $(WINDOW_S) $(if $(SLO_MS),--slo-ms $(SLO_MS)) --server-state-dir runs/server
@@ -71,7 +71,7 @@ bench-cluster: export
 	@test -f $(PROFILE_DIR)/quality_curve.json || $(MAKE) profile calibrate CASCADE=$(CASCADE)
 	$(PY) -m benchmarks.cluster --profiles $(PROFILE_DIR) $(BENCH_CLUSTER_ARGS)
 
-## bench-live live replay of a trace against Triton + orchestrator: dynamic vs clipper-light/-heavy/static -> benchmarks/results/live/
+## bench-live live replay of a trace against Triton + orchestrator: quality, hybrid (router), diffserve vs clipper-light/-heavy/static -> benchmarks/results/live/
 bench-live: export
 	@test -f $(PROFILE_DIR)/quality_curve.json || $(MAKE) profile calibrate CASCADE=$(CASCADE)
 	$(PY) -m benchmarks.live.run --cascade $(CASCADE) $(LIVE_ARGS)
@@ -88,7 +88,7 @@ export: setup
 profile: export
 	$(PY) -m export profile --cascade $(CASCADE)
 
-## calibrate  deferral curve f(t) and quality curve from held-apart prompts -> profiles/<cascade>/
+## calibrate  deferral curve f(t) and quality curve from held-apart prompts, and with a prompt router the router curve and the 2-D hybrid surface (router share x discriminator share -> FID; POLICY=hybrid) -> profiles/<cascade>/
 calibrate: export
 	$(PY) -m export calibrate --cascade $(CASCADE)
 

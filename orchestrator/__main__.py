@@ -147,6 +147,31 @@ def build_nodes(args: argparse.Namespace) -> list[TritonNode]:
     return nodes
 
 
+def hybrid_calibration(policy: str, profiles_dir: str | Path, light: str, heavy: str) -> dict:
+    """The ``hybrid`` policy's calibration as ControlConfig fields: ``hybrid_surfaces`` for the pair
+    (light, heavy) and the ``router`` curve from ``profiles_dir`` (``make calibrate`` writes them
+    when the repository has a router). Other policies plan without a router: {}. SystemExit
+    naming the missing or bad file and ``make calibrate``."""
+    if policy != "hybrid":
+        return {}
+    from planner.hybrid_data import HYBRID_SURFACE_JSON, ROUTER_CURVE_CSV, load_hybrid_calibration  # noqa: PLC0415
+
+    d = Path(profiles_dir)
+    missing = [str(d / f) for f in (HYBRID_SURFACE_JSON, ROUTER_CURVE_CSV) if not (d / f).is_file()]
+    if missing:
+        raise SystemExit(f"--policy hybrid needs {' and '.join(missing)} (no such file); run `make calibrate` "
+                         "on a repository exported with a prompt router (`router:` in the cascade YAML, `make export`)")
+    try:
+        surface, curve = load_hybrid_calibration(d)
+    except ValueError as exc:
+        raise SystemExit(f"--policy hybrid: {exc}; re-run `make calibrate`") from None
+    return {"hybrid_surfaces": {(light, heavy): surface}, "router": curve}
+
+
+def profiles_dir_of(args: argparse.Namespace, cascade_name: str) -> str:
+    return args.profiles or str(PROFILES_ROOT / cascade_name)
+
+
 def build(args: argparse.Namespace, hooks: tuple = ()) -> Orchestrator:
     from planner import data, make_policy  # noqa: PLC0415
 
@@ -156,14 +181,15 @@ def build(args: argparse.Namespace, hooks: tuple = ()) -> Orchestrator:
     except ValueError as exc:  # ConfigError included
         raise SystemExit(str(exc)) from None
     nodes = build_nodes(args)
-    profiles_dir = args.profiles or str(PROFILES_ROOT / cascade.name)
+    profiles_dir = profiles_dir_of(args, cascade.name)
     profiles, deferral, quality = data.load_calibration(profiles_dir, resolve_device(profiles_dir, args.device))
     # The planner keys plans by profile name; the live loop keys them by Triton model name.
     models = (dataclasses.replace(profiles[0], name=args.light_model),
               dataclasses.replace(profiles[-1], name=args.heavy_model))
     total = sum(len(n.spec.slots) for n in nodes)
     control = ControlConfig(models=models, slo_ms=slo.slo_ms, num_workers=total, deferral=deferral,
-                            quality=quality, window_s=args.window_s)
+                            quality=quality, window_s=args.window_s,
+                            **hybrid_calibration(args.policy, profiles_dir, args.light_model, args.heavy_model))
     estimator = DemandEstimator(alpha=args.ewma_alpha, overprovision=args.overprovision, initial_qps=args.initial_qps)
     log_dir = Path(args.log_dir)
     cfg = LoopConfig(window_s=args.window_s, light=args.light_model, heavy=args.heavy_model, cascade=args.cascade_model,
@@ -266,6 +292,10 @@ def cmd_start(args: argparse.Namespace, argv: list[str]) -> int:
     if pid_file.exists() and pid_alive(int(pid_file.read_text())):
         print(f"orchestrator already running (pid {pid_file.read_text()}); `make stop` first")
         return 1
+    try:  # a missing calibration is said here, not only in the detached process's log
+        hybrid_calibration(args.policy, profiles_dir_of(args, load_cascade(args.cascade).name), "light", "heavy")
+    except ValueError as exc:  # ConfigError included
+        raise SystemExit(str(exc)) from None
     run_argv = ["run" if a == "start" else a for a in argv]
     out = open(log_dir / "orchestrator.out", "ab")  # noqa: SIM115 - handed to the child
     p = subprocess.Popen([sys.executable, "-m", "orchestrator", *run_argv], stdout=out, stderr=subprocess.STDOUT,

@@ -16,7 +16,7 @@ import math
 import time
 from typing import Mapping, Protocol
 
-from planner.types import Allocation, DeferralCurve, HybridSurface, Instance, ModelProfile, Plan, QualityCurve
+from planner.types import Allocation, DeferralCurve, HybridSurface, Instance, ModelProfile, Plan, QualityCurve, RouterCurve
 
 
 class Policy(Protocol):
@@ -108,7 +108,9 @@ class DemandEstimator:
 @dataclasses.dataclass(frozen=True)
 class ControlConfig:
     """Everything the planner instance needs besides the demand: the cascade and the cluster
-    (with several variants, the other pairs' curves and the hybrid surfaces: see :class:`Instance`)."""
+    (with several variants, the other pairs' curves and the hybrid surfaces: see :class:`Instance`).
+    ``router``: the calibration that turns a plan's router share into the router's score
+    threshold in the control file (None: no prompt router; the threshold stays unset)."""
 
     models: tuple[ModelProfile, ...]
     slo_ms: float
@@ -118,6 +120,7 @@ class ControlConfig:
     window_s: float = 5.0
     pair_curves: Mapping[tuple[str, str], tuple[DeferralCurve, QualityCurve]] = dataclasses.field(default_factory=dict)
     hybrid_surfaces: Mapping[tuple[str, str], HybridSurface] = dataclasses.field(default_factory=dict)
+    router: RouterCurve | None = None
 
     def __post_init__(self) -> None:
         if len(self.models) < 2:

@@ -83,7 +83,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     return {"policy": plan.policy, "workers": dict(plan.workers), "batch_size": dict(plan.batch_size),
             "threshold": plan.threshold, "capacity_qps": {k: round(v, 3) for k, v in plan.capacity_qps.items()},
             "expected_fid": plan.expected_fid, "light_fraction": plan.light_fraction, "slack_ms": plan.slack_ms,
-            "status": plan.status, "reason": plan.reason, "routing": plan.routing,
+            "status": plan.status, "reason": plan.reason, "routing": plan.routing, "router_share": plan.router_share,
             "solve_time_ms": round(plan.solve_time_ms, 3)}
 
 
@@ -361,7 +361,8 @@ class Orchestrator:
         # Route by what actually runs, so a model that failed to load is never routed to.
         effective = dataclasses.replace(plan, workers=self.cluster.running_workers())
         version = (self.control_state.version + 1) if self.control_state else 1
-        state = control_state(effective, self.config.light, self.config.heavy, self.control.slo_ms, version)
+        state = control_state(effective, self.config.light, self.config.heavy, self.control.slo_ms, version,
+                              router=self.control.router)
         if self.control_state is None or dataclasses.replace(self.control_state, version=version) != state:
             write_control(self.control_path, state)
             self.control_state = state

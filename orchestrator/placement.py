@@ -198,12 +198,13 @@ def routing_weights(plan: Plan, placements: Mapping[str, Placement], light: str,
 
     A node's weight is the cascade throughput it sustains: per model, its workers there times
     the plan's per-worker capacity, divided by the share of queries that model sees (light: all
-    queries in the cascade, heavy: the deferred share). Equal weights when nothing is placed.
+    queries in the cascade but those the prompt router sends straight to heavy, heavy: every
+    query it serves, routed or deferred). Equal weights when nothing is placed.
     """
     per_worker = {m: float(plan.capacity_qps.get(m, 0.0)) / int(plan.workers[m])
                   for m in (light, heavy) if int(plan.workers.get(m, 0)) > 0}
     heavy_load = max(0.0, 1.0 - plan.light_fraction)
-    loads = {light: 1.0 if plan.routing != "random" else plan.light_fraction, heavy: heavy_load}
+    loads = {light: 1.0 - plan.router_share if plan.routing != "random" else plan.light_fraction, heavy: heavy_load}
     if int(plan.workers.get(heavy, 0)) == 0:
         loads = {light: 1.0, heavy: 0.0}
     elif int(plan.workers.get(light, 0)) == 0:

@@ -106,3 +106,50 @@ def _ok_input():
     inp = grpcclient.InferInput("PROMPT", [1, 1], "BYTES")
     inp.set_data_from_numpy(np.array([[b"a crowded scene"]], dtype=object))
     return inp
+
+
+def test_the_orchestrators_hybrid_plan_writes_a_router_threshold_and_routed_prompts_skip_light(routed_stack, tmp_path):
+    """One Orchestrator.step with the hybrid policy: the plan's router share goes through the real
+    placement path into the control file as the calibrated router threshold, and the cascade then
+    sends the prompts above it straight to heavy (light's Triton count does not move)."""
+    from export.hybrid_calibration import router_curve
+    from orchestrator.control import ControlConfig, DemandEstimator
+    from orchestrator.loop import LoopConfig, Orchestrator
+    from orchestrator.node import TritonNode
+    from orchestrator.placement import NodeSpec
+    from planner import data, make_policy
+    from planner.types import HybridSurface, RouterCurve
+    from serving.control import read_control
+    from serving.router import load_router
+    from tests.orchestrator_support import PROFILES
+
+    server, control = routed_stack
+    write_control(control, {})
+    profiles, deferral, quality = data.load_calibration(PROFILES, "cpu")
+    # Routing half the prompts and deferring none is the best cell by far: the planner picks r = 0.5.
+    surface = HybridSurface((0.0, 0.5), (0.0, 1.0), fid=((10.0, 9.0), (1.0, 5.0)), disc_threshold=((0.0, 1.0), (0.0, 1.0)))
+    prompts = [f"a crowded scene {k}" for k in range(20)] + [f"one circle {k}" for k in range(20)]
+    scores = load_router(Path(server.config.model_repository) / "router" / "1" / "artifacts").score(prompts)
+    curve = RouterCurve(*map(tuple, zip(*router_curve(scores))))
+    config = ControlConfig(models=profiles, slo_ms=2000.0, num_workers=3, deferral=deferral, quality=quality,
+                           window_s=1.0, hybrid_surfaces={("light", "heavy"): surface}, router=curve)
+    node = TritonNode(NodeSpec(server.grpc_url, "cpu", (0, 1, 2)), server.metrics_url)
+    orch = Orchestrator([node], config, make_policy("hybrid"),
+                        LoopConfig(window_s=1.0, control_path=control, log_path=tmp_path / "orch.jsonl",
+                                   weights_path=tmp_path / "weights.json", metrics_path=tmp_path / "metrics.prom"),
+                        estimator=DemandEstimator(initial_qps=2.0))
+    orch.adopt()
+    rec = orch.step(force_plan=True)
+    assert rec["plan"]["router_share"] == 0.5 and rec["plan"]["workers"]["light"] >= 1, rec["plan"]
+    threshold = read_control(control).router_threshold
+    assert threshold == pytest.approx(curve.threshold_for(0.5)) and rec["control"]["router_threshold"] == threshold
+    time.sleep(0.3)  # the serving models re-read the control file every 100 ms
+    stats = server.grpc_client()
+    light_before = model_stats(stats, "light")
+    with CascadeClient(server.grpc_url) as client:
+        for k in range(4):
+            assert client.generate(f"a crowded scene {k}").served_by == "heavy"
+        assert model_stats(stats, "light") == light_before  # Triton's own count: light never ran
+        client.generate("one circle 3")
+    assert model_stats(stats, "light")[0] == light_before[0] + 1  # below the threshold: the cascade
+    node.close()
