@@ -2,6 +2,7 @@
 orchestrator's control path turns the planner's router share into it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -63,3 +64,70 @@ def test_control_path_turns_the_router_share_into_the_calibrated_threshold():
     # heavy without GPUs: everything on light, nothing may be routed to heavy
     light_only = control_state(_plan(0.5, {"light": 2}), "light", "heavy", 5000, 1, router=CURVE)
     assert light_only.routing == "light" and light_only.router_threshold is None
+
+
+def test_routing_weights_count_the_routed_queries_off_light():
+    from orchestrator.placement import Placement, routing_weights  # noqa: PLC0415
+
+    placements = {"a": Placement({"light": (0, 1), "heavy": (2,)}), "b": Placement({"light": (0,), "heavy": (1, 2)})}
+    plan = Plan(policy="hybrid", workers={"light": 3, "heavy": 3}, batch_size={"light": 4, "heavy": 2}, threshold=0.0,
+                capacity_qps={"light": 30.0, "heavy": 30.0}, expected_fid=1.0, light_fraction=0.5, slack_ms=0.0,
+                status="OPTIMAL", heavy_share=0.5, router_share=0.5)
+    # Half the queries skip light: light and heavy each carry half, so both nodes sustain the same rate.
+    assert routing_weights(plan, placements, "light", "heavy") == {"a": 50, "b": 50}
+    cascade = dataclasses.replace(plan, router_share=0.0)  # every query through light: node a has more of it
+    assert routing_weights(cascade, placements, "light", "heavy") == {"a": 67, "b": 33}
+
+
+def _cli_args(tmp_path, profiles, policy="hybrid"):
+    return ["--node", "127.0.0.1:1", "--metrics-url", "http://127.0.0.1:2/metrics", "--slots", "cpu:2",
+            "--profiles", str(profiles), "--log-dir", str(tmp_path), "--policy", policy, "--ready-timeout-s", "0"]
+
+
+def test_policy_hybrid_loads_the_surface_and_router_curve_and_other_policies_have_no_router(tmp_path):
+    from orchestrator.__main__ import PROFILES_ROOT, build, parser  # noqa: PLC0415
+
+    tiny = PROFILES_ROOT / "tiny"
+
+    orch = build(parser().parse_args(["run", *_cli_args(tmp_path, tiny)]))
+    assert orch.control.router is not None and set(orch.control.hybrid_surfaces) == {("light", "heavy")}
+    assert orch.control.hybrid_surfaces[("light", "heavy")].router_share[-1] == 1.0
+    plain = build(parser().parse_args(["run", *_cli_args(tmp_path, tiny, "diffserve")]))
+    assert plain.control.router is None and not plain.control.hybrid_surfaces
+
+
+def test_policy_hybrid_without_a_surface_stops_at_start_naming_the_file_and_make_calibrate(tmp_path):
+    from orchestrator.__main__ import build, main, parser  # noqa: PLC0415
+    from tests.orchestrator_support import PROFILES  # noqa: PLC0415
+
+    for call in (lambda: build(parser().parse_args(["run", *_cli_args(tmp_path, PROFILES)])),
+                 lambda: main(["start", *_cli_args(tmp_path, PROFILES)])):
+        with pytest.raises(SystemExit, match=r"hybrid_surface.json and .*router_curve.csv \(no such file\); "
+                                             r"run `make calibrate`"):
+            call()
+    assert not (tmp_path / "orchestrator.pid").exists()  # nothing was started
+
+
+def test_make_serve_policy_hybrid_command_line_starts_the_orchestrator(tmp_path):
+    """``make serve POLICY=hybrid``'s orchestrator command (with an unreachable node: the loop runs,
+    finds no slot to plan) starts detached with the tiny cascade's committed calibration, and stops."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from orchestrator.__main__ import PROFILES_ROOT  # noqa: PLC0415
+
+    cli = [sys.executable, "-m", "orchestrator"]
+    args = [*_cli_args(tmp_path, PROFILES_ROOT / "tiny"), "--window-s", "1", "--control-file", str(tmp_path / "c.json")]
+    started = subprocess.run([*cli, "start", *args], capture_output=True, text=True, timeout=60)
+    try:
+        assert started.returncode == 0 and "orchestrator running" in started.stdout, started.stdout + started.stderr
+        log = tmp_path / "orchestrator.out"
+        deadline = time.monotonic() + 30
+        while "[window 1]" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.2)  # two windows: the loop keeps running without a reachable node
+        text = log.read_text()
+        assert "planning for slo_ms=5000" in text and "[window 1]" in text and "Traceback" not in text, text
+    finally:
+        stopped = subprocess.run([*cli, "stop", "--log-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
