@@ -59,3 +59,17 @@ def test_device_auto_picks_the_only_latency_profile(tmp_path):
     (tmp_path / "cpu-x-2cores.json").write_text(json.dumps({"batch_latency_ms": {}}))
     assert resolve_device(tmp_path, "auto") == "cpu-x-2cores"
     assert resolve_device(tmp_path, "gpu-a100") == "gpu-a100"
+
+
+def test_routed_share_counts_heavy_answers_whose_light_image_was_never_scored():
+    from benchmarks.live.replay import Outcome
+    from benchmarks.live.run import PolicyRun, summarize
+
+    nan = float("nan")
+    outcomes = (Outcome(0, 0.0, 10.0, True, "heavy", confidence=nan),  # routed by the prompt router
+                Outcome(1, 0.1, 10.0, True, "heavy", confidence=0.01),  # deferred by the discriminator
+                Outcome(2, 0.2, 10.0, True, "light", confidence=0.9),
+                Outcome(3, 0.3, 10.0, True, "light", confidence=0.8),
+                Outcome(4, 0.4, 0.0, False, error_kind="RequestDropped"))
+    row = summarize(PolicyRun("hybrid", outcomes, ("p",) * 5, 1, 0, 1.0), 5000.0, None, 0)
+    assert row["routed_share"] == 0.25 and row["light_share"] == 0.5 and row["served"] == 4

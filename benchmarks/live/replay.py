@@ -28,7 +28,9 @@ class Arrival:
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """How one request ended. ``error_kind`` is the project's error class name ("" when ok);
-    ``latency_ms`` is send -> response; ``image`` is kept only when asked for."""
+    ``latency_ms`` is send -> response; ``image`` is kept only when asked for; ``confidence`` is the
+    discriminator's score of the light image (NaN when none was scored: routed straight to heavy
+    by the prompt router or by ``routing``)."""
 
     index: int
     t_send_s: float
@@ -38,6 +40,7 @@ class Outcome:
     error_kind: str = ""
     error: str = ""
     image: np.ndarray | None = None
+    confidence: float = float("nan")
 
 
 # tritonclient calls the callback with keyword arguments ``result=`` and ``error=``.
@@ -65,10 +68,12 @@ def replay(url: str, arrivals: Sequence[Arrival], model: str = "cascade", timeou
         else:
             img = result.as_numpy("IMAGE")
             served = result.as_numpy("SERVED_BY").reshape(-1)[0].decode()
+            conf = result.as_numpy("CONFIDENCE")
             ok = img is not None and img.size > 0
             out = Outcome(i, sent - t0, lat, ok, served_by=served, error="" if ok else "empty image",
                           error_kind="" if ok else "InferenceFailed",
-                          image=img.reshape(img.shape[-3:]) if keep_images and ok else None)
+                          image=img.reshape(img.shape[-3:]) if keep_images and ok else None,
+                          confidence=float(conf.reshape(-1)[0]) if conf is not None and conf.size else float("nan"))
         results[i] = out
         if on_done is not None:
             on_done(out)

@@ -1,5 +1,6 @@
 """``make bench-live``: replay a shared trace against a real Triton + the live orchestrator,
-once per policy (dynamic DiffServe vs Clipper-light, Clipper-heavy, static), and measure the
+once per policy (ours: quality, and hybrid with the prompt router; DiffServe; Clipper-light,
+Clipper-heavy, static), and measure the
 SLO violation ratio and the quality of the images actually served (the tiny judge's fidelity
 and in-domain FID).
 
@@ -31,7 +32,7 @@ from tqdm import tqdm
 
 from benchmarks.live.replay import Outcome, replay
 from benchmarks.live.workload import TRACE_DIR, build_workload
-from orchestrator.__main__ import parse_slots, resolve_device
+from orchestrator.__main__ import hybrid_calibration, parse_slots, resolve_device
 from orchestrator.control import ControlConfig, DemandEstimator
 from orchestrator.loop import LoopConfig, Orchestrator
 from orchestrator.node import TritonNode
@@ -41,7 +42,7 @@ from planner import data, make_policy
 from planner.types import Instance
 
 ADMIN_KEY = "x-diffserve-admin:bench-live"
-POLICIES = ("diffserve", "clipper-light", "clipper-heavy", "static")
+POLICIES = ("quality", "hybrid", "diffserve", "clipper-light", "clipper-heavy", "static")
 
 
 def capacity_qps(config: ControlConfig, policy: str = "diffserve") -> float:
@@ -142,6 +143,9 @@ def summarize(run: PolicyRun, slo_ms: float, judge, seed: int) -> dict:
            "violation_ratio": violations / n if n else float("nan"),
            "p50_ms": float(np.nanpercentile(lat, 50)), "p95_ms": float(np.nanpercentile(lat, 95)),
            "light_share": (sum(x.served_by == "light" for x in ok) / len(ok)) if ok else float("nan"),
+           # served by heavy with no light image scored: the prompt router's (or routing=heavy's) queries
+           "routed_share": (sum(x.served_by == "heavy" and np.isnan(x.confidence) for x in ok) / len(ok))
+           if ok else float("nan"),
            "windows": run.windows, "placement_changes": run.placement_changes, "wall_s": round(run.wall_s, 1)}
     if judge is not None and len(ok) >= 2:
         images = np.stack([x.image for x in ok])
@@ -161,8 +165,9 @@ def write_report(rows: list[dict], workload, meta: dict, out: Path) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     cols = ["policy", "requests", "served", "dropped", "errors", "violation_ratio", "p50_ms", "p95_ms", "light_share",
-            "fidelity", "fid", "placement_changes"]
+            "routed_share", "fidelity", "fid", "placement_changes"]
     fmt = {"violation_ratio": "{:.3f}", "p50_ms": "{:.0f}", "p95_ms": "{:.0f}", "light_share": "{:.2f}",
+           "routed_share": "{:.2f}",
            "fidelity": "{:.3f}", "fid": "{:.2f}"}
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -241,6 +246,23 @@ def _capacity(args: argparse.Namespace, control: ControlConfig, slots, slo_ms: f
     return cap, planned, capacity_note
 
 
+def _hybrid_calibration(args: argparse.Namespace, prof_dir: Path) -> dict:
+    """ControlConfig fields of the ``hybrid`` run (its surface and router curve: orchestrator's
+    :func:`~orchestrator.__main__.hybrid_calibration`). Without them, the default policy list
+    drops hybrid with a warning (a cascade without a router); an explicit ``--policies hybrid``
+    stops with the orchestrator's message."""
+    if "hybrid" not in args.policies:
+        return {}
+    try:
+        return hybrid_calibration("hybrid", prof_dir, "light", "heavy")
+    except SystemExit as exc:
+        if args.policies != list(POLICIES):
+            raise
+        print(f"WARNING: hybrid left out: {exc}")
+        args.policies = [p for p in args.policies if p != "hybrid"]
+        return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     from serving.config import load_cascade  # noqa: PLC0415
 
@@ -253,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     profiles, deferral, quality = data.load_calibration(prof_dir, device)
     models = (dataclasses.replace(profiles[0], name="light"), dataclasses.replace(profiles[-1], name="heavy"))
     slots = parse_slots(args.slots)
+    hybrid = _hybrid_calibration(args, prof_dir)
     control = ControlConfig(models=models, slo_ms=slo_ms, num_workers=len(slots[1]), deferral=deferral,
                             quality=quality, window_s=args.window_s)
     judge = None
@@ -279,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
                      light_batch=max(b for b in light_bs if b <= 16), heavy_batch=max(b for b in heavy_bs if b <= 4))
     rows = []
     for policy in tqdm(args.policies, desc="policies", unit="policy"):
-        run = run_policy(policy, static_kw if policy == "static" else {}, Path(args.repository), control, slots,
+        # Only the hybrid run plans with the router: the others keep router_threshold unset.
+        run = run_policy(policy, static_kw if policy == "static" else {}, Path(args.repository),
+                         dataclasses.replace(control, **hybrid) if policy == "hybrid" else control, slots,
                          workload, args.window_s, out / policy, timeout_s=max(60.0, 3 * slo_ms / 1000))
         rows.append(summarize(run, slo_ms, judge, args.seed))
         print(json.dumps(rows[-1]))
