@@ -72,3 +72,35 @@ def test_profile_and_calibration_files_load_in_the_planner(tiny_exported, tmp_pa
         load_quality_curve(tmp_path / "quality_curve.json")
     else:
         assert json.loads((tmp_path / "calibration.json").read_text())["quality_curve"].startswith("skipped")
+
+
+def test_calibration_with_a_router_in_the_repository_writes_its_curve_and_the_surface(tiny_exported, tmp_path,
+                                                                                       monkeypatch):
+    """The exported stages plus a router (artifacts tied to the config hash): calibrate scores the
+    same prompts with it and writes a router curve the planner loads; the 2-D surface needs a
+    quality metric (skipped without one; here the mean pixel stands in for FID)."""
+    import export.calibrate as calibrate  # noqa: PLC0415
+    from export import repository  # noqa: PLC0415
+    from planner.hybrid_data import load_hybrid_calibration  # noqa: PLC0415
+    from serving.router import fit_router  # noqa: PLC0415
+
+    cfg_path, exported = tiny_exported("sd")
+    repo = tmp_path / "repo"
+    for stage in ("light", "heavy", "discriminator"):  # the session's export, untouched
+        (repo / stage).mkdir(parents=True)
+        (repo / stage / "1").symlink_to(exported / stage / "1")
+    texts = [f"a red circle number {i}" for i in range(20)]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(texts))
+    cascade = dataclasses.replace(load_cascade(cfg_path), calibration=CalibrationConfig(str(prompts), 8, 1))
+    router_dir = repository.artifact_dir(repo, "router")
+    fit_router(texts, np.arange(20) % 2 == 0, buckets=32).save(router_dir)
+    repository.write_stage_json(router_dir, {"stage": "router", "kind": "router", "config_hash": cascade.config_hash})
+    names = {p.name for p in calibrate_cascade(cascade, repo, count=8, out_dir=tmp_path / "plain")}
+    assert "router_curve.csv" in names and "hybrid_surface.json" not in names  # no quality metric: no surface
+    monkeypatch.setattr(calibrate, "_quality_scorer", lambda cascade, prompts: (lambda im: float(np.mean(im)), "mean"))
+    names = {p.name for p in calibrate_cascade(cascade, repo, count=8, out_dir=tmp_path / "out")}
+    assert {"router_curve.csv", "hybrid_surface.json"} <= names
+    surface, curve = load_hybrid_calibration(tmp_path / "out")
+    assert surface.metric == "mean" and curve.routed_share[-1] == 1.0
+    assert surface.fid[-1] == (surface.fid[-1][0],) * len(surface.disc_share)  # all routed: d changes nothing
