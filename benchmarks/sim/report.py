@@ -136,6 +136,29 @@ def plot_vs_load(path: Path, factors: Sequence[float], summaries: Mapping[str, S
     return _save(plt, fig, path)
 
 
+def plot_seed_spread(path: Path, factors: Sequence[float], violations: Mapping[str, Sequence[Sequence[float]]],
+                     title: str) -> Path:
+    """SLO violation ratio against the load factor, one line per policy through the mean over
+    seeds with the min-max range as error bars (``violations[policy][i]``: the seeds' ratios at
+    ``factors[i]``); the runs are offset a little along x so that the bars do not overlap."""
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    step = 0.12 * (min(np.diff(factors)) if len(factors) > 1 else 1.0)
+    for k, (name, runs) in enumerate(violations.items()):
+        x = np.asarray(factors) + (k - (len(violations) - 1) / 2) * step
+        v = [np.asarray(r, dtype=float) for r in runs]
+        mean = np.array([r.mean() for r in v])
+        err = np.array([[m - r.min() for m, r in zip(mean, v)], [r.max() - m for m, r in zip(mean, v)]])
+        ax.errorbar(x, mean, yerr=err, marker="o", lw=1.2, capsize=3, label=name)
+    ax.set_xlabel("load factor (x the trace's arrival rate)")
+    ax.set_ylabel("SLO violation ratio (mean, min-max over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(plt, fig, path)
+
+
 def _pyplot():
     """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib  # noqa: PLC0415 - plotting is optional for the simulator core
