@@ -138,22 +138,23 @@ def plot_vs_load(path: Path, factors: Sequence[float], summaries: Mapping[str, S
 
 def plot_seed_spread(path: Path, factors: Sequence[float], violations: Mapping[str, Sequence[Sequence[float]]],
                      title: str) -> Path:
-    """SLO violation ratio against the load factor, one line per policy through the mean over
-    seeds with the min-max range as error bars (``violations[policy][i]``: the seeds' ratios at
-    ``factors[i]``); the runs are offset a little along x so that the bars do not overlap."""
+    """SLO violation ratio per load factor, grouped: one marker per policy at the mean over seeds
+    with the min-max range as error bars (``violations[policy][i]``: the seeds' ratios at
+    ``factors[i]``). Categorical x, so that the side-by-side offsets do not read as loads."""
     plt = _pyplot()
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    step = 0.12 * (min(np.diff(factors)) if len(factors) > 1 else 1.0)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(len(violations), 1)
     for k, (name, runs) in enumerate(violations.items()):
-        x = np.asarray(factors) + (k - (len(violations) - 1) / 2) * step
+        x = np.arange(len(factors)) + (k - (len(violations) - 1) / 2) * width
         v = [np.asarray(r, dtype=float) for r in runs]
         mean = np.array([r.mean() for r in v])
         err = np.array([[m - r.min() for m, r in zip(mean, v)], [r.max() - m for m, r in zip(mean, v)]])
-        ax.errorbar(x, mean, yerr=err, marker="o", lw=1.2, capsize=3, label=name)
+        ax.errorbar(x, mean, yerr=err, marker="o", ls="none", capsize=3, label=name)
+    ax.set_xticks(np.arange(len(factors)), [f"x{f:g}" for f in factors])
     ax.set_xlabel("load factor (x the trace's arrival rate)")
     ax.set_ylabel("SLO violation ratio (mean, min-max over seeds)")
-    ax.grid(alpha=0.3)
+    ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     fig.suptitle(title)
     return _save(plt, fig, path)
