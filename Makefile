@@ -96,7 +96,7 @@ calibrate: export
 bench-cascade: setup
 	$(PY) -m benchmarks.cascade $(BENCH_CASCADE_ARGS)
 
-## bench-sim  simulator: the paper's comparison, all MAF traces, the 1,024-GPU scale run, the load sweep, sim vs the live run, the HADIS hybrid-routing comparison -> benchmarks/results/sim/
+## bench-sim  simulator: the paper's comparison, all MAF traces, the 1,024-GPU scale run, the load sweep, the overload runs (x12-x16, 5 seeds), sim vs the live run, the HADIS hybrid-routing comparison -> benchmarks/results/sim/
 bench-sim: setup
 	$(PY) -m benchmarks.sim --out benchmarks/results/sim
 	$(PY) -m benchmarks.sim --only hybrid --out benchmarks/results/sim

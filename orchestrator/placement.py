@@ -168,7 +168,8 @@ def control_state(plan: Plan, light: str, heavy: str, slo_ms: float, version: in
     """The control file (docs/interfaces.md section 3) that carries ``plan``'s threshold, routing,
     batch sizes and router threshold to the serving models. A model with no workers is never
     routed to. The plan's router share becomes the router's score threshold through the
-    calibration ``router`` (as t comes from f(t)); no curve, or a share of 0: no router."""
+    calibration ``router`` (as t comes from f(t)); no curve, or a share of 0: no router. The
+    plan's ``admit_factor`` (the overload fallback's shedding at the SLO) passes through."""
     nl, nh = int(plan.workers.get(light, 0)), int(plan.workers.get(heavy, 0))
     if nl == 0 and nh == 0:
         routing = "cascade"  # nothing is placed: keep the default policy; requests will fail fast
@@ -189,7 +190,8 @@ def control_state(plan: Plan, light: str, heavy: str, slo_ms: float, version: in
     router_threshold = router.threshold_for(plan.router_share) if router is not None and routing == "cascade" else None
     return ControlState(version=version, threshold=float(min(1.0, max(0.0, plan.threshold))), routing=routing,
                         heavy_share=heavy_share, slo_ms=float(slo_ms), batch_size=MappingProxyType(batch),
-                        instances=MappingProxyType(instances), router_threshold=router_threshold)
+                        instances=MappingProxyType(instances), router_threshold=router_threshold,
+                        admit_factor=plan.admit_factor)
 
 
 def routing_weights(plan: Plan, placements: Mapping[str, Placement], light: str, heavy: str,

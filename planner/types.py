@@ -356,6 +356,9 @@ class Plan:
     ``router_share`` is the share of all queries the prompt router sends straight to heavy
     (``hybrid``; 0: no router). Of the rest, the discriminator defers those with confidence below
     ``threshold``; ``heavy_share`` counts both.
+    ``admit_factor``: the admission limit (x SLO) the plan asks the cascade to shed at (the
+    control state's ``admit_factor``); None: the cascade's own ``drop_factor`` (1.5). The
+    overload fallback sets 1.0 (:func:`planner.baselines.fallback_plan`).
     """
 
     policy: str
@@ -375,6 +378,7 @@ class Plan:
     heavy_model: str = ""
     stage_latency_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
     router_share: float = 0.0
+    admit_factor: float | None = None
 
     def as_allocation(self) -> Allocation:
         return Allocation(workers=dict(self.workers), batch_size=dict(self.batch_size), threshold=self.threshold)

@@ -8,7 +8,7 @@ effect within ~100 ms, without reloading any model::
 
     {"version": 7, "threshold": 0.42, "routing": "cascade", "heavy_share": 0.0,
      "slo_ms": 5000, "batch_size": {"light": 8, "heavy": 2, "discriminator": 8},
-     "router_threshold": 0.8}
+     "router_threshold": 0.8, "admit_factor": 1.0}
 
 Pure parts (:func:`parse_control`, :func:`chunk_sizes`) raise ``ValueError`` with a message
 naming the bad value and what was expected. The reader never raises for a missing or broken
@@ -38,7 +38,9 @@ ROUTING_POLICIES = ("cascade", "light", "heavy", "random")
 STAGES = ("light", "heavy", "discriminator")
 MAX_BATCH_SIZE = 32  # Triton max_batch_size of every serving model (docs/interfaces.md 2b)
 DEFAULT_CHECK_INTERVAL_S = 0.1
-_KEYS = ("version", "threshold", "routing", "heavy_share", "slo_ms", "batch_size", "instances", "router_threshold")
+_KEYS = ("version", "threshold", "routing", "heavy_share", "slo_ms", "batch_size", "instances", "router_threshold",
+         "admit_factor")
+MAX_ADMIT_FACTOR = 100.0  # the cascade's own drop_factor parameter has the same upper bound
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +56,12 @@ class ControlState:
     ``router_threshold``: under ``routing == "cascade"``, a prompt whose router score is at or
     above it goes straight to heavy (skipping light and the discriminator); None (or absent from
     the file): no router, every query cascades. Scores are the router's own scale (any real).
+    ``admit_factor``: the plan asks the cascade to admit a request only when its predicted
+    latency is within this x its SLO (the orchestrator's overload fallback sends 1.0: a query
+    predicted past the SLO is a violation anyway, and serving it late makes later queries late);
+    None (or absent): the cascade's own ``drop_factor``. It can only tighten admission
+    (:func:`serving.routing.admit_limit_factor`); the drop bound of admitted requests stays
+    ``drop_factor`` x SLO.
     """
 
     version: int = 0
@@ -64,6 +72,7 @@ class ControlState:
     batch_size: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     instances: Mapping[str, int] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     router_threshold: float | None = None
+    admit_factor: float | None = None
 
     def batch_size_for(self, stage: str, default: int = MAX_BATCH_SIZE) -> int:
         """The planner's batch size for ``stage``, or ``default`` when the file names none."""
@@ -79,6 +88,8 @@ class ControlState:
             out["instances"] = dict(self.instances)
         if self.router_threshold is not None:
             out["router_threshold"] = self.router_threshold
+        if self.admit_factor is not None:
+            out["admit_factor"] = self.admit_factor
         return out
 
 
@@ -122,6 +133,8 @@ def parse_control(obj: Any, base: ControlState | None = None) -> ControlState:
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
             raise ValueError(f"control file: router_threshold={v!r}; expected a finite number or null (no router)")
         kw["router_threshold"] = None if v is None else float(v)
+    if "admit_factor" in obj:
+        kw["admit_factor"] = None if obj["admit_factor"] is None else _number(obj, "admit_factor", 1e-3, MAX_ADMIT_FACTOR)
     if "batch_size" in obj:
         kw["batch_size"] = MappingProxyType(_stage_counts(obj["batch_size"], "batch_size", 1, MAX_BATCH_SIZE))
     if "instances" in obj:

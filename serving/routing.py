@@ -58,6 +58,21 @@ def ewma(previous: float | None, sample: float, alpha: float) -> float:
     return float(sample) if previous is None else float(alpha * sample + (1.0 - alpha) * previous)
 
 
+def admit_limit_factor(policy: ControlState, drop_factor: float) -> float:
+    """The admission limit (x SLO) under ``policy``: the control state's ``admit_factor`` when
+    the plan sets one (the orchestrator's overload fallback: 1.0) and it is tighter, else the
+    cascade's ``drop_factor``.
+
+    Why tighter under overload: a request admitted on a prediction in (SLO, drop_factor x SLO]
+    is a violation even when the prediction holds, and it holds a place in the queue that makes
+    the requests after it late too. Never looser than ``drop_factor``: an admitted request is
+    still dropped at its bound, ``drop_factor`` x SLO.
+    """
+    if policy.admit_factor is None:
+        return drop_factor
+    return min(float(policy.admit_factor), drop_factor)
+
+
 def deadline_s(received_s: float, slo_ms: float | None, drop_factor: float) -> float | None:
     """The drop bound of a request received at ``received_s`` (monotonic s): no answer after it."""
     return None if slo_ms is None else received_s + drop_factor * slo_ms / 1000.0

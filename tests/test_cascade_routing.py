@@ -70,6 +70,20 @@ def test_burst_admits_the_head_of_the_batch_and_sheds_the_rest():
     assert not ahead[0].admitted and ahead[0].predicted_ms == pytest.approx(240.0)
 
 
+def test_the_control_states_admit_factor_tightens_admission_to_it_and_never_loosens_it():
+    est = routing.StageEstimates(service_ms={"heavy": 40.0}, batch_items={"heavy": 1.0})
+    overloaded = ControlState(admit_factor=1.0)
+    assert routing.admit_limit_factor(ControlState(), 1.5) == 1.5  # no factor in the file: the cascade's own
+    assert routing.admit_limit_factor(overloaded, 1.5) == 1.0
+    assert routing.admit_limit_factor(ControlState(admit_factor=3.0), 1.5) == 1.5  # past the drop bound: no
+    # SLO 100 ms at 40 ms per query: 3 fit within 1.5 x SLO (120 ms), 2 within the SLO (80 ms).
+    burst = [("heavy", 1, 100.0)] * 4
+    assert [d.admitted for d in routing.admit_batch(burst, {}, est, routing.admit_limit_factor(ControlState(), 1.5))] \
+        == [True, True, True, False]
+    shed = routing.admit_batch(burst, {}, est, routing.admit_limit_factor(overloaded, 1.5))
+    assert [d.admitted for d in shed] == [True, True, False, False] and shed[2].limit_ms == pytest.approx(100.0)
+
+
 def test_each_request_is_judged_against_its_own_drop_limit():
     est = routing.StageEstimates(service_ms={"light": 50.0}, batch_items={"light": 1.0})
     d = routing.admit_batch([("light", 1, None), ("light", 1, 60.0), ("light", 1, 10_000.0)], {}, est, 1.5)

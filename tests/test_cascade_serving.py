@@ -231,6 +231,15 @@ def test_request_predicted_past_its_deadline_is_dropped_at_once(client):
     assert client.generate(EASY, slo_ms=60_000).served_by == "light"  # a generous SLO is admitted
 
 
+def test_the_control_files_admit_factor_sheds_at_that_multiple_of_the_slo(stack, client):
+    client.generate(EASY)  # the stages' latencies are now observed (tens of ms)
+    assert client.generate(EASY, slo_ms=10_000).served_by == "light"
+    set_control(stack[1], admit_factor=0.001)  # a plan's tighter admission limit: 10 ms of this SLO
+    with pytest.raises(RequestDropped) as err:
+        client.generate(EASY, slo_ms=10_000)
+    assert "drop limit 10 ms (0.001 x SLO" in str(err.value)
+
+
 def test_metrics_endpoint_has_cascade_and_triton_metrics(stack, client):
     client.generate(EASY)
     client.generate(HARD)

@@ -1,6 +1,8 @@
 """The control loop core: demand estimation (EWMA x over-provisioning) and the planner call."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from orchestrator.control import ControlConfig, ControlLoop, DemandEstimator, Observation, decide
@@ -112,3 +114,28 @@ def test_the_control_state_carries_the_plans_instances_per_stage():
     for bad in ({"light": -1}, {"gpu": 1}, {"heavy": 1.5}, [1]):
         with pytest.raises(ValueError, match="instances"):
             parse_control({"instances": bad})
+
+
+def test_the_overload_fallback_asks_the_cascade_to_shed_at_the_slo_and_clipper_keeps_the_default():
+    from orchestrator.placement import control_state  # noqa: PLC0415
+    from planner.baselines import OVERLOAD_ADMIT_FACTOR, ClipperPolicy, fallback_plan  # noqa: PLC0415
+    from planner.types import Instance  # noqa: PLC0415
+    from serving.control import ControlState, parse_control  # noqa: PLC0415
+
+    # Demand far above what any batch serves, and a queue that alone exceeds the SLO.
+    inst = Instance(models=CONFIG.models, slo_ms=CONFIG.slo_ms, demand_qps=1e4, num_workers=CONFIG.num_workers,
+                    deferral=CONFIG.deferral, quality=CONFIG.quality, queue_delay_ms={"light": 9e4, "heavy": 9e4})
+    fallback = fallback_plan(inst, "diffserve", "demand above capacity")
+    assert fallback.admit_factor == OVERLOAD_ADMIT_FACTOR == 1.0
+    state = control_state(fallback, "light", "heavy", CONFIG.slo_ms, version=1)
+    assert state.admit_factor == 1.0 and parse_control(state.to_json()) == state
+    too_short = dataclasses.replace(inst, slo_ms=50.0)  # no batch executes within it: Clipper's own fallback
+    for which, case in (("light", inst), ("heavy", inst), ("light", too_short)):
+        clipper = ClipperPolicy(which).solve(case)
+        assert clipper.status == "FALLBACK" and clipper.admit_factor is None
+        assert control_state(clipper, "light", "heavy", CONFIG.slo_ms, version=1).admit_factor is None
+    assert "admit_factor" not in ControlState().to_json()
+    assert parse_control({"admit_factor": None}).admit_factor is None
+    for bad in (0, -1.0, 101, True, "1", float("nan")):
+        with pytest.raises(ValueError, match="admit_factor"):
+            parse_control({"admit_factor": bad})

@@ -1,6 +1,8 @@
 """Event-loop correctness on tiny traces whose outcome can be checked by hand."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -89,6 +91,16 @@ def test_query_is_shed_on_arrival_when_the_live_rule_predicts_a_finish_past_1_5_
     s = summarize(res, QUALITY)
     assert (s.drops, s.timeouts) == (1, 1)
     assert s.violation_ratio == pytest.approx(2 / 4)
+
+
+def test_a_plan_with_admit_factor_1_sheds_what_is_predicted_past_the_slo_as_the_live_cascade_does():
+    # Heavy only, 1000 ms per query, SLO 800 ms. q0 (cold: admitted) measures the service time;
+    # q1 finds nothing ahead and is predicted at 1000 ms: within the default 1.5 x SLO (1200 ms),
+    # past the SLO itself, which a plan with admit_factor 1 (the overload fallback's) sheds at.
+    default, _ = run([0, 2500], plan(light=0, heavy=1, bh=1), slo_ms=800.0)
+    at_slo, _ = run([0, 2500], dataclasses.replace(plan(light=0, heavy=1, bh=1), admit_factor=1.0), slo_ms=800.0)
+    assert default.outcome.tolist() == [SERVED_HEAVY, SERVED_HEAVY]
+    assert at_slo.outcome.tolist() == [SERVED_HEAVY, DROPPED] and at_slo.finish_ms[1] == 2500.0  # shed on arrival
 
 
 def test_queries_arriving_back_to_back_are_admitted_up_to_the_limit_and_the_rest_shed():

@@ -1,10 +1,11 @@
 """``python -m benchmarks.sim``: the simulator's experiments on any cascade (paper comparison,
-trace sweep, scale run, load sweep, and the simulator against the committed live run).
+trace sweep, scale run, load sweep, overload, and the simulator against the committed live run).
 
     .venv/bin/python -m benchmarks.sim --out benchmarks/results/sim               # everything (make bench-sim)
     .venv/bin/python -m benchmarks.sim --only paper --trace maf_4to32qps          # one part
     .venv/bin/python -m benchmarks.sim --only paper --cascade profiles/tiny --workers 2 --trace maf_2to16qps
     .venv/bin/python -m benchmarks.sim --only hybrid                              # HADIS data, 4 variants, router
+    .venv/bin/python -m benchmarks.sim --only overload                            # x12-x16 load, 5 seeds
 
 ``--cascade`` takes a directory with a ``cascade.json`` manifest or a ``profiles/<cascade>/``
 directory (docs/simulator.md says how to describe a new cascade).
@@ -19,10 +20,11 @@ from typing import Sequence
 from benchmarks.sim import report
 from benchmarks.sim.experiment import DEFAULT_CASCADE, PAPER_POLICIES, STATIC_KEYS, RunConfig
 from benchmarks.sim.load import LOAD_FACTORS, load_sweep
+from benchmarks.sim.overload import OVERLOAD_FACTORS, OVERLOAD_SEEDS, overload_experiment
 from benchmarks.sim.paper import PAPER_WORKERS, paper_comparison, scale_run, trace_sweep
 from benchmarks.sim.trace import PROMPT_ID_MODES
 
-PARTS = ("paper", "sweep", "scale", "load", "live", "hybrid")
+PARTS = ("paper", "sweep", "scale", "load", "overload", "live", "hybrid")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,6 +43,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--scale-policies", default="diffserve,quality")
     ap.add_argument("--load-factors", default=",".join(f"{f:g}" for f in LOAD_FACTORS),
                     help="arrival-rate factors of the load experiment")
+    ap.add_argument("--overload-factors", default=",".join(f"{f:g}" for f in OVERLOAD_FACTORS),
+                    help="arrival-rate factors of the overload experiment")
+    ap.add_argument("--overload-seeds", default=",".join(map(str, OVERLOAD_SEEDS)),
+                    help="seeds of the overload experiment (each places the trace copies anew)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model-load-s", type=float, default=RunConfig.model_load_s)
     ap.add_argument("--window-s", type=float, default=RunConfig.window_s)
@@ -78,6 +84,10 @@ def run_parts(args: argparse.Namespace, base: RunConfig, command: str) -> None:
     if "load" in parts:
         load_sweep(args.out / "load", base, policies, [float(x) for x in args.load_factors.split(",") if x], command)
         print((args.out / "load" / "table.md").read_text())
+    if "overload" in parts:
+        overload_experiment(args.out / "overload", base, [float(x) for x in args.overload_factors.split(",") if x],
+                            [int(x) for x in args.overload_seeds.split(",") if x], command)
+        print((args.out / "overload" / "table.md").read_text())
     if "live" in parts:
         from benchmarks.sim.live import live_vs_sim  # noqa: PLC0415
 

@@ -8,10 +8,13 @@ same estimates from its own batches and asks the same functions: a stage call is
 one worker; its round trip is the batch's finish minus the mean time its queries entered the
 model's queue (the live round trip includes the stage's queue too), and ``ahead`` is the
 queries queued or running at the model when the batch's first query entered the queue.
+The admission limit is the live one too (:func:`serving.routing.admit_limit_factor`): the
+cascade's drop_factor, or the control state's tighter ``admit_factor`` (the overload fallback's).
 """
 from __future__ import annotations
 
 from serving import routing
+from serving.control import ControlState
 
 STAGES = ("light", "heavy")  # the simulator's models; the light profile includes the discriminator
 
@@ -21,6 +24,7 @@ class AdmissionControl:
 
     def __init__(self, slo_ms: float, drop_factor: float, ewma_alpha: float) -> None:
         self.slo_ms, self.drop_factor, self.alpha = slo_ms, drop_factor, ewma_alpha
+        self.admit_factor = drop_factor  # the limit in force (x SLO): drop_factor or the control state's
         self.stage_est: dict[str, tuple[float, float, float]] = {}
         self.defer_rate = 0.0
         self.instances: dict[str, int] = {}
@@ -54,14 +58,16 @@ class AdmissionControl:
         estimates' drain rate is their combined rate, as live)."""
         return {s: float(w) for s, w in zip(STAGES, waiting)}
 
-    def set_instances(self, instances) -> None:
-        """The plan's instances per stage (the control state's ``instances``, as the live cascade reads it)."""
-        self.instances = dict(instances)
+    def set_control(self, state: ControlState) -> None:
+        """What the live cascade reads from the control state for its decision: the plan's
+        instances per stage and the admission limit (``admit_factor``, or drop_factor)."""
+        self.instances = dict(state.instances)
+        self.admit_factor = routing.admit_limit_factor(state, self.drop_factor)
         self._est = None
 
     def admits(self, route: str, ahead: dict[str, float]) -> bool:
         """Whether one query on ``route`` is admitted with ``ahead`` queries in front of it."""
-        return routing.admit_batch([(route, 1, self.slo_ms)], ahead, self.est, self.drop_factor)[0].admitted
+        return routing.admit_batch([(route, 1, self.slo_ms)], ahead, self.est, self.admit_factor)[0].admitted
 
     def admitted_count(self, route: str, ahead: dict[str, float], stage: str, n: int) -> int:
         """How many of ``n`` queries arriving back to back on ``route`` are admitted, when each

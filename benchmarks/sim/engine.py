@@ -6,7 +6,9 @@ Model of the system (the live system's decisions, on a simulated clock):
   route from :func:`serving.routing.choose_route` under the control state the live orchestrator
   would write (:func:`orchestrator.placement.control_state`), and is shed at once when
   :func:`serving.routing.admit_batch` predicts it would finish past ``drop_factor`` x SLO
-  (:mod:`.admission`). An admitted query is served, late or not (a late one is a timeout).
+  (:mod:`.admission`; the limit is the control state's ``admit_factor`` x SLO when the plan
+  sets one, as the overload fallback does). An admitted query is served, late or not (a late
+  one is a timeout).
 * Each model has one FIFO queue; an idle GPU takes up to the planned batch size from its head at
   once (Triton's batcher with no queueing delay). A batch of ``n`` takes the profiled latency,
   linear between profiled sizes. ``cascade``: a light image whose confidence is below the
@@ -254,7 +256,7 @@ class Simulator:
         # them into the serving models' control file (same function): e.g. a model without workers
         # gets no queries.
         self.control = control_state(plan, light, heavy, self.slo_ms, version=0, router=self.router)
-        self.admission.set_instances(self.control.instances)
+        self.admission.set_control(self.control)
         self.threshold32 = float(np.float32(self.control.threshold))
         self.cluster.apply({n: int(plan.workers.get(n, 0)) for n in self.names}, now, instant)
         self.workers = self.cluster.counts()

@@ -136,6 +136,30 @@ def plot_vs_load(path: Path, factors: Sequence[float], summaries: Mapping[str, S
     return _save(plt, fig, path)
 
 
+def plot_seed_spread(path: Path, factors: Sequence[float], violations: Mapping[str, Sequence[Sequence[float]]],
+                     title: str) -> Path:
+    """SLO violation ratio per load factor, grouped: one marker per policy at the mean over seeds
+    with the min-max range as error bars (``violations[policy][i]``: the seeds' ratios at
+    ``factors[i]``). Categorical x, so that the side-by-side offsets do not read as loads."""
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(len(violations), 1)
+    for k, (name, runs) in enumerate(violations.items()):
+        x = np.arange(len(factors)) + (k - (len(violations) - 1) / 2) * width
+        v = [np.asarray(r, dtype=float) for r in runs]
+        mean = np.array([r.mean() for r in v])
+        err = np.array([[m - r.min() for m, r in zip(mean, v)], [r.max() - m for m, r in zip(mean, v)]])
+        ax.errorbar(x, mean, yerr=err, marker="o", ls="none", capsize=3, label=name)
+    ax.set_xticks(np.arange(len(factors)), [f"x{f:g}" for f in factors])
+    ax.set_xlabel("load factor (x the trace's arrival rate)")
+    ax.set_ylabel("SLO violation ratio (mean, min-max over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(plt, fig, path)
+
+
 def _pyplot():
     """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib  # noqa: PLC0415 - plotting is optional for the simulator core

@@ -254,8 +254,9 @@ class TritonPythonModel:
             except validation.BadRequest as exc:
                 n_invalid += 1
                 self._answer_now(sender, f"{self.name}: {exc}", "INVALID_ARGUMENT")
+        admit_factor = routing.admit_limit_factor(policy, self.cfg.drop_factor)
         decisions = routing.admit_batch([(j.route, len(j.prompts), j.slo_ms) for _, j in jobs], self.shared.totals(),
-                                        self.estimates(policy), self.cfg.drop_factor)
+                                        self.estimates(policy), admit_factor)
         admitted = []
         for (sender, job), decision in zip(jobs, decisions):
             if decision.admitted:
@@ -263,7 +264,7 @@ class TritonPythonModel:
                                         token=sender))
             else:
                 n_dropped += len(job.prompts)
-                self._answer_now(sender, routing.drop_message(DROP_MARKER, decision, job.slo_ms, self.cfg.drop_factor),
+                self._answer_now(sender, routing.drop_message(DROP_MARKER, decision, job.slo_ms, admit_factor),
                                  "UNAVAILABLE")
         if n_invalid:
             self.metrics.errors["invalid"].increment(n_invalid)
