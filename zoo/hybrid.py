@@ -9,7 +9,11 @@ At a heavy share h (the share of queries that end on the heavy model):
 - hybrid (HADIS): the router sends a share r straight to heavy and the discriminator defers a
   share d of the rest, with r + (1 - r) d = h. The split r is chosen per h on a CALIBRATION
   prompt set (as ``make calibrate`` and the planner would) and then evaluated on the report's
-  EVALUATION prompts, so hybrid is not better than the others by construction.
+  EVALUATION prompts, so hybrid is not better than the others by construction. The choice rule
+  (:mod:`zoo.router_share`: the largest r within one standard error of the best calibration
+  fidelity) was settled from diagnostics on the calibration set alone (bootstrap and half
+  splits, both recorded in hybrid.json under ``router_share_selection``), before the evaluation
+  curves at the committed sizes were computed.
 
 Quality = prompt fidelity (the judge finds exactly the prompt's objects) of the served set.
 """
@@ -19,8 +23,9 @@ import json
 
 import numpy as np
 
+from zoo.router_share import RULE, RULES, ROUTER_SHARE_STEP, bootstrap_choices, candidate_router_shares, half_split_check
+
 HEAVY_SHARES = np.round(np.arange(0.10, 0.9001, 0.05), 2)
-ROUTER_SHARE_STEP = 0.05
 
 
 def heavy_mask(router_score: np.ndarray, confidence: np.ndarray, router_share: float, disc_share: float) -> np.ndarray:
@@ -54,13 +59,38 @@ def fidelity(light_ok: np.ndarray, heavy_ok: np.ndarray, heavy: np.ndarray) -> f
     return float(np.where(heavy, heavy_ok, light_ok).mean())
 
 
+def served_correct(s: dict, heavy_share: float, step: float = ROUTER_SHARE_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate router shares, bool (R, N): is prompt n's served image correct under candidate r)."""
+    candidates = candidate_router_shares(heavy_share, step)
+    rows = [np.where(heavy_mask(s["router_score"], s["confidence"], r, split(heavy_share, r)), s["heavy_ok"], s["light_ok"])
+            for r in candidates]
+    return candidates, np.stack(rows).astype(bool)
+
+
 def best_router_share(light_ok: np.ndarray, heavy_ok: np.ndarray, router_score: np.ndarray, confidence: np.ndarray,
-                      heavy_share: float, step: float = ROUTER_SHARE_STEP) -> float:
-    """The router share r in {0, step, ..., h} with the best fidelity at heavy share h on this set (ties: smaller r)."""
-    candidates = np.round(np.arange(0.0, heavy_share + 1e-9, step), 4)
-    scores = [fidelity(light_ok, heavy_ok, heavy_mask(router_score, confidence, r, split(heavy_share, r)))
-              for r in candidates]
-    return float(candidates[int(np.argmax(scores))])
+                      heavy_share: float, step: float = ROUTER_SHARE_STEP, rule: str = RULE) -> float:
+    """The router share r in {0, step, ..., h} that ``rule`` (:data:`zoo.router_share.RULES`) picks on this set."""
+    if rule not in RULES:
+        raise ValueError(f"rule={rule!r}; expected one of {sorted(RULES)}")
+    s = {"light_ok": light_ok, "heavy_ok": heavy_ok, "router_score": router_score, "confidence": confidence}
+    return RULES[rule](*served_correct(s, heavy_share, step))
+
+
+def selection_diagnostics(calibration: dict, shares=HEAVY_SHARES, n_boot: int = 200, n_splits: int = 50) -> dict:
+    """How noisy the choice of r is, per rule, from the CALIBRATION set alone: r over bootstrap
+    resamples (5th / 50th / 95th percentile per heavy share) and the half-split check of
+    :func:`zoo.router_share.half_split_check` (strata: the set's easy half and hard half)."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    n = len(calibration["light_ok"])
+    strata = np.arange(n) >= n // 2  # eval_prompts lists the easy prompts first, then as many hard ones
+    per_share = [served_correct(calibration, float(h)) for h in tqdm(shares, desc="calibration surfaces")]
+    out = {"rule": RULE, "step": ROUTER_SHARE_STEP, "heavy_share": [float(h) for h in shares]}
+    for name, rule in tqdm(list(RULES.items()), desc="selection diagnostics"):
+        pct = [np.percentile(bootstrap_choices(c, ok, rule, n_boot), [5, 50, 95]) for c, ok in per_share]
+        out[name] = {"bootstrap_n": n_boot, "bootstrap_p5_p50_p95": [[float(v) for v in p] for p in pct],
+                     "half_split": half_split_check(per_share, rule, strata, n_splits)}
+    return out
 
 
 def curves(evaluation: dict, calibration: dict, shares=HEAVY_SHARES) -> dict:
@@ -139,6 +169,7 @@ def hybrid_report(out, weights, pipes: dict, judge, disc, evaluation: dict, cali
                   "evaluation": roc_auc(evaluation["router_score"], ~evaluation["light_ok"]),
                   "calibration": roc_auc(calibration["router_score"], ~calibration["light_ok"])},
               "discriminator_auc_light_fails": roc_auc(-evaluation["confidence"], ~evaluation["light_ok"]),
+              "router_share_selection": selection_diagnostics(calibration),
               **curves(evaluation, calibration)}
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "hybrid.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -147,6 +178,9 @@ def hybrid_report(out, weights, pipes: dict, judge, disc, evaluation: dict, cali
     for row in zip(result["heavy_share"], result["random"], result["discriminator"], result["router"],
                    result["hybrid"], result["hybrid_router_share"]):
         print("{:4.2f}        {:.3f}   {:.3f}  {:.3f}   {:.3f}  ({:.2f})".format(*row))
+    sel = result["router_share_selection"]
+    for name in RULES:
+        print(f"rule {name}: half-split check on calibration: {sel[name]['half_split']}")
     print(f"hybrid >= the better of discriminator and router at every share: "
           f"{result['hybrid_at_least_the_better_everywhere']}; strictly better at {result['hybrid_strictly_better_at']}")
     return result
