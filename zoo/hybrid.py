@@ -23,7 +23,7 @@ import json
 
 import numpy as np
 
-from zoo.router_share import RULE, RULES, ROUTER_SHARE_STEP, bootstrap_choices, candidate_router_shares, half_split_check
+from zoo.router_share import ROUTER_SHARE_STEP, RULE, RULES, bootstrap_choices, candidate_router_shares, half_split_check
 
 HEAVY_SHARES = np.round(np.arange(0.10, 0.9001, 0.05), 2)
 
@@ -101,18 +101,24 @@ def curves(evaluation: dict, calibration: dict, shares=HEAVY_SHARES) -> dict:
     e = evaluation
     n = len(e["light_ok"])
     out = {"heavy_share": [float(h) for h in shares], "random": [], "discriminator": [], "router": [], "hybrid": [],
-           "hybrid_router_share": []}
+           "hybrid_router_share": [], "hybrid_minus_better_standard_error": []}
+
+    def served(r: float, h: float) -> np.ndarray:
+        return np.where(heavy_mask(e["router_score"], e["confidence"], r, split(h, r)), e["heavy_ok"], e["light_ok"])
+
     for h in shares:
         k = int(round(h * n))
         out["random"].append(float(((n - k) * e["light_ok"].mean() + k * e["heavy_ok"].mean()) / n))
-        for name, r in (("discriminator", 0.0), ("router", float(h))):
-            out[name].append(fidelity(e["light_ok"], e["heavy_ok"],
-                                      heavy_mask(e["router_score"], e["confidence"], r, split(h, r))))
+        baselines = {name: served(r, float(h)) for name, r in (("discriminator", 0.0), ("router", float(h)))}
         r = best_router_share(calibration["light_ok"], calibration["heavy_ok"], calibration["router_score"],
                               calibration["confidence"], float(h))
+        hybrid = served(r, float(h))
+        for name, ok in (*baselines.items(), ("hybrid", hybrid)):
+            out[name].append(float(ok.mean()))
         out["hybrid_router_share"].append(r)
-        out["hybrid"].append(fidelity(e["light_ok"], e["heavy_ok"],
-                                      heavy_mask(e["router_score"], e["confidence"], r, split(h, r))))
+        # the evaluation set's own noise in "hybrid - the better baseline": SE of the paired per-prompt difference
+        better = max(baselines.values(), key=np.mean).astype(float)
+        out["hybrid_minus_better_standard_error"].append(float((hybrid - better).std(ddof=1) / np.sqrt(n)))
     better = [max(d, r) for d, r in zip(out["discriminator"], out["router"])]
     out["hybrid_at_least_the_better_everywhere"] = all(hy >= b - 1e-12 for hy, b in zip(out["hybrid"], better))
     out["hybrid_strictly_better_at"] = [h for h, hy, b in zip(out["heavy_share"], out["hybrid"], better) if hy > b + 1e-12]
@@ -186,33 +192,53 @@ def hybrid_report(out, weights, pipes: dict, judge, disc, evaluation: dict, cali
     return result
 
 
+EVALUATION_PER_DIFFICULTY = 1000  # the committed hybrid.json: 2,000 evaluation prompts (steps of 1/2,000)
+CALIBRATION_PER_DIFFICULTY = 500  # 1,000 calibration prompts (the half-split check in zoo/router_share.py)
+IMAGE_CACHE_DIR = "runs/tiny"
+
+
+def run(out, weights, pipes: dict, judge, disc, n_per_difficulty: int = EVALUATION_PER_DIFFICULTY,
+        calibration_per_difficulty: int = CALIBRATION_PER_DIFFICULTY, cache_dir=IMAGE_CACHE_DIR) -> dict:
+    """The routing-policy report on ``n_per_difficulty`` x 2 evaluation prompts (the report's seed and
+    image seeds), images cached under ``cache_dir`` (keyed by the weight files, prompts and seeds)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from serving.router import load_router  # noqa: PLC0415
+    from zoo.domain import eval_prompts  # noqa: PLC0415
+    from zoo.sampling import PROMPT_SEED, cached_images  # noqa: PLC0415
+
+    cache_dir = Path(cache_dir)
+    prompts = eval_prompts(PROMPT_SEED, n_per_difficulty)
+    seeds = list(range(10_000, 10_000 + len(prompts)))  # the report's evaluation seeds
+    heavy, light = cached_images(pipes, prompts, seeds, weights, cache_dir / f"report_images_{n_per_difficulty}.npz")
+    evaluation = routing_set(prompts, light, heavy, judge, disc, load_router(Path(weights) / "router"))
+    return hybrid_report(out, weights, pipes, judge, disc, evaluation, calibration_per_difficulty,
+                         cache_dir / f"report_images_{calibration_per_difficulty}_calibration.npz",
+                         {"seed": PROMPT_SEED, "n_per_difficulty": n_per_difficulty})
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m zoo.hybrid``: only the routing-policy part of ``make tiny-report`` (same prompts, same caches)."""
+    """``python -m zoo.hybrid``: only the routing-policy part of ``make tiny-report`` (same defaults, same caches)."""
     import argparse  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
     from export.discriminators import load_discriminator  # noqa: PLC0415
-    from serving.router import load_router  # noqa: PLC0415
-    from zoo.domain import eval_prompts  # noqa: PLC0415
     from zoo.judge import load_judge  # noqa: PLC0415
-    from zoo.sampling import PROMPT_SEED, WEIGHTS, cached_images, load_pipeline  # noqa: PLC0415
+    from zoo.sampling import WEIGHTS, load_pipeline  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--weights", type=Path, default=WEIGHTS)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/tiny"))
-    ap.add_argument("--n-per-difficulty", type=int, default=250, help="evaluation prompts per difficulty")
-    ap.add_argument("--calibration-per-difficulty", type=int, default=500)
-    ap.add_argument("--image-cache", type=Path, default=Path("runs/tiny/report_images.npz"))
+    ap.add_argument("--n-per-difficulty", type=int, default=EVALUATION_PER_DIFFICULTY,
+                    help="evaluation prompts per difficulty")
+    ap.add_argument("--calibration-per-difficulty", type=int, default=CALIBRATION_PER_DIFFICULTY,
+                    help="calibration prompts per difficulty on which hybrid picks its router share")
+    ap.add_argument("--image-cache-dir", type=Path, default=Path(IMAGE_CACHE_DIR),
+                    help="where generated images are cached (reused only when made from the same weight files)")
     a = ap.parse_args(argv)
     pipes = {k: load_pipeline(a.weights / k) for k in ("heavy", "light")}
     judge, disc = load_judge(a.weights / "judge"), load_discriminator(a.weights / "discriminator")
-    prompts = eval_prompts(PROMPT_SEED, a.n_per_difficulty)
-    seeds = list(range(10_000, 10_000 + len(prompts)))  # the report's evaluation seeds
-    heavy, light = cached_images(pipes, prompts, seeds, a.weights, a.image_cache)
-    evaluation = routing_set(prompts, light, heavy, judge, disc, load_router(a.weights / "router"))
-    hybrid_report(a.out, a.weights, pipes, judge, disc, evaluation, a.calibration_per_difficulty,
-                  a.image_cache.with_name(a.image_cache.stem + "_calibration.npz"),
-                  {"seed": PROMPT_SEED, "n_per_difficulty": a.n_per_difficulty})
+    run(a.out, a.weights, pipes, judge, disc, a.n_per_difficulty, a.calibration_per_difficulty, a.image_cache_dir)
     return 0
 
 

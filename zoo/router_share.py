@@ -29,7 +29,7 @@ were computed; hybrid.json records the bootstrap and half-split numbers of both 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
