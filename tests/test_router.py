@@ -73,3 +73,60 @@ def test_hybrid_split_is_chosen_on_calibration_and_can_lose_on_evaluation():
     assert out["hybrid_router_share"][0] > 0  # the calibration set says: route
     assert out["discriminator"] == [1.0] and out["hybrid"] == [0.75]  # ... which is worse here
     assert out["hybrid_at_least_the_better_everywhere"] is False
+
+
+def _flat_surface_set(n: int = 200) -> dict:
+    """A calibration set where hybrid's split hardly matters at h = 0.5: the router's top half holds
+    every light failure but one, which only the discriminator finds (and one prompt heavy gets wrong)."""
+    light_ok = np.ones(n, bool)
+    light_ok[: n // 4] = False  # 50 light failures, all in the router's top half ...
+    light_ok[n // 2] = False  # ... but one, the least confident image of the rest
+    heavy_ok = np.ones(n, bool)
+    heavy_ok[n // 2 + 1] = False
+    router_score = np.linspace(1.0, 0.0, n)
+    confidence = np.full(n, 0.5)
+    confidence[n // 2] = 0.0
+    return {"light_ok": light_ok, "heavy_ok": heavy_ok, "router_score": router_score, "confidence": confidence}
+
+
+def test_within_one_standard_error_the_larger_cheaper_router_share_wins():
+    s = _flat_surface_set()
+    candidates, served_ok = hybrid.served_correct(s, 0.5)
+    fidelity = served_ok.mean(axis=1)
+    assert candidates[-1] == 0.5 and fidelity[-1] == pytest.approx(0.995) and fidelity.max() == 1.0
+    # router-only is one prompt in 200 behind the best split (SE of the best: 0) ...
+    assert hybrid.best_router_share(**s, heavy_share=0.5, rule="argmax_smallest") < 0.5
+    # ... but add two prompts nobody serves right and the best is 0.990 with a standard error of
+    # 0.007: router-only (0.985) is within it, and it is the cheaper choice
+    noisy = {k: np.concatenate([v, v[:2]]) for k, v in s.items()}
+    noisy["light_ok"][-2:], noisy["heavy_ok"][-2:] = False, False
+    assert hybrid.best_router_share(**noisy, heavy_share=0.5) == 0.5
+    assert hybrid.best_router_share(**noisy, heavy_share=0.5, rule="argmax_smallest") < 0.5
+
+
+def test_a_router_share_better_by_more_than_one_standard_error_is_kept():
+    from zoo.router_share import within_one_se_largest
+
+    candidates = np.array([0.0, 0.25, 0.5])
+    served_ok = np.ones((3, 400), bool)
+    served_ok[0, :40] = False  # 0.90
+    served_ok[2, :20] = False  # 0.95: 5 points behind the best (1.0, standard error 0)
+    assert within_one_se_largest(candidates, served_ok) == 0.25
+    served_ok[1, :12] = False  # best 0.97, SE 0.0085: 0.95 is still more than one SE behind
+    assert within_one_se_largest(candidates, served_ok) == 0.25
+    served_ok[1, :17] = False  # best 0.9575, SE 0.010: 0.95 is within it -> the larger r
+    assert within_one_se_largest(candidates, served_ok) == 0.5
+    with pytest.raises(ValueError, match=r"served_ok has shape \(3, 0\); expected \(3, N >= 1\)"):
+        within_one_se_largest(candidates, served_ok[:, :0])
+
+
+def test_the_half_split_check_counts_shares_where_the_choice_loses_on_held_out_prompts():
+    from zoo.router_share import argmax_smallest, candidate_router_shares, half_split_check
+
+    assert candidate_router_shares(0.12, 0.05).tolist() == [0.0, 0.05, 0.1, 0.12]
+    # r = 0.5 is right on every prompt, r = 0 on none: every split picks 0.5, which ties router-only
+    candidates = np.array([0.0, 0.5])
+    served_ok = np.stack([np.zeros(10, bool), np.ones(10, bool)])
+    out = half_split_check([(candidates, served_ok)], argmax_smallest, strata=np.arange(10) >= 5, n_splits=3)
+    assert out == {"n_splits": 3, "shares_behind_per_split": 0.0, "shares_strictly_ahead_per_split": 0.0,
+                   "mean_margin_over_better_baseline": 0.0}

@@ -9,7 +9,11 @@ At a heavy share h (the share of queries that end on the heavy model):
 - hybrid (HADIS): the router sends a share r straight to heavy and the discriminator defers a
   share d of the rest, with r + (1 - r) d = h. The split r is chosen per h on a CALIBRATION
   prompt set (as ``make calibrate`` and the planner would) and then evaluated on the report's
-  EVALUATION prompts, so hybrid is not better than the others by construction.
+  EVALUATION prompts, so hybrid is not better than the others by construction. The choice rule
+  (:mod:`zoo.router_share`: the largest r within one standard error of the best calibration
+  fidelity) was settled from diagnostics on the calibration set alone (bootstrap and half
+  splits, both recorded in hybrid.json under ``router_share_selection``), before the evaluation
+  curves at the committed sizes were computed.
 
 Quality = prompt fidelity (the judge finds exactly the prompt's objects) of the served set.
 """
@@ -20,22 +24,47 @@ import json
 import numpy as np
 
 from export.hybrid_calibration import heavy_mask, split  # one implementation, shared with make calibrate
+from zoo.router_share import ROUTER_SHARE_STEP, RULE, RULES, bootstrap_choices, candidate_router_shares, half_split_check
 
 HEAVY_SHARES = np.round(np.arange(0.10, 0.9001, 0.05), 2)
-ROUTER_SHARE_STEP = 0.05
 
 
 def fidelity(light_ok: np.ndarray, heavy_ok: np.ndarray, heavy: np.ndarray) -> float:
     return float(np.where(heavy, heavy_ok, light_ok).mean())
 
 
+def served_correct(s: dict, heavy_share: float, step: float = ROUTER_SHARE_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate router shares, bool (R, N): is prompt n's served image correct under candidate r)."""
+    candidates = candidate_router_shares(heavy_share, step)
+    rows = [np.where(heavy_mask(s["router_score"], s["confidence"], r, split(heavy_share, r)), s["heavy_ok"], s["light_ok"])
+            for r in candidates]
+    return candidates, np.stack(rows).astype(bool)
+
+
 def best_router_share(light_ok: np.ndarray, heavy_ok: np.ndarray, router_score: np.ndarray, confidence: np.ndarray,
-                      heavy_share: float, step: float = ROUTER_SHARE_STEP) -> float:
-    """The router share r in {0, step, ..., h} with the best fidelity at heavy share h on this set (ties: smaller r)."""
-    candidates = np.round(np.arange(0.0, heavy_share + 1e-9, step), 4)
-    scores = [fidelity(light_ok, heavy_ok, heavy_mask(router_score, confidence, r, split(heavy_share, r)))
-              for r in candidates]
-    return float(candidates[int(np.argmax(scores))])
+                      heavy_share: float, step: float = ROUTER_SHARE_STEP, rule: str = RULE) -> float:
+    """The router share r in {0, step, ..., h} that ``rule`` (:data:`zoo.router_share.RULES`) picks on this set."""
+    if rule not in RULES:
+        raise ValueError(f"rule={rule!r}; expected one of {sorted(RULES)}")
+    s = {"light_ok": light_ok, "heavy_ok": heavy_ok, "router_score": router_score, "confidence": confidence}
+    return RULES[rule](*served_correct(s, heavy_share, step))
+
+
+def selection_diagnostics(calibration: dict, shares=HEAVY_SHARES, n_boot: int = 200, n_splits: int = 50) -> dict:
+    """How noisy the choice of r is, per rule, from the CALIBRATION set alone: r over bootstrap
+    resamples (5th / 50th / 95th percentile per heavy share) and the half-split check of
+    :func:`zoo.router_share.half_split_check` (strata: the set's easy half and hard half)."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    n = len(calibration["light_ok"])
+    strata = np.arange(n) >= n // 2  # eval_prompts lists the easy prompts first, then as many hard ones
+    per_share = [served_correct(calibration, float(h)) for h in tqdm(shares, desc="calibration surfaces")]
+    out = {"rule": RULE, "step": ROUTER_SHARE_STEP, "heavy_share": [float(h) for h in shares]}
+    for name, rule in tqdm(list(RULES.items()), desc="selection diagnostics"):
+        pct = [np.percentile(bootstrap_choices(c, ok, rule, n_boot), [5, 50, 95]) for c, ok in per_share]
+        out[name] = {"bootstrap_n": n_boot, "bootstrap_p5_p50_p95": [[float(v) for v in p] for p in pct],
+                     "half_split": half_split_check(per_share, rule, strata, n_splits)}
+    return out
 
 
 def curves(evaluation: dict, calibration: dict, shares=HEAVY_SHARES) -> dict:
@@ -46,18 +75,24 @@ def curves(evaluation: dict, calibration: dict, shares=HEAVY_SHARES) -> dict:
     e = evaluation
     n = len(e["light_ok"])
     out = {"heavy_share": [float(h) for h in shares], "random": [], "discriminator": [], "router": [], "hybrid": [],
-           "hybrid_router_share": []}
+           "hybrid_router_share": [], "hybrid_minus_better_standard_error": []}
+
+    def served(r: float, h: float) -> np.ndarray:
+        return np.where(heavy_mask(e["router_score"], e["confidence"], r, split(h, r)), e["heavy_ok"], e["light_ok"])
+
     for h in shares:
         k = int(round(h * n))
         out["random"].append(float(((n - k) * e["light_ok"].mean() + k * e["heavy_ok"].mean()) / n))
-        for name, r in (("discriminator", 0.0), ("router", float(h))):
-            out[name].append(fidelity(e["light_ok"], e["heavy_ok"],
-                                      heavy_mask(e["router_score"], e["confidence"], r, split(h, r))))
+        baselines = {name: served(r, float(h)) for name, r in (("discriminator", 0.0), ("router", float(h)))}
         r = best_router_share(calibration["light_ok"], calibration["heavy_ok"], calibration["router_score"],
                               calibration["confidence"], float(h))
+        hybrid = served(r, float(h))
+        for name, ok in (*baselines.items(), ("hybrid", hybrid)):
+            out[name].append(float(ok.mean()))
         out["hybrid_router_share"].append(r)
-        out["hybrid"].append(fidelity(e["light_ok"], e["heavy_ok"],
-                                      heavy_mask(e["router_score"], e["confidence"], r, split(h, r))))
+        # the evaluation set's own noise in "hybrid - the better baseline": SE of the paired per-prompt difference
+        better = max(baselines.values(), key=np.mean).astype(float)
+        out["hybrid_minus_better_standard_error"].append(float((hybrid - better).std(ddof=1) / np.sqrt(n)))
     better = [max(d, r) for d, r in zip(out["discriminator"], out["router"])]
     out["hybrid_at_least_the_better_everywhere"] = all(hy >= b - 1e-12 for hy, b in zip(out["hybrid"], better))
     out["hybrid_strictly_better_at"] = [h for h, hy, b in zip(out["heavy_share"], out["hybrid"], better) if hy > b + 1e-12]
@@ -114,6 +149,7 @@ def hybrid_report(out, weights, pipes: dict, judge, disc, evaluation: dict, cali
                   "evaluation": roc_auc(evaluation["router_score"], ~evaluation["light_ok"]),
                   "calibration": roc_auc(calibration["router_score"], ~calibration["light_ok"])},
               "discriminator_auc_light_fails": roc_auc(-evaluation["confidence"], ~evaluation["light_ok"]),
+              "router_share_selection": selection_diagnostics(calibration),
               **curves(evaluation, calibration)}
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "hybrid.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -122,38 +158,61 @@ def hybrid_report(out, weights, pipes: dict, judge, disc, evaluation: dict, cali
     for row in zip(result["heavy_share"], result["random"], result["discriminator"], result["router"],
                    result["hybrid"], result["hybrid_router_share"]):
         print("{:4.2f}        {:.3f}   {:.3f}  {:.3f}   {:.3f}  ({:.2f})".format(*row))
+    sel = result["router_share_selection"]
+    for name in RULES:
+        print(f"rule {name}: half-split check on calibration: {sel[name]['half_split']}")
     print(f"hybrid >= the better of discriminator and router at every share: "
           f"{result['hybrid_at_least_the_better_everywhere']}; strictly better at {result['hybrid_strictly_better_at']}")
     return result
 
 
+EVALUATION_PER_DIFFICULTY = 1000  # the committed hybrid.json: 2,000 evaluation prompts (steps of 1/2,000)
+CALIBRATION_PER_DIFFICULTY = 500  # 1,000 calibration prompts (the half-split check in zoo/router_share.py)
+IMAGE_CACHE_DIR = "runs/tiny"
+
+
+def run(out, weights, pipes: dict, judge, disc, n_per_difficulty: int = EVALUATION_PER_DIFFICULTY,
+        calibration_per_difficulty: int = CALIBRATION_PER_DIFFICULTY, cache_dir=IMAGE_CACHE_DIR) -> dict:
+    """The routing-policy report on ``n_per_difficulty`` x 2 evaluation prompts (the report's seed and
+    image seeds), images cached under ``cache_dir`` (keyed by the weight files, prompts and seeds)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from serving.router import load_router  # noqa: PLC0415
+    from zoo.domain import eval_prompts  # noqa: PLC0415
+    from zoo.sampling import PROMPT_SEED, cached_images  # noqa: PLC0415
+
+    cache_dir = Path(cache_dir)
+    prompts = eval_prompts(PROMPT_SEED, n_per_difficulty)
+    seeds = list(range(10_000, 10_000 + len(prompts)))  # the report's evaluation seeds
+    heavy, light = cached_images(pipes, prompts, seeds, weights, cache_dir / f"report_images_{n_per_difficulty}.npz")
+    evaluation = routing_set(prompts, light, heavy, judge, disc, load_router(Path(weights) / "router"))
+    return hybrid_report(out, weights, pipes, judge, disc, evaluation, calibration_per_difficulty,
+                         cache_dir / f"report_images_{calibration_per_difficulty}_calibration.npz",
+                         {"seed": PROMPT_SEED, "n_per_difficulty": n_per_difficulty})
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m zoo.hybrid``: only the routing-policy part of ``make tiny-report`` (same prompts, same caches)."""
+    """``python -m zoo.hybrid``: only the routing-policy part of ``make tiny-report`` (same defaults, same caches)."""
     import argparse  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
     from export.discriminators import load_discriminator  # noqa: PLC0415
-    from serving.router import load_router  # noqa: PLC0415
-    from zoo.domain import eval_prompts  # noqa: PLC0415
     from zoo.judge import load_judge  # noqa: PLC0415
-    from zoo.sampling import PROMPT_SEED, WEIGHTS, cached_images, load_pipeline  # noqa: PLC0415
+    from zoo.sampling import WEIGHTS, load_pipeline  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--weights", type=Path, default=WEIGHTS)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/tiny"))
-    ap.add_argument("--n-per-difficulty", type=int, default=250, help="evaluation prompts per difficulty")
-    ap.add_argument("--calibration-per-difficulty", type=int, default=500)
-    ap.add_argument("--image-cache", type=Path, default=Path("runs/tiny/report_images.npz"))
+    ap.add_argument("--n-per-difficulty", type=int, default=EVALUATION_PER_DIFFICULTY,
+                    help="evaluation prompts per difficulty")
+    ap.add_argument("--calibration-per-difficulty", type=int, default=CALIBRATION_PER_DIFFICULTY,
+                    help="calibration prompts per difficulty on which hybrid picks its router share")
+    ap.add_argument("--image-cache-dir", type=Path, default=Path(IMAGE_CACHE_DIR),
+                    help="where generated images are cached (reused only when made from the same weight files)")
     a = ap.parse_args(argv)
     pipes = {k: load_pipeline(a.weights / k) for k in ("heavy", "light")}
     judge, disc = load_judge(a.weights / "judge"), load_discriminator(a.weights / "discriminator")
-    prompts = eval_prompts(PROMPT_SEED, a.n_per_difficulty)
-    seeds = list(range(10_000, 10_000 + len(prompts)))  # the report's evaluation seeds
-    heavy, light = cached_images(pipes, prompts, seeds, a.weights, a.image_cache)
-    evaluation = routing_set(prompts, light, heavy, judge, disc, load_router(a.weights / "router"))
-    hybrid_report(a.out, a.weights, pipes, judge, disc, evaluation, a.calibration_per_difficulty,
-                  a.image_cache.with_name(a.image_cache.stem + "_calibration.npz"),
-                  {"seed": PROMPT_SEED, "n_per_difficulty": a.n_per_difficulty})
+    run(a.out, a.weights, pipes, judge, disc, a.n_per_difficulty, a.calibration_per_difficulty, a.image_cache_dir)
     return 0
 
 

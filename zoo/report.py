@@ -11,8 +11,10 @@ pipelines through diffusers, then measures with the independent quality judge:
   see docs/interfaces.md; these torch numbers are the reference path);
 - a grid of sample images per difficulty (real render | light | heavy);
 - routing policies (``hybrid.json``, ``hybrid.png``; :mod:`zoo.hybrid`): fidelity at heavy
-  shares 10-90 % of random, discriminator-only, router-only and hybrid routing, hybrid's router
-  share chosen on the calibration prompts (configs/tiny.yaml's seed) and evaluated on these.
+  shares 10-90 % of random, discriminator-only, router-only and hybrid routing on their own,
+  larger evaluation set (``--hybrid-per-difficulty``, same prompt seed; images cached under
+  ``runs/tiny``), hybrid's router share chosen on the calibration prompts (configs/tiny.yaml's
+  seed).
 
 Writes ``report.json`` and PNG plots under ``--out`` (default ``benchmarks/results/tiny``).
 """
@@ -31,9 +33,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from export.discriminators import load_discriminator  # noqa: E402
-from serving.router import load_router  # noqa: E402
+from zoo import hybrid  # noqa: E402
 from zoo.domain import eval_prompts, parse_caption, render  # noqa: E402
-from zoo.hybrid import hybrid_report, routing_set  # noqa: E402
 from zoo.judge import load_judge  # noqa: E402
 from zoo.metrics import SHARES, cascade_curves, fid  # noqa: E402
 from zoo.sampling import PROMPT_SEED, SAMPLING, WEIGHTS, cached_images, disc_confidence, generate, load_pipeline  # noqa: E402
@@ -94,8 +95,12 @@ def _parse_args() -> argparse.Namespace:
     p.add_argument("--n-per-difficulty", type=int, default=300)
     p.add_argument("--timing-repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--calibration-per-difficulty", type=int, default=500,
+    p.add_argument("--hybrid-per-difficulty", type=int, default=hybrid.EVALUATION_PER_DIFFICULTY,
+                   help="evaluation prompts per difficulty of the routing-policy curves (hybrid.json)")
+    p.add_argument("--calibration-per-difficulty", type=int, default=hybrid.CALIBRATION_PER_DIFFICULTY,
                    help="calibration prompts per difficulty on which hybrid routing picks its router share")
+    p.add_argument("--hybrid-image-cache-dir", type=Path, default=Path(hybrid.IMAGE_CACHE_DIR),
+                   help="image cache of the routing-policy curves (keyed by the weight files, like --image-cache)")
     p.add_argument("--image-cache", type=Path, default=None,
                    help="npz of generated images, reused when present AND made from the same weights files")
     return p.parse_args()
@@ -208,10 +213,8 @@ def main() -> None:
         sample_grid(real[idx], light[idx], heavy[idx], [prompts[i] for i in idx], a.out / f"samples_{d}.png",
                     f"{d} prompts")
     _print_summary(report, a.threads)
-    evaluation = routing_set(prompts, light, heavy, judge, disc, load_router(a.weights / "router"))
-    hybrid_report(a.out, a.weights, pipes, judge, disc, evaluation, a.calibration_per_difficulty,
-                  a.image_cache.with_name(a.image_cache.stem + "_calibration.npz") if a.image_cache else None,
-                  {"seed": PROMPT_SEED, "n_per_difficulty": n})
+    hybrid.run(a.out, a.weights, pipes, judge, disc, a.hybrid_per_difficulty, a.calibration_per_difficulty,
+               a.hybrid_image_cache_dir)
     print(f"wrote {a.out / 'report.json'} and PNGs")
 
 
