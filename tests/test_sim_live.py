@@ -53,6 +53,8 @@ def test_a_live_run_with_hybrid_is_simulated_with_the_prompt_router_routing_quer
     result = run_policy(cfg, "hybrid", inputs)
     assert result["router_share"]["max"] > 0  # the plan sends a share of the prompts to heavy...
     assert result["summary"]["routed_share"] > 0  # ...and the simulated router does
+    cells = [f for row in inputs.router.surface.fid for f in row]
+    assert min(cells) <= result["summary"]["mean_fid"] <= max(cells)  # FID read off the 2-D surface
     doc = live.live_vs_sim(tmp_path / "sim", run, RunConfig(), "test")
     assert list(doc["policies"]) == ["quality", "hybrid"]
     hybrid = doc["policies"]["hybrid"]["sim"]

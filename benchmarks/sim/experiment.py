@@ -22,6 +22,7 @@ from planner import data as pdata
 from planner.types import DeferralCurve, HybridSurface, ModelProfile, QualityCurve, RouterCurve
 
 from .engine import SimConfig, simulate
+from .hybrid import surface_fid
 from .metrics import Series, fluid_fid_bound, routed_share, series, summarize
 from .trace import (Trace, confidences_from_curve, load_trace, query_confidences, query_router_scores, rate_scale_trace,
                     scale_trace)
@@ -270,9 +271,12 @@ def run_policy(cfg: RunConfig, name: str, inputs: Inputs, progress: bool = False
                              service_latency_factor=cfg.service_latency_factor),
                    progress=progress, router_score=router.score if router else None,
                    router=router.curve if router else None)
+    summary = {**summarize(res, inputs.quality, inputs.light.name, inputs.heavy.name).as_dict(),
+               "routed_share": routed_share(res)}
+    if router:  # routed prompts are not the least confident: FID off the 2-D surface, not the 1-D curve
+        summary["mean_fid"] = surface_fid(res, {(inputs.light.name, inputs.heavy.name): router.surface})[0]
     return {
-        "summary": {**summarize(res, inputs.quality, inputs.light.name, inputs.heavy.name).as_dict(),
-                    "routed_share": routed_share(res)},
+        "summary": summary,
         "series": series(res, inputs.quality, inputs.light.name, inputs.heavy.name),
         **_planner_stats(res.windows),
         "loop": {"events": res.events, "loop_wall_s": res.loop_wall_s, "planner_wall_s": res.planner_wall_s,
