@@ -5,7 +5,8 @@ heavy through the serving runtime, and the discriminator scores both images. The
 
 - ``deferral_curve.csv`` (``,t,f_t``, the paper's schema): f(t) = share of prompts whose
   light-image confidence is below t;
-- ``confidences.csv`` (``content_id,light,heavy``, the paper's ``confidence_*.csv`` schema);
+- ``confidences.csv`` (``content_id,light,heavy``, the paper's ``confidence_*.csv`` schema; with a
+  prompt router a fourth column ``router``: each prompt's router score);
 - ``quality_curve.json`` (``fraction_served_by_light``, ``fid``, the paper's ``fid_curve_*.json``
   schema): with query-aware routing (the lowest-confidence queries go to heavy first), the FID of
   the mixed responses vs real images, per share served by light, scored by the config's
@@ -122,6 +123,29 @@ def _batched(fn, items: Sequence, batch: int, desc: str) -> np.ndarray:
     return np.concatenate([fn(items[i:i + batch]) for i in tqdm(range(0, len(items), batch), desc=desc, unit="batch")])
 
 
+def write_confidences(path: Path, conf_light: np.ndarray, conf_heavy: np.ndarray,
+                      router_score: np.ndarray | None = None) -> Path:
+    """``confidences.csv``: ``content_id,light,heavy`` and, with a prompt router, ``router`` (each
+    prompt's router score, so that a simulator routes the same prompts the router would)."""
+    rows = [f"{i},{a:.6e},{b:.6e}" for i, (a, b) in enumerate(zip(conf_light, conf_heavy))]
+    if router_score is not None:  # repr: reads back as the same float, as router_curve.csv's thresholds do
+        rows = [f"{row},{float(r)!r}" for row, r in zip(rows, router_score)]
+    path.write_text("content_id,light,heavy" + (",router" if router_score is not None else "") + "\n"
+                    + "".join(row + "\n" for row in rows))
+    return path
+
+
+def _router_scores(cascade: CascadeConfig, repo: str | Path, prompts: Sequence[str], batch: int) -> np.ndarray | None:
+    """The prompt router's score of each calibration prompt, or None when the repository has no router."""
+    router_dir = repository.artifact_dir(repo, "router")
+    if not router_dir.is_dir():
+        return None
+    from serving.router import load_router_stage  # noqa: PLC0415
+
+    router = load_router_stage(router_dir, expected_hash=cascade.config_hash)
+    return _batched(router.score, prompts, batch, "calibrate: router")
+
+
 def calibrate_cascade(cascade: CascadeConfig, repo: str | Path, count: int | None = None,
                       out_dir: str | Path | None = None, batch: int = 32) -> list[Path]:
     """Write f(t), confidences and (when the config names a quality metric) the quality curve; returns the paths written."""
@@ -145,10 +169,8 @@ def calibrate_cascade(cascade: CascadeConfig, repo: str | Path, count: int | Non
     f_t = out / "deferral_curve.csv"
     f_t.write_text(",t,f_t\n" + "".join(f"{i},{t},{f:.6g}\n" for i, (t, f) in enumerate(
         deferral_curve(conf_light, threshold_grid(conf_light)))))
-    conf = out / "confidences.csv"
-    conf.write_text("content_id,light,heavy\n" + "".join(
-        f"{i},{a:.6e},{b:.6e}\n" for i, (a, b) in enumerate(zip(conf_light, conf_heavy))))
-    written += [f_t, conf]
+    router_scores = _router_scores(cascade, repo, prompts, batch)
+    written += [f_t, write_confidences(out / "confidences.csv", conf_light, conf_heavy, router_scores)]
     scorer, what = _quality_scorer(cascade, prompts)
     meta = {"cascade": cascade.name, "config_hash": cascade.config_hash, "prompts": len(prompts),
             "prompt_source": cascade.calibration.prompts, "seed": cascade.calibration.seed,
@@ -164,13 +186,8 @@ def calibrate_cascade(cascade: CascadeConfig, repo: str | Path, count: int | Non
                                  "routing": "query-aware: lowest discriminator confidence goes to heavy first",
                                  "fraction_served_by_light": list(LIGHT_FRACTIONS), "fid": fids, **meta}, indent=2))
         written.append(q)
-    router_dir = repository.artifact_dir(repo, "router")
-    if router_dir.is_dir():  # the repository has a prompt router: its curve and the 2-D hybrid surface
-        from serving.router import load_router_stage  # noqa: PLC0415
-
-        router = load_router_stage(router_dir, expected_hash=cascade.config_hash)
-        scores = _batched(router.score, prompts, batch, "calibrate: router")
-        written += calibrate_hybrid(out, light_images, heavy_images, scores, conf_light, scorer, what, meta)
+    if router_scores is not None:  # the repository has a prompt router: its curve and the 2-D hybrid surface
+        written += calibrate_hybrid(out, light_images, heavy_images, router_scores, conf_light, scorer, what, meta)
     m = out / "calibration.json"
     m.write_text(json.dumps(meta, indent=2))
     return written + [m]

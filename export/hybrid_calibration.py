@@ -131,7 +131,9 @@ def hybrid_surface(light_images: np.ndarray, heavy_images: np.ndarray, router_sc
 
 def write_router_curve(path: str | Path, rows: Sequence[tuple[float, float]]) -> Path:
     path = Path(path)
-    path.write_text("routed_share,score_threshold\n" + "".join(f"{r:g},{t:.9g}\n" for r, t in rows))
+    # repr: the float64 exactly (share 0's threshold is the next float above the highest score, which
+    # 9 digits round back onto that score), as confidences.csv writes the scores
+    path.write_text("routed_share,score_threshold\n" + "".join(f"{r:g},{float(t)!r}\n" for r, t in rows))
     return path
 
 

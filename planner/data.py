@@ -48,6 +48,7 @@ PAPER_FID_JSON = "fid_curve_sdturbo_sdv15.json"
 PAPER_CONFIDENCE_CSV = "confidence_sdturbo_sdv15.csv"
 PAPER_SCORES = "discriminator_scores_sdturbo.txt.gz"
 A100_ACCEL = "onnxruntime_gpu_ampere"
+ROUTER_COLUMN = "router"  # confidences.csv: each prompt's router score (calibration with a prompt router)
 
 
 def _float(path: Path, what: str, raw: object) -> float:
@@ -148,8 +149,9 @@ def load_confidences(path: str | Path | None = None) -> Confidences:
         raise ValueError(f"{path}: no such file")
     with Path(path).open(newline="") as fh:
         header = next(csv.reader(fh), [])
-    if len(header) != 3 or header[0] != "content_id":
-        raise ValueError(f"{path}: header {header}; expected content_id,<light>,<heavy>")
+    if len(header) not in (3, 4) or header[0] != "content_id" or header[3:] not in ([], [ROUTER_COLUMN]):
+        raise ValueError(f"{path}: header {header}; expected content_id,<light>,<heavy>[,{ROUTER_COLUMN}]")
+    header = header[:3]
     rows = read_csv(path, tuple(header))
     ids = np.array([int(_float(path, "content_id", r[header[0]])) for r in rows], dtype=np.int64)
     light = np.array([_float(path, header[1], r[header[1]]) for r in rows], dtype=np.float64)
@@ -224,6 +226,9 @@ class PromptConfidences:
     content_id: np.ndarray  # int64 (n,)
     confidence: np.ndarray  # float64 (n,)
     source: str = ""
+    # The prompt router's score per prompt (float64 (n,); a prompt with score >= the router
+    # threshold skips light), from a ``router`` column; None: no router was calibrated.
+    router_score: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         ids, conf = self.content_id, self.confidence
@@ -234,13 +239,17 @@ class PromptConfidences:
             raise ValueError(f"{self.source}: content ids must be sorted and unique")
         if not np.all(np.isfinite(conf)):
             raise ValueError(f"{self.source}: confidences must be finite")
+        r = self.router_score
+        if r is not None and (r.shape != ids.shape or not np.all(np.isfinite(r))):
+            raise ValueError(f"{self.source}: router scores of shape {r.shape}; expected one finite number per "
+                             f"prompt {ids.shape}")
 
     def deferral_fraction(self, threshold: float) -> float:
         """f(t) of these prompts: the share whose confidence is < ``threshold``."""
         return float(np.mean(self.confidence < threshold))
 
-    def lookup(self, prompt_id: np.ndarray) -> np.ndarray:
-        """Confidence of each prompt id (float64, same shape); ValueError naming an unknown id."""
+    def positions(self, prompt_id: np.ndarray) -> np.ndarray:
+        """Index of each prompt id in ``content_id`` (int64, same shape); ValueError naming an unknown id."""
         prompt_id = np.asarray(prompt_id, dtype=np.int64)
         pos = np.minimum(np.searchsorted(self.content_id, prompt_id), len(self.content_id) - 1)
         missing = self.content_id[pos] != prompt_id
@@ -248,14 +257,20 @@ class PromptConfidences:
             bad = int(prompt_id[np.argmax(missing)])
             raise ValueError(f"prompt id {bad} has no confidence in {self.source}; expected ids "
                              f"{int(self.content_id[0])}..{int(self.content_id[-1])}")
-        return self.confidence[pos]
+        return pos
+
+    def lookup(self, prompt_id: np.ndarray) -> np.ndarray:
+        """Confidence of each prompt id (float64, same shape); ValueError naming an unknown id."""
+        return self.confidence[self.positions(prompt_id)]
 
 
 def load_prompt_confidences(path: str | Path, meaning: str, column: str | None = None, images_per_prompt: int = 1,
                             first_content_id: int = 0) -> PromptConfidences:
     """Per-prompt confidences from a ``content_id,<light>,...`` CSV (``column``: default the
-    second) or from a file of raw scores, one per line (``.gz`` allowed), ``images_per_prompt``
-    consecutive scores per prompt (averaged), prompts numbered from ``first_content_id``.
+    second; a ``router`` column, as calibration writes it with a prompt router, gives each
+    prompt's router score) or from a file of raw scores, one per line (``.gz`` allowed),
+    ``images_per_prompt`` consecutive scores per prompt (averaged), prompts numbered from
+    ``first_content_id``.
 
     ``meaning`` is what the values are: ``p_real`` (kept) or ``p_fake`` (confidence = 1 - value).
     """
@@ -264,6 +279,7 @@ def load_prompt_confidences(path: str | Path, meaning: str, column: str | None =
         raise ValueError(f"{path}: confidence meaning {meaning!r}; expected one of {CONFIDENCE_MEANINGS}")
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
+    router = None
     if path.suffix == ".csv":
         with path.open(newline="") as fh:
             header = next(csv.reader(fh), [])
@@ -271,6 +287,8 @@ def load_prompt_confidences(path: str | Path, meaning: str, column: str | None =
         rows = read_csv(path, ("content_id", column))
         ids = np.array([int(_float(path, "content_id", r["content_id"])) for r in rows], dtype=np.int64)
         values = np.array([_float(path, column, r[column]) for r in rows], dtype=np.float64)
+        if ROUTER_COLUMN in header and column != ROUTER_COLUMN:
+            router = np.array([_float(path, ROUTER_COLUMN, r[ROUTER_COLUMN]) for r in rows], dtype=np.float64)
         what = f"{path.name} column {column!r}"
     else:
         if images_per_prompt < 1:
@@ -289,7 +307,8 @@ def load_prompt_confidences(path: str | Path, meaning: str, column: str | None =
         raise ValueError(f"{path}: values outside [0, 1]; expected probabilities ({meaning})")
     order = np.argsort(ids, kind="stable")
     conf = 1.0 - values if meaning == "p_fake" else values
-    return PromptConfidences(ids[order], conf[order], f"{what}, {'1 - P(fake)' if meaning == 'p_fake' else 'P(real)'}")
+    return PromptConfidences(ids[order], conf[order], f"{what}, {'1 - P(fake)' if meaning == 'p_fake' else 'P(real)'}",
+                             router_score=None if router is None else router[order])
 
 
 def deferral_from_confidences(confidences: PromptConfidences, step: float = 0.01) -> DeferralCurve:

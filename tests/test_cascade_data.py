@@ -100,3 +100,27 @@ def test_manifest_mistakes_are_reported_naming_the_key_or_value(tmp_path):
     conf = data.load_cascade(_manifest(tmp_path)).confidences
     with pytest.raises(ValueError, match="prompt id 7 has no confidence in c.csv"):
         conf.lookup(np.array([0, 7]))
+
+
+def test_the_tiny_calibration_records_each_prompts_router_score_consistent_with_its_router_curve():
+    """confidences.csv's router column and router_curve.csv come from the same scores: at share r
+    the prompts at or above the curve's threshold are round(r N), up to prompts tied at it."""
+    from planner.hybrid_data import load_router_curve  # noqa: PLC0415
+
+    scores = data.load_cascade(ROOT / "profiles" / "tiny", slo_ms=5000).confidences.router_score
+    curve = load_router_curve(ROOT / "profiles" / "tiny" / "router_curve.csv")
+    for share, threshold in zip(curve.routed_share, curve.score_threshold):
+        assert np.sum(scores > threshold) <= round(share * len(scores)) <= np.sum(scores >= threshold)
+    assert np.sum(scores >= curve.score_threshold[0]) == 0  # share 0 routes none
+
+
+def test_a_router_column_is_read_as_router_scores_and_the_paper_reader_accepts_it(tmp_path):
+    path = tmp_path / "confidences.csv"
+    path.write_text("content_id,light,heavy,router\n1,0.9,0.5,0.25\n0,0.2,0.5,0.75\n")
+    conf = data.load_prompt_confidences(path, "p_real")
+    assert conf.confidence.tolist() == [0.2, 0.9] and conf.router_score.tolist() == [0.75, 0.25]  # sorted by id
+    assert (data.load_confidences(path).light_name, data.load_confidences(path).heavy_name) == ("light", "heavy")
+    path.write_text("content_id,light,heavy,extra\n0,0.2,0.5,0.75\n")
+    with pytest.raises(ValueError, match=r"expected content_id,<light>,<heavy>\[,router\]"):
+        data.load_confidences(path)
+    assert data.load_prompt_confidences(path, "p_real").router_score is None  # no router column: no scores

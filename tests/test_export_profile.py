@@ -68,6 +68,7 @@ def test_profile_and_calibration_files_load_in_the_planner(tiny_exported, tmp_pa
     assert curve.f(0.0) == 0.0 and curve.f(1.0) == 1.0
     rows = list(csv.DictReader((tmp_path / "confidences.csv").open()))
     assert len(rows) == 8 and all(0 < float(r["light"]) < 1 for r in rows)
+    assert list(rows[0]) == ["content_id", "light", "heavy"]  # no router in the repository: no router column
     if "quality_curve.json" in names:  # only with a quality metric for this prompt source
         load_quality_curve(tmp_path / "quality_curve.json")
     else:
@@ -82,7 +83,9 @@ def test_calibration_with_a_router_in_the_repository_writes_its_curve_and_the_su
     import export.calibrate as calibrate  # noqa: PLC0415
     from export import repository  # noqa: PLC0415
     from planner.hybrid_data import load_hybrid_calibration  # noqa: PLC0415
-    from serving.router import fit_router  # noqa: PLC0415
+    from export.calibrate import held_apart_prompts  # noqa: PLC0415
+    from planner.data import load_prompt_confidences  # noqa: PLC0415
+    from serving.router import fit_router, load_router_stage  # noqa: PLC0415
 
     cfg_path, exported = tiny_exported("sd")
     repo = tmp_path / "repo"
@@ -103,4 +106,9 @@ def test_calibration_with_a_router_in_the_repository_writes_its_curve_and_the_su
     assert {"router_curve.csv", "hybrid_surface.json"} <= names
     surface, curve = load_hybrid_calibration(tmp_path / "out")
     assert surface.metric == "mean" and curve.routed_share[-1] == 1.0
+    # each prompt's router score, beside its confidences, exactly as the router scores it
+    conf = load_prompt_confidences(tmp_path / "out" / "confidences.csv", "p_real")
+    calibrated = held_apart_prompts(cascade, 8)
+    assert conf.router_score.tolist() == load_router_stage(router_dir).score(calibrated).astype(float).tolist()
+    assert curve.routed_share[0] == 0.0 and not any(conf.router_score >= curve.score_threshold[0])  # share 0: none
     assert surface.fid[-1] == (surface.fid[-1][0],) * len(surface.disc_share)  # all routed: d changes nothing

@@ -19,11 +19,13 @@ import numpy as np
 
 from orchestrator.control import ControlConfig, ControlLoop, DemandEstimator
 from planner import data as pdata
-from planner.types import DeferralCurve, ModelProfile, QualityCurve
+from planner.types import DeferralCurve, HybridSurface, ModelProfile, QualityCurve, RouterCurve
 
 from .engine import SimConfig, simulate
-from .metrics import Series, fluid_fid_bound, series, summarize
-from .trace import Trace, confidences_from_curve, load_trace, query_confidences, rate_scale_trace, scale_trace
+from .hybrid import surface_fid
+from .metrics import Series, fluid_fid_bound, routed_share, series, summarize
+from .trace import (Trace, confidences_from_curve, load_trace, query_confidences, query_router_scores, rate_scale_trace,
+                    scale_trace)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CASCADE = REPO / "benchmarks" / "data" / "diffserve"
@@ -101,13 +103,27 @@ class RunConfig:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class RouterInputs:
+    """The prompt router as the ``hybrid`` policy plans and routes with it: the cascade's 2-D
+    surface and router curve (``make calibrate``'s ``hybrid_surface.json``, ``router_curve.csv``)
+    and each query's router score (its prompt's, from confidences.csv's ``router`` column)."""
+
+    surface: HybridSurface
+    curve: RouterCurve
+    score: np.ndarray  # float64 (queries,)
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Inputs:
-    """What a run reads: the cascade (profiles already x ``latency_factor``), the trace and each query's confidence."""
+    """What a run reads: the cascade (profiles already x ``latency_factor``), the trace, each
+    query's confidence and, for a cascade calibrated with a prompt router, the router (else None)."""
 
     cascade: pdata.CascadeData
     trace: Trace
     confidence: np.ndarray
     confidence_source: str
+    router: RouterInputs | None = None
 
     @property
     def light(self) -> ModelProfile:
@@ -168,6 +184,22 @@ def trace_path(name: str, cascade: pdata.CascadeData) -> Path:
                      f"expected a path or one of {known}")
 
 
+def load_router(cfg: RunConfig, cascade: pdata.CascadeData, trace: Trace) -> RouterInputs | None:
+    """The router of a cascade directory calibrated with one (its surface, router curve and per-prompt
+    router scores, each query taking its prompt's as :func:`.trace.query_router_scores` does); None
+    when any of them is missing."""
+    from planner.hybrid_data import HYBRID_SURFACE_JSON, ROUTER_CURVE_CSV, load_hybrid_calibration  # noqa: PLC0415
+
+    d = Path(cfg.cascade)
+    conf = cascade.confidences
+    if not ((d / HYBRID_SURFACE_JSON).is_file() and (d / ROUTER_CURVE_CSV).is_file()) or conf is None \
+            or conf.router_score is None:
+        return None
+    surface, curve = load_hybrid_calibration(d)
+    return RouterInputs(surface, curve, query_router_scores(trace, conf, cfg.prompt_ids),
+                        f"{d / HYBRID_SURFACE_JSON}, {d / ROUTER_CURVE_CSV}, router scores of {conf.source}")
+
+
 def load_inputs(cfg: RunConfig) -> Inputs:
     """The cascade, the trace (scaled when asked) and each query's confidence."""
     cascade = load_cascade(cfg)
@@ -182,7 +214,8 @@ def load_inputs(cfg: RunConfig) -> Inputs:
     conf = query_confidences(trace, cascade.confidences, cfg.prompt_ids)
     wrapped = not np.isin(trace.prompt_id, cascade.confidences.content_id).all()
     return Inputs(cascade, trace, conf, cascade.confidences.source
-                  + (" (prompt ids wrapped onto the confidences' prompts)" if wrapped else ""))
+                  + (" (prompt ids wrapped onto the confidences' prompts)" if wrapped else ""),
+                  router=load_router(cfg, cascade, trace))
 
 
 def make_policy(run_name: str, cfg: RunConfig):
@@ -202,7 +235,9 @@ def _planner_stats(windows) -> dict[str, Any]:
     statuses: dict[str, int] = {}
     for w in windows:
         statuses[w.status] = statuses.get(w.status, 0) + 1
+    router = np.array([w.router_share for w in windows])
     return {
+        "router_share": {"mean": float(router.mean()), "max": float(router.max())},  # planned, per window
         "planner_ms": {"calls": len(pms), "mean": float(pms.mean()), "p50": float(np.percentile(pms, 50)),
                        "p95": float(np.percentile(pms, 95)), "max": float(pms.max())},
         "planner_cpu_ms": {"mean": float(pcpu.mean()), "p95": float(np.percentile(pcpu, 95)), "max": float(pcpu.max())},
@@ -213,9 +248,19 @@ def _planner_stats(windows) -> dict[str, Any]:
 
 def run_policy(cfg: RunConfig, name: str, inputs: Inputs, progress: bool = False, policy: Any = None) -> dict[str, Any]:
     """Simulates one policy (``policy``: a planner policy object instead of :func:`make_policy`'s).
+    Only a ``hybrid`` run plans and routes with the prompt router (``inputs.router``), as live.
     Returns {"summary", "series", "planner_ms", ...} (JSON-ready except ``series``, a :class:`Series`)."""
+    router = None
+    if VARIANTS.get(name, (name, {}))[0] == "hybrid":
+        router = inputs.router
+        if router is None:
+            raise ValueError(f"policy {name!r} needs the cascade's prompt router: {cfg.cascade} has no "
+                             "hybrid_surface.json / router_curve.csv or confidences.csv has no 'router' column; "
+                             "expected a profiles directory written by `export calibrate` with a router")
     cc = ControlConfig(models=(inputs.light, inputs.heavy), slo_ms=inputs.slo_ms, num_workers=cfg.num_workers,
-                       deferral=inputs.deferral, quality=inputs.quality, window_s=cfg.window_s)
+                       deferral=inputs.deferral, quality=inputs.quality, window_s=cfg.window_s,
+                       hybrid_surfaces={(inputs.light.name, inputs.heavy.name): router.surface} if router else {},
+                       router=router.curve if router else None)
     prior = cfg.initial_demand_qps
     if prior is None:
         prior = float(np.count_nonzero(inputs.trace.arrival_ms < cfg.window_s * 1000.0)) / cfg.window_s
@@ -224,9 +269,14 @@ def run_policy(cfg: RunConfig, name: str, inputs: Inputs, progress: bool = False
     res = simulate(inputs.trace, inputs.confidence, loop,
                    SimConfig(drop_factor=cfg.drop_factor, model_load_s=cfg.model_load_s, seed=cfg.seed,
                              service_latency_factor=cfg.service_latency_factor),
-                   progress=progress)
+                   progress=progress, router_score=router.score if router else None,
+                   router=router.curve if router else None)
+    summary = {**summarize(res, inputs.quality, inputs.light.name, inputs.heavy.name).as_dict(),
+               "routed_share": routed_share(res)}
+    if router:  # routed prompts are not the least confident: FID off the 2-D surface, not the 1-D curve
+        summary["mean_fid"] = surface_fid(res, {(inputs.light.name, inputs.heavy.name): router.surface})[0]
     return {
-        "summary": summarize(res, inputs.quality, inputs.light.name, inputs.heavy.name).as_dict(),
+        "summary": summary,
         "series": series(res, inputs.quality, inputs.light.name, inputs.heavy.name),
         **_planner_stats(res.windows),
         "loop": {"events": res.events, "loop_wall_s": res.loop_wall_s, "planner_wall_s": res.planner_wall_s,

@@ -35,8 +35,8 @@ from orchestrator.control import ControlConfig, ControlLoop, DemandEstimator
 from planner import Instance, make_policy
 from planner.hadis import HadisData
 
-from .engine import DROPPED, SERVED_HEAVY, SERVED_LIGHT, SimConfig, SimResult, simulate
-from .metrics import summarize
+from .engine import SERVED_HEAVY, SERVED_LIGHT, SimConfig, SimResult, simulate
+from .metrics import routed_share, summarize
 from .trace import Trace, load_trace
 
 TRACES = ("maf_1to20qps", "maf_1to24qps", "maf_1to28qps", "maf_1to32qps")
@@ -111,7 +111,7 @@ def run_one(cfg: HybridConfig, h: HadisData, trace: Trace, models: tuple, policy
     summary = summarize(res, q, names[0], names[-1]).as_dict()
     summary["mean_fid"], fid_w = surface_fid(res, h.surfaces)
     served = int(summary["served_light"] + summary["served_heavy"])
-    summary["routed_share"] = float(np.count_nonzero(res.routed & (res.outcome != DROPPED)) / max(served, 1))
+    summary["routed_share"] = routed_share(res)
     summary["heavy_share"] = float(summary["served_heavy"] / max(served, 1))
     summary["model_share"] = model_share(res)
     planner_ms = np.array([w.planner_cpu_ms for w in res.windows])

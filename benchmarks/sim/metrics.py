@@ -140,6 +140,14 @@ def summarize(result: SimResult, quality: QualityCurve, light_name: str = "", he
         p95_latency_ms=float(np.percentile(lat[served_mask], 95)) if n_served else float("nan"))
 
 
+def routed_share(result: SimResult) -> float:
+    """Share of the responses sent straight to heavy (the prompt router's, or ``routing`` heavy):
+    served without a light image, as the live benchmark's ``routed_share``."""
+    served = (result.outcome == SERVED_LIGHT) | (result.outcome == SERVED_HEAVY)
+    routed = result.routed if result.routed is not None else np.zeros(len(served), bool)
+    return float(np.count_nonzero(routed & served) / max(int(np.count_nonzero(served)), 1))
+
+
 def fluid_fid_bound(arrival_ms: np.ndarray, window_s: float, light: ModelProfile, heavy: ModelProfile,
                     num_workers: int, slo_ms: float, quality: QualityCurve) -> float:
     """Best mean FID any policy could reach while serving every query (a fluid bound).

@@ -139,12 +139,26 @@ def query_confidences(trace: Trace, confidences: PromptConfidences, prompt_ids: 
     written for another prompt set, e.g. the paper's traces on a 256-prompt calibration) or
     ``auto`` (exact when every id is known, else wrap).
     """
+    return confidences.confidence[_prompt_positions(trace, confidences, prompt_ids)]
+
+
+def query_router_scores(trace: Trace, confidences: PromptConfidences, prompt_ids: str = "exact") -> np.ndarray:
+    """Each query's router score: its prompt's (float64, len(trace)), the prompt found as
+    :func:`query_confidences` finds it, so a query's router score and confidence are one prompt's."""
+    if confidences.router_score is None:
+        raise ValueError(f"{confidences.source}: no router scores; expected a 'router' column (written by "
+                         "`export calibrate` on a repository with a prompt router)")
+    return confidences.router_score[_prompt_positions(trace, confidences, prompt_ids)]
+
+
+def _prompt_positions(trace: Trace, confidences: PromptConfidences, prompt_ids: str) -> np.ndarray:
+    """Index into the confidences' prompts of each query's prompt (``prompt_ids``: see :func:`query_confidences`)."""
     if prompt_ids not in PROMPT_ID_MODES:
         raise ValueError(f"prompt_ids = {prompt_ids!r}; expected one of {PROMPT_ID_MODES}")
     known = np.isin(trace.prompt_id, confidences.content_id)
     if prompt_ids == "exact" or (prompt_ids == "auto" and known.all()):
-        return confidences.lookup(trace.prompt_id)
-    return confidences.confidence[np.mod(trace.prompt_id, len(confidences.confidence))]
+        return confidences.positions(trace.prompt_id)
+    return np.mod(trace.prompt_id, len(confidences.confidence))
 
 
 def confidences_from_curve(trace: Trace, deferral: DeferralCurve, seed: int) -> np.ndarray:
