@@ -13,8 +13,8 @@ light stage before the first plan) is pinned to the node's first GPU.
 CPU slots: on a CPU node every load of a stage model sets its ``ort_threads`` parameter to the
 node's threads per slot (default :func:`serving.model_config.cpu_slot_threads`: the cores split
 evenly between the slots), the same value on every load, so a change of ``instance_group``
-alone stays an in-place update. A first load reads the repository's ``config.pbtxt`` when the
-node knows it (else loads it as is and reloads once with the thread count).
+alone stays an in-place update. A first load takes the served repository's config as it is and
+reloads once with the thread count when that differs.
 """
 from __future__ import annotations
 
@@ -182,20 +182,18 @@ class TritonNode:
         self.model_config(model)
 
     def _load_cpu_default(self, model: str) -> None:
-        """The repository's config with this node's threads per slot: read from ``config.pbtxt``
-        when the node knows the repository, else learnt from a plain load and reloaded once."""
-        try:
-            cfg = repository_config(self.model_repository, model) if self.model_repository else None
-        except ValueError:
-            cfg = None  # Triton's own load below reports what is wrong with the file
-        if cfg is None:
-            with triton_errors("load_model", model=model):
-                self.client.load_model(model, headers=self._headers)
-            cfg = self.model_config(model)
-            if with_threads(cfg, self.threads) == cfg:
-                return
+        """The repository's config with this node's threads per slot: learnt from a plain load,
+        then reloaded once when its ``ort_threads`` differs. The node's ``model_repository`` is not
+        read here: on a CPU node nothing checks that it is the repository the server serves (the
+        orchestrator's default is the project's, a test or cluster node serves a copy)."""
         with triton_errors("load_model", model=model):
-            self.client.load_model(model, config=json.dumps(with_threads(cfg, self.threads)), headers=self._headers)
+            self.client.load_model(model, headers=self._headers)
+        cfg = self.model_config(model)
+        threaded = with_threads(cfg, self.threads)
+        if threaded == cfg:
+            return
+        with triton_errors("load_model", model=model):
+            self.client.load_model(model, config=json.dumps(threaded), headers=self._headers)
         self.model_config(model)
 
     def _repository_config(self, model: str) -> dict:

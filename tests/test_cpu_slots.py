@@ -76,14 +76,15 @@ class FakeTriton:
         pass
 
 
-def _node(tmp_path, kind: str, slots, know_repository: bool = True, **kw) -> TritonNode:
+def _node(tmp_path, kind: str, slots, **kw) -> TritonNode:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for name in ("light", "heavy", "discriminator"):
         (tmp_path / name).mkdir(exist_ok=True)
         (tmp_path / name / "config.pbtxt").write_text(STAGE.format(name=name, kind=f"KIND_{kind.upper()}"))
     (tmp_path / "cascade").mkdir(exist_ok=True)
     (tmp_path / "cascade" / "config.pbtxt").write_text(CASCADE)
     node = TritonNode(NodeSpec("127.0.0.1:1", kind, tuple(slots)), "http://127.0.0.1:2/metrics", timeout_s=1.0,
-                      model_repository=tmp_path if know_repository else None, **kw)
+                      model_repository=tmp_path, **kw)
     node.client = FakeTriton(tmp_path)
     return node
 
@@ -100,27 +101,33 @@ def test_every_load_on_a_cpu_node_carries_the_slots_thread_share(tmp_path, monke
     node.set_instances("light", (0, 1))
     node.set_instances("light", (1,), bump_generation=True)
     node.load_default("discriminator")
-    node.load_default("cascade")  # no ort_threads parameter: loaded as the repository has it
-    assert _threads(node.client.loads) == [("light", "2"), ("light", "2"), ("light", "2"), ("light", "2"),
-                                           ("discriminator", "2"), ("cascade", None)]
-    # one first load (the repository's config with the threads), then instance_group changes only
-    assert [c["instance_group"][0]["count"] for m, c in node.client.loads[:4]] == [1, 1, 2, 1]
+    node.load_default("cascade")  # no ort_threads parameter: loaded once, as the repository has it
+    # A first load takes the served config as it is, then reloads once with the share.
+    assert _threads(node.client.loads) == [("light", "0"), ("light", "2"), ("light", "2"), ("light", "2"),
+                                           ("light", "2"), ("discriminator", "0"), ("discriminator", "2"),
+                                           ("cascade", None)]
+    assert [c["instance_group"][0]["count"] for m, c in node.client.loads[2:5]] == [1, 2, 1]
+
+
+def test_a_cpu_node_loads_the_served_config_not_its_model_repository_setting(tmp_path, monkeypatch):
+    """The orchestrator's --model-repository defaults to the project's; a CPU node may serve a copy."""
+    monkeypatch.setattr(node_module, "available_cores", lambda: 2)
+    node = _node(tmp_path / "served", "cpu", range(2))
+    other = tmp_path / "elsewhere" / "heavy"
+    other.mkdir(parents=True)
+    (other / "config.pbtxt").write_text(STAGE.format(name="heavy", kind="KIND_CPU").replace("[ 8, 8, 3 ]", "[ 4, 4, 3 ]"))
+    node.model_repository = tmp_path / "elsewhere"
+    node.set_instances("heavy", (0, 1))
+    assert all(c["output"][0]["dims"] == ["8", "8", "3"] for _, c in node.client.loads)
+    assert _threads(node.client.loads)[-1] == ("heavy", "1")
 
 
 def test_cpu_threads_overrides_the_share_and_zero_means_every_core(tmp_path):
     node = _node(tmp_path, "cpu", range(2), cpu_threads=0)
     node.set_instances("heavy", (0, 1))
-    assert _threads(node.client.loads)[-1] == ("heavy", "0") and node.threads == 0
+    assert _threads(node.client.loads) == [("heavy", "0"), ("heavy", "0")] and node.threads == 0
     with pytest.raises(ValueError, match="cpu_threads=-1; expected an integer >= 0"):
         _node(tmp_path, "cpu", range(2), cpu_threads=-1)
-
-
-def test_a_cpu_node_without_the_repository_reloads_once_with_its_threads(tmp_path, monkeypatch):
-    monkeypatch.setattr(node_module, "available_cores", lambda: 2)
-    node = _node(tmp_path, "cpu", range(2), know_repository=False)
-    node.load_default("heavy")
-    node.load_default("cascade")
-    assert _threads(node.client.loads) == [("heavy", "0"), ("heavy", "1"), ("cascade", None)]
 
 
 def test_gpu_nodes_keep_the_repositorys_thread_count(tmp_path):
@@ -174,16 +181,22 @@ def test_a_cpu_slot_change_with_the_thread_share_stays_an_in_place_update(triton
     cfg.write_text(re.sub(r"parameters \[", 'parameters [\n  { key: "ort_threads" value: { string_value: "0" } },',
                           cfg.read_text(), count=1))
     server = triton_server_factory(repo, load_models=(), restricted_key=ADMIN_KEY)
+
+    def settled_pids(server, n: int) -> list[int]:
+        """The light stub PIDs once ``n`` are left: a replaced stub stays alive until its unload ends."""
+        deadline = time.monotonic() + 5.0
+        while len(pids := stub_pids(server, "light")) != n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return pids
+
     node = TritonNode(NodeSpec(server.grpc_url, "cpu", (0, 1)), server.metrics_url, admin_key=ADMIN_KEY,
                       model_repository=repo, cpu_threads=1, timeout_s=60)
     try:
-        node.set_instances("light", (0,))
-        first = stub_pids(server, "light")
+        node.set_instances("light", (0,))  # a plain first load, then one reload with the share
+        first = settled_pids(server, 1)
         assert len(first) == 1 and config_parameters(node.model_config("light"))["ort_threads"] == "1"
         node.set_instances("light", (0, 1))
-        deadline = time.monotonic() + 5.0  # a full reload would leave the old stub alive until its unload ends
-        while len(grown := stub_pids(server, "light")) != 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        grown = settled_pids(server, 2)
         assert len(grown) == 2 and set(first) <= set(grown)  # the running instance was kept: in place
         assert config_parameters(node.model_config("light"))["ort_threads"] == "1"
     finally:
