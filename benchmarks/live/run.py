@@ -226,12 +226,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--capacity-qps", type=float, default=0.0, help="use this capacity instead")
     ap.add_argument("--derate-profiles", action=argparse.BooleanOptionalAction, default=True,
                     help="plan with profile latencies x (planned / measured capacity), for every policy")
-    # Default 0: with CPU slots at their core share the profile is what one slot serves (one heavy
-    # slot measured 0.8-0.94x the profile's time), while a saturated run measures the cascade's
-    # overload collapse (docs/orchestrator.md "CPU slots"); 25 measures (and derates) as before.
-    ap.add_argument("--measure-capacity-s", type=int, default=0,
-                    help="measure the capacity policy's real throughput in a saturated run this long and derate "
-                         "every profile by planned / measured (default 0: the plan's capacity, no derating)")
+    ap.add_argument("--measure-capacity-s", type=int, default=25,
+                    help="measure the capacity policy's real throughput in a saturated run this long (0: use the plan's)")
     ap.add_argument("--capacity-overload", type=float, default=1.25,
                     help="the capacity run offers this x the planned capacity (default 1.25)")
     ap.add_argument("--slots", default="cpu:2")
