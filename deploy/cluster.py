@@ -32,6 +32,7 @@ from typing import Any
 from deploy import haproxy, prometheus
 from deploy.processes import Child
 from orchestrator.server import PROJECT_ROOT, TritonServer, TritonServerConfig, free_port
+from serving.model_config import available_cores, cpu_slot_threads
 
 STAGE_MODELS = ("light", "heavy", "discriminator", "cascade")
 
@@ -200,8 +201,10 @@ class Cluster:
     def _write_configs(self) -> None:
         c = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        nodes = [{"url": n.url, "metrics_url": n.server.metrics_url, "slots": f"cpu:{c.slots_per_node}"}
-                 for n in self.nodes]
+        # Every node runs on this machine: each CPU slot's share is of the cores all slots share.
+        threads = cpu_slot_threads(available_cores(), c.nodes * c.slots_per_node)
+        nodes = [{"url": n.url, "metrics_url": n.server.metrics_url, "slots": f"cpu:{c.slots_per_node}",
+                  "cpu_threads": threads} for n in self.nodes]
         (self.run_dir / "nodes.json").write_text(json.dumps(nodes, indent=1))
         backends = [haproxy.Backend(n.url, n.server.http_port) for n in self.nodes]
         (self.run_dir / "haproxy.cfg").write_text(haproxy.render_config(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -82,9 +83,15 @@ def cmd_profile(args) -> int:
     cascade = load_cascade(args.cascade)
     _require_fresh(cascade, args.repo)
     sizes = tuple(int(b) for b in args.batch_sizes.split(","))
-    path = profile_cascade(cascade, args.repo, batch_sizes=sizes, repeats=args.repeats, out_dir=args.out_dir)
+    try:
+        path = profile_cascade(cascade, args.repo, batch_sizes=sizes, repeats=args.repeats, out_dir=args.out_dir,
+                               threads=args.threads, cpu_slots=args.cpu_slots)
+    except ValueError as exc:  # a bad --threads / --cpu-slots / $DIFFSERVE_ORT_THREADS
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     doc = json.loads(path.read_text())
-    print(f"device {doc['device']}, median of {doc['repeats']} runs, ms per batch:")
+    print(f"device {doc['device']}, {doc['ort_threads']} intra-op threads per stage, median of {doc['repeats']} runs, "
+          f"ms per batch:")
     print(f"{'batch':>5}  {'light stage':>11}  {'discriminator':>13}  {'heavy stage':>11}  {'light model':>11}")
     for b in map(str, sizes):
         cell = lambda s: f"{doc['stages'][s]['latency_ms'][b]['median']:.1f}" if b in doc['stages'][s]['latency_ms'] else "-"  # noqa: E731
@@ -126,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", default="1,2,4,8,16,32")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out-dir", default=None, help="default: profiles/<cascade>")
+    p.add_argument("--cpu-slots", type=int, default=int(os.environ.get("CPU_SLOTS", "2")),
+                   help="on a CPU: time each stage at one slot's share of the cores, cores // this "
+                        "(the orchestrator's rule; default $CPU_SLOTS or 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads instead (default: $DIFFSERVE_ORT_THREADS, else the CPU-slot share; "
+                        "0 on a GPU)")
     c = sub.add_parser("calibrate", parents=[common], help="deferral curve f(t) and quality curve")
     c.add_argument("--count", type=int, default=None, help="held-apart prompts (default: the config's)")
     c.add_argument("--out-dir", default=None, help="default: profiles/<cascade>")

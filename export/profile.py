@@ -6,11 +6,17 @@ Runs the same runtime code the Triton stage models run (:func:`serving.load_stag
 
     {"batch_latency_ms": {"light": {"1": ms, ...}, "heavy": {...}},   # what planner.data reads
      "stages": {"light": {"latency_ms": {"1": {"median": .., "min": .., "max": ..}}}, ...},
-     "device": ..., "backends": ..., "ort_threads": .., "repeats": .., "command": ..}
+     "device": ..., "backends": ..., "ort_threads": .., "cpu_slots": .., "repeats": .., "command": ..}
 
 ``batch_latency_ms`` is per *model* as the planner sees it: light = light stage + discriminator
 (the cascade runs both for every query), heavy = heavy stage. Batch sizes that do not fit in
 memory stop the sweep for that stage (recorded under ``skipped``).
+
+Threads: on a CPU, each stage is timed at the thread count it gets live on one CPU slot
+(:func:`serving.model_config.cpu_slot_threads`: cores // ``cpu_slots``, the count the
+orchestrator sets), so the planner's per-slot latency is what one slot really delivers
+(docs/orchestrator.md "CPU slots"). ``threads`` / ``$DIFFSERVE_ORT_THREADS`` override it; on a
+GPU the default stays the runtime's (0).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from tqdm import tqdm
 
 from export import repository
 from serving.config import PROJECT_ROOT, CascadeConfig
+from serving.model_config import available_cores, cpu_slot_threads
 
 PROMPTS = ("a red circle on the left of a blue square", "two green triangles", "a small yellow star above a cat")
 
@@ -54,6 +61,30 @@ def device_name() -> str:
         pass
     slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:48]
     return f"cpu-{slug}-{os.cpu_count()}cores"
+
+
+def profile_threads(threads: int | None, cpu_slots: int, on_gpu: bool) -> int:
+    """The intra-op thread count to profile at: ``threads`` when given, else
+    ``$DIFFSERVE_ORT_THREADS``, else one CPU slot's share of the cores (0 on a GPU: the runtime's default)."""
+    if threads is not None:
+        if int(threads) < 0:
+            raise ValueError(f"threads={threads}; expected an integer >= 0 (0: every core)")
+        return int(threads)
+    env = os.environ.get("DIFFSERVE_ORT_THREADS", "")
+    if env:
+        if not env.isdigit():
+            raise ValueError(f"DIFFSERVE_ORT_THREADS={env!r}; expected an integer >= 0")
+        return int(env)
+    return 0 if on_gpu else cpu_slot_threads(available_cores(), cpu_slots)
+
+
+def _cuda_visible() -> bool:
+    try:
+        import torch  # noqa: PLC0415
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
 
 
 def time_call(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
@@ -81,12 +112,14 @@ def _sweep(name: str, make_call: Callable[[int], Callable[[], Any]], batch_sizes
 
 def profile_cascade(cascade: CascadeConfig, repo: str | Path, batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
                     repeats: int = 3, out_dir: str | Path | None = None, backend: str = "auto",
-                    threads: int | None = None) -> Path:
-    """Profile light, heavy and discriminator of an exported cascade; returns the JSON path written."""
+                    threads: int | None = None, cpu_slots: int = 2) -> Path:
+    """Profile light, heavy and discriminator of an exported cascade; returns the JSON path written.
+    ``threads``/``cpu_slots``: see :func:`profile_threads`."""
     from serving import load_discriminator, load_stage  # noqa: PLC0415
 
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise ValueError(f"batch_sizes={list(batch_sizes)}; expected positive integers")
+    threads = profile_threads(threads, cpu_slots, _cuda_visible())
     stages = {s: load_stage(repository.artifact_dir(repo, s), backend, threads, cascade.config_hash) for s in ("light", "heavy")}
     disc = load_discriminator(repository.artifact_dir(repo, "discriminator"), backend, threads, cascade.config_hash)
 
@@ -116,7 +149,7 @@ def profile_cascade(cascade: CascadeConfig, repo: str | Path, batch_sizes: Seque
         "backends": {s: {c: e.backend for c, e in p.engines.items()} for s, p in stages.items()}
         | {"discriminator": {"discriminator": disc.engine.backend}},
         "steps": {s: p.spec.steps for s, p in stages.items()},
-        "ort_threads": threads if threads is not None else int(os.environ.get("DIFFSERVE_ORT_THREADS", "0")),
+        "ort_threads": threads, "cpu_slots": cpu_slots,
         "cpu_count": os.cpu_count(), "repeats": repeats, "statistic": "median of repeats after one warm-up run",
         "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "-m", "export", *sys.argv[1:]]),

@@ -13,7 +13,9 @@
 a copy of what that node serves, default ``--model-repository``). ``--slots auto``: every GPU that
 ``nvidia-smi -L`` lists and ``CUDA_VISIBLE_DEVICES`` shows (as device ids 0..n-1, the ids
 tritonserver started in the same environment uses), else ``cpu:$CPU_SLOTS`` (CPU instance slots
-stand in for GPUs).
+stand in for GPUs). A CPU slot gets a fixed share of the cores, like a GPU: every stage
+instance on a CPU node runs ``cores // slots`` intra-op threads (``--cpu-threads``, or
+``cpu_threads`` per node in the nodes file, overrides it; docs/orchestrator.md "CPU slots").
 
 SLO: the ``slo_ms`` of the ``--cascade`` YAML (the one that was exported), planned for and written
 to the control file; ``--slo-ms`` overrides it explicitly, and the override is logged.
@@ -142,8 +144,10 @@ def build_nodes(args: argparse.Namespace) -> list[TritonNode]:
     nodes = []
     for e in entries:
         kind, slots = parse_slots(e.get("slots", args.slots), args.cpu_slots)
+        threads = e.get("cpu_threads", args.cpu_threads)
         nodes.append(TritonNode(NodeSpec(e["url"], kind, slots), e["metrics_url"], admin_key=args.admin_key or None,
-                                model_repository=e.get("model_repository", args.model_repository)))
+                                model_repository=e.get("model_repository", args.model_repository),
+                                cpu_threads=None if threads is None else int(threads)))
     return nodes
 
 
@@ -371,6 +375,9 @@ def parser() -> argparse.ArgumentParser:
                        help="the repository the nodes serve (its config.pbtxt files pin a GPU model's first load)")
         r.add_argument("--cpu-slots", type=int, default=int(os.environ.get("CPU_SLOTS", "2")),
                        help="CPU instance slots when --slots auto finds no GPU")
+        r.add_argument("--cpu-threads", type=int, default=None,
+                       help="intra-op threads per stage instance on CPU nodes (default: cores // the node's "
+                            "slots, each slot a fixed share of the cores like a GPU; 0: every core)")
         r.add_argument("--cascade", default="configs/tiny.yaml",
                        help="the cascade YAML that was exported: its slo_ms is the SLO (default configs/tiny.yaml)")
         r.add_argument("--profiles", default="",

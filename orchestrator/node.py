@@ -9,6 +9,12 @@ instance per visible GPU) and Triton cannot show the config of a model it has no
 node reads ``<model_repository>/<model>/config.pbtxt`` (the same repository the server serves)
 and loads it with the plan's ``instance_group``; a load outside a plan (the discriminator or the
 light stage before the first plan) is pinned to the node's first GPU.
+
+CPU slots: on a CPU node every load of a stage model sets its ``ort_threads`` parameter to the
+node's threads per slot (default :func:`serving.model_config.cpu_slot_threads`: the cores split
+evenly between the slots), the same value on every load, so a change of ``instance_group``
+alone stays an in-place update. A first load takes the served repository's config as it is and
+reloads once with the thread count when that differs.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from client.errors import ModelLoadFailed, ModelNotReady, ServerUnavailable, tri
 from orchestrator.observe import NodeSample, sample_from
 from orchestrator.placement import NodeSpec, instance_group
 from orchestrator.server import admin_headers
+from serving.model_config import available_cores, cpu_slot_threads, with_threads
 
 # Config parameter bumped to force a full reload (fresh stub processes) of an unhealthy model:
 # Triton treats a changed parameter as a new config, loads new instances, then swaps.
@@ -59,10 +66,13 @@ class TritonNode:
 
     ``metrics_url`` is the Prometheus endpoint (``http://host:port/metrics``);
     ``admin_key`` is ``"header:value"`` for servers started with ``restricted_key``.
+    ``cpu_threads``: intra-op threads of each stage instance on a CPU node (None: this
+    machine's cores // the node's slots; 0: the runtime's default, every core); ignored on GPU nodes.
     """
 
     def __init__(self, spec: NodeSpec, metrics_url: str, admin_key: str | None = None,
-                 timeout_s: float = 30.0, model_repository: str | Path | None = None):
+                 timeout_s: float = 30.0, model_repository: str | Path | None = None,
+                 cpu_threads: int | None = None):
         import tritonclient.grpc as grpcclient  # noqa: PLC0415 - heavy import, adapters only
 
         self.spec = spec
@@ -72,6 +82,11 @@ class TritonNode:
         self._headers = admin_headers(admin_key)
         self.client = grpcclient.InferenceServerClient(spec.url)
         self._configs: dict[str, dict] = {}  # last loaded config per model, for reloads after unload
+        if cpu_threads is not None and int(cpu_threads) < 0:
+            raise ValueError(f"node {spec.url}: cpu_threads={cpu_threads}; expected an integer >= 0")
+        self.threads: int | None = None  # GPU nodes: the repository's ort_threads, unchanged
+        if spec.kind == "cpu":
+            self.threads = cpu_slot_threads(available_cores(), len(spec.slots)) if cpu_threads is None else int(cpu_threads)
 
     @property
     def url(self) -> str:
@@ -139,6 +154,8 @@ class TritonNode:
         base = self._base_config(model)
         cfg = copy.deepcopy(base)
         cfg["instance_group"] = instance_group(self.spec.kind, slots)
+        if self.threads is not None:
+            cfg = with_threads(cfg, self.threads)
         if bump_generation:
             params = cfg.setdefault("parameters", {})
             gen = int(params.get(GENERATION_PARAM, {}).get("string_value", "0") or 0) + 1
@@ -149,7 +166,11 @@ class TritonNode:
 
     def load_default(self, model: str) -> None:
         """Load ``model`` from the repository's own config (first load of a model never seen);
-        on a GPU node pinned to the node's first GPU (see the module docstring)."""
+        on a GPU node pinned to the node's first GPU, on a CPU node with its threads per slot
+        (see the module docstring)."""
+        if self.threads is not None:
+            self._load_cpu_default(model)
+            return
         cfg = self._repository_config(model) if self.spec.kind == "gpu" else None
         if cfg is not None and uses_gpu(cfg):
             cfg["instance_group"] = instance_group("gpu", self.spec.slots[:1])
@@ -158,6 +179,21 @@ class TritonNode:
         else:
             with triton_errors("load_model", model=model):
                 self.client.load_model(model, headers=self._headers)
+        self.model_config(model)
+
+    def _load_cpu_default(self, model: str) -> None:
+        """The repository's config with this node's threads per slot: learnt from a plain load,
+        then reloaded once when its ``ort_threads`` differs. The node's ``model_repository`` is not
+        read here: on a CPU node nothing checks that it is the repository the server serves (the
+        orchestrator's default is the project's, a test or cluster node serves a copy)."""
+        with triton_errors("load_model", model=model):
+            self.client.load_model(model, headers=self._headers)
+        cfg = self.model_config(model)
+        threaded = with_threads(cfg, self.threads)
+        if threaded == cfg:
+            return
+        with triton_errors("load_model", model=model):
+            self.client.load_model(model, config=json.dumps(threaded), headers=self._headers)
         self.model_config(model)
 
     def _repository_config(self, model: str) -> dict:
