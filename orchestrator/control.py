@@ -173,8 +173,10 @@ class ControlDecision:
     planner_cpu_ms: float = 0.0
 
 
-def build_instance(config: ControlConfig, demand_qps: float, observation: Observation | None) -> Instance:
-    """The planner's problem for this window (pure)."""
+def build_instance(config: ControlConfig, demand_qps: float, observation: Observation | None,
+                   demand_margin: float = 1.0) -> Instance:
+    """The planner's problem for this window (pure); ``demand_margin``: the over-provisioning in
+    ``demand_qps`` (the estimator's)."""
     return Instance(
         models=config.models,
         demand_qps=demand_qps,
@@ -188,6 +190,7 @@ def build_instance(config: ControlConfig, demand_qps: float, observation: Observ
         model_arrival_qps={} if observation is None else dict(observation.model_arrival_qps),
         pair_curves=config.pair_curves,
         hybrid_surfaces=config.hybrid_surfaces,
+        demand_margin=demand_margin,
     )
 
 
@@ -204,7 +207,7 @@ def decide(
     """
     if observation is not None:
         estimator = estimator.observe(observation.arrival_rate_qps)
-    instance = build_instance(config, estimator.demand_qps, observation)
+    instance = build_instance(config, estimator.demand_qps, observation, estimator.overprovision)
     t0, c0 = time.perf_counter(), time.process_time()
     plan = policy.plan(instance)
     wall_ms = (time.perf_counter() - t0) * 1000.0

@@ -327,7 +327,7 @@ class Orchestrator:
             if n_avail < 1:
                 break
             instance = build_instance(dataclasses.replace(self.control, num_workers=n_avail), decision.demand_qps,
-                                      observation)
+                                      observation, decision.estimator.overprovision)
             plan = self.policy.plan(instance)
             resolves.append(plan_json(plan))
         rec["actions"] = actions

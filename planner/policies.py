@@ -98,7 +98,8 @@ class QualityPolicy:
     the batcher's maximum wait for a full batch (None: waits until full).
     """
 
-    utilization_levels: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95)
+    # 1.0 of the over-provisioned demand is < 1 of the forecast (Instance.demand_margin > 1)
+    utilization_levels: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
     switch_cost_fid: float = 0.5
     arrival_scv: float = 1.0
     max_batch_wait_ms: float | None = None
@@ -112,6 +113,8 @@ class QualityPolicy:
     drain_queues: bool = False
     name: str = "quality"
     router: bool = False  # plan pairs with a hybrid surface on it (the ``hybrid`` policy)
+    # Also consider every query on the heavy model alone (planner.milp.spec.CascadeSpec.heavy_only).
+    heavy_only: bool = True
 
     def __post_init__(self) -> None:
         _check_solver_params("QualityPolicy", self.time_limit_s, self.search_workers, self.threshold_step)
@@ -139,6 +142,7 @@ class QualityPolicy:
             utilization_levels=tuple(self.utilization_levels),
             arrival_scv=self.arrival_scv,
             max_batch_wait_ms=self.max_batch_wait_ms,
+            rate_margin=inst.demand_margin,
         )
         spec = CascadeSpec(
             objective="min_fid",
@@ -152,6 +156,7 @@ class QualityPolicy:
             backlog_qps={m: float(v) / (inst.slo_ms / 1000.0) for m, v in inst.queue_length.items() if v > 0}
             if self.drain_queues else {},
             router=self.router,
+            heavy_only=self.heavy_only,
         )
         plan = solve_cascade(inst, _apply_overrides(self.name, spec, self.solver_overrides), self.name)
         return spread_spare_workers(plan, inst) if self.spread_spare_workers else plan

@@ -167,8 +167,14 @@ class QueueModel:
     observed_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
     arrival_scv: float = 1.0
     max_batch_wait_ms: float | None = None
+    # Stage rates are planned with the demand's over-provisioning margin; the M/D/c wait is priced
+    # at rate / rate_margin (the forecast), so a plan at utilization 1.0 of the over-provisioned
+    # demand runs at 1 / margin of it in expectation (Instance.demand_margin).
+    rate_margin: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.rate_margin >= 1.0:
+            raise ValueError(f"QueueModel.rate_margin {self.rate_margin}; expected >= 1")
         if self.kind not in ("observed", "batched"):
             raise ValueError(f"QueueModel.kind = {self.kind!r}; expected 'observed' or 'batched'")
         if not self.utilization_levels or any(not 0 < r <= 1 for r in self.utilization_levels):
@@ -201,7 +207,8 @@ class QueueModel:
         out = np.full(len(b), np.inf)
         usable = c <= max_gpus
         if usable.any():
-            out[usable] = mdc_wait_ms_many(lam[usable], b[usable], s[usable], c[usable], self.arrival_scv)
+            out[usable] = mdc_wait_ms_many(lam[usable] / self.rate_margin, b[usable], s[usable], c[usable],
+                                           self.arrival_scv)
         return out
 
     def fill_ms_per_gpu(self, b: int, lam: float) -> float:

@@ -265,6 +265,11 @@ class Instance:
     ``hybrid_surfaces`` optionally gives, per (light, heavy) pair, the served quality with a
     prompt router in front of the cascade (:class:`HybridSurface`); only the ``hybrid`` policy
     reads them.
+
+    ``demand_margin``: the over-provisioning factor already in ``demand_qps`` (the demand
+    forecast times this margin, e.g. the orchestrator's 1.2). Capacity is planned for
+    ``demand_qps``; ``quality``'s modelled queueing is priced at the forecast rate
+    ``demand_qps / demand_margin``, so the margin is not counted twice.
     """
 
     models: tuple[ModelProfile, ...]
@@ -281,8 +286,12 @@ class Instance:
         default_factory=dict
     )
     hybrid_surfaces: Mapping[tuple[str, str], HybridSurface] = dataclasses.field(default_factory=dict)
+    demand_margin: float = 1.0
 
     def __post_init__(self) -> None:
+        if not _finite(self.demand_margin) or self.demand_margin < 1.0:
+            raise ValueError(f"demand_margin must be a finite number >= 1 (over-provisioning factor), "
+                             f"got {self.demand_margin!r}")
         if len(self.models) < 2:
             raise ValueError(f"need >= 2 model variants (light, heavy), got {len(self.models)}")
         names = [m.name for m in self.models]

@@ -103,7 +103,7 @@ def test_quality_batch_fill_wait_grows_with_workers():
     # (400 + 1500 + M/D/1 wait 1000*0.2*0.4/0.8/2 = 50 -> 1950 ms), heavy unaffordable -> t=0.
     light = ModelProfile("light", {4: 400.0}, 0)
     inst = tiny(models=(light, HEAVY), demand_qps=2.0, slo_ms=2100.0, num_workers=6)
-    plan = make_policy("quality").plan(inst)
+    plan = make_policy("quality", heavy_only=False).plan(inst)  # the cascade's fill wait, not heavy alone
     assert plan.threshold == 0.0
     assert plan.workers == {"light": 1}
     assert plan.stage_latency_ms["light"] == pytest.approx(400 + 1500 + 50)
@@ -291,3 +291,41 @@ def test_fallback_prefers_throughput_over_batch_size_where_the_gpu_saturates():
     plan = make_policy("diffserve").plan(tiny(models=(light, HEAVY), demand_qps=1000.0, slo_ms=5000.0))
     assert plan.status == "FALLBACK" and plan.batch_size == {"light": 16}
     assert plan.capacity_qps["light"] == pytest.approx(4 * 16 / 0.77)
+
+
+def _fine_curves():
+    ts = tuple(i / 100 for i in range(101))
+    return DeferralCurve(ts, ts), QualityCurve((0.0, 1.0), (20.0, 40.0))  # all heavy FID 20, all light 40
+
+
+def test_quality_serves_everything_on_heavy_alone_when_that_fits_and_beats_the_cascade():
+    # 20 qps, 2 GPUs: a cascade needs one GPU for light and serves <= 13.3 qps on heavy (f <= 0.63);
+    # two heavy GPUs at batch 4 serve 26.7 qps. Heavy alone: FID 20 instead of ~27, light not loaded.
+    f, q = _fine_curves()
+    inst = Instance(models=(ModelProfile("light", {1: 10.0}, 0), ModelProfile("heavy", {1: 100.0, 4: 300.0}, 1)),
+                    demand_qps=20.0, slo_ms=5000.0, num_workers=2, deferral=f, quality=q)
+    plan = make_policy("quality").plan(inst)
+    assert (plan.routing, dict(plan.workers), plan.expected_fid, plan.router_share) == ("heavy", {"heavy": 2}, 20.0, 0.0)
+    cascade = make_policy("quality", heavy_only=False).plan(inst)
+    assert cascade.routing == "cascade" and cascade.workers["light"] == 1 and cascade.expected_fid > 25.0
+
+
+def test_quality_prices_queueing_at_the_forecast_not_the_over_provisioned_demand():
+    # heavy batch 4 = 400 ms (10 qps per GPU), SLO 2 s, 12 qps planned. Priced at 12 qps, batch fill
+    # + M/D/1 wait keep heavy at utilization <= 0.9 (f = 0.71: 1.90 s); when 12 qps is a 1.2x margin
+    # over a 10-qps forecast, utilization 1.0 of it waits as 0.83 does, so f = 0.83 fits.
+    f, q = _fine_curves()
+    models = (ModelProfile("light", {1: 10.0}, 0), ModelProfile("heavy", {4: 400.0}, 1))
+    kw = dict(models=models, demand_qps=12.0, slo_ms=2000.0, num_workers=2, deferral=f, quality=q)
+    plain = make_policy("quality", heavy_only=False).plan(Instance(**kw))
+    margin = make_policy("quality", heavy_only=False).plan(Instance(**kw, demand_margin=1.2))
+    assert plain.heavy_share == pytest.approx(0.71)
+    assert margin.heavy_share == pytest.approx(0.83)
+    assert sum(margin.stage_latency_ms.values()) <= 2000.0
+
+
+def test_an_instance_rejects_a_demand_margin_below_one():
+    f, q = _fine_curves()
+    with pytest.raises(ValueError, match="demand_margin"):
+        Instance(models=(ModelProfile("light", {1: 10.0}, 0), ModelProfile("heavy", {4: 400.0}, 1)), demand_qps=1.0,
+                 slo_ms=2000.0, num_workers=2, deferral=f, quality=q, demand_margin=0.9)

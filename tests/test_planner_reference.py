@@ -31,15 +31,23 @@ def _stage(prof, b, rho, lam, x, quality_model):
     return s + queueing.mdc_wait_ms(lam, b, s, cmin) + fill
 
 
-def brute_force(inst: Instance, quality_model: bool, levels=(1.0,), gamma=0.0, queue_ms=None):
-    """Best objective over all plans: min FID + gamma * loads / N (quality) or max t (diffserve)."""
+def brute_force(inst: Instance, quality_model: bool, levels=(1.0,), gamma=0.0, queue_ms=None, heavy_only=False):
+    """Best objective over all plans: min FID + gamma * loads / N (quality) or max t (diffserve).
+    ``heavy_only`` (quality): a pair may also serve every query on its heavy model alone."""
     names = [m.name for m in inst.models]
     pairs = [(a, b) for a, b in itertools.combinations(names, 2) if inst.curves_for(a, b)] if quality_model else [(names[0], names[-1])]
     N, D, best = inst.num_workers, inst.demand_qps, None
     q = queue_ms or {}
+    cur = inst.current.workers if inst.current else {}
     for lname, hname in pairs:
         f_curve, q_curve = inst.curves_for(lname, hname)
         L, H = inst.model(lname), inst.model(hname)
+        if quality_model and heavy_only:  # light does not run: all N GPUs are heavy's to use
+            for bh, rh, xh in itertools.product(H.batch_sizes, levels, range(1, N + 1)):
+                mh = _stage(H, bh, rh, D, xh, True)
+                if mh is not None and mh + q.get(hname, 0.0) <= inst.slo_ms:
+                    obj = q_curve.fid_at(0.0) + (gamma * max(0, xh - cur.get(hname, 0)) / N if gamma else 0.0)
+                    best = obj if best is None else min(best, obj)
         for t in f_curve.thresholds:
             f = f_curve.f(t)
             fid = q_curve.fid_at(1 - f)
@@ -58,7 +66,6 @@ def brute_force(inst: Instance, quality_model: bool, levels=(1.0,), gamma=0.0, q
                     if xl + xh > N or ml + mh > inst.slo_ms:
                         continue
                     if quality_model:
-                        cur = inst.current.workers if inst.current else {}
                         loads = max(0, xl - cur.get(lname, 0)) + max(0, xh - cur.get(hname, 0)) if gamma else 0
                         obj = fid + gamma * loads / N
                         best = obj if best is None else min(best, obj)
@@ -113,7 +120,7 @@ def test_quality_matches_brute_force_with_pairs_and_hysteresis(seed):
         gamma = 2.0
         cur = {m.name: rng.randint(0, 2) for m in inst.models}
         inst = Instance(**{**inst.__dict__, "current": Allocation(workers=cur, batch_size={})})
-    best = brute_force(inst, quality_model=True, levels=levels, gamma=gamma)
+    best = brute_force(inst, quality_model=True, levels=levels, gamma=gamma, heavy_only=True)
     plan = make_policy("quality", utilization_levels=levels, switch_cost_fid=gamma).plan(inst)
     assert_plan_matches_brute_force(plan, inst, best, gamma)
     if best is not None:

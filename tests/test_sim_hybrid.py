@@ -127,6 +127,7 @@ def test_hybrid_experiment_on_a_synthetic_hadis_like_cascade(tmp_path):
     assert case["best_pair"] in {"->".join(p) for p in h.surfaces}
     assert len(case["diffserve_by_pair"]) == 3
     assert hybrid["routed_share"] > 0  # the router is used where the surface rewards it
-    assert case["policies"]["quality"]["summary"]["routed_share"] == 0
+    # ours without the router never plans a router share (it may still serve everything on heavy)
+    assert all(w["router_share"] == 0 for w in case["policies"]["quality"]["windows"])
     assert hybrid["mean_fid"] < best["mean_fid"] and hybrid["violation_ratio"] <= best["violation_ratio"]
     assert case["checks"]["hybrid FID < diffserve best pair"]

@@ -60,10 +60,12 @@ def to_plan(opts: CascadeOptions, best: GroupSolution, policy: str, proven: bool
         slack_ms=opts.inst.slo_ms - path_ms,
         status="OPTIMAL" if proven else "FEASIBLE",
         solve_time_ms=(time.perf_counter() - t0) * 1000.0,
-        routing="cascade",
+        # Everything on heavy: without a router in the plan the cascade routes every query there
+        # (as Clipper-heavy), with one the router threshold does (router share 1).
+        routing="heavy" if not point.light_runs and not opts.spec.router else "cascade",
         heavy_share=point.f,
         light_model=light if point.light_runs else "",
         heavy_model=heavy if point.f > 0 else "",
         stage_latency_ms=best.latency_ms,
-        router_share=point.r,
+        router_share=point.r if opts.spec.router else 0.0,
     )

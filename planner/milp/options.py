@@ -167,6 +167,9 @@ def _pair_grids(inst: Instance, spec: CascadeSpec) -> dict[Pair, list[GridPoint]
         grid = [] if curves is None else threshold_grid(curves[0], curves[1], spec.threshold_step, spec.dedupe_deferral)
         if surface is not None:
             grid += surface_grid(surface, routed_only=curves is not None)
+        if spec.heavy_only and curves is not None and not any(pt.r >= 1.0 for pt in grid):
+            # every query straight to heavy (r = 1: light does not run), FID at light share 0
+            grid.append(GridPoint(t=1.0, f=1.0, fid=curves[1].fid_at(0.0), r=1.0))
         if grid:
             grids[pair] = grid
     if not grids:

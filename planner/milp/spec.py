@@ -51,6 +51,11 @@ class CascadeSpec:
     # ``hybrid``: a pair with a hybrid surface (Instance.hybrid_surfaces) plans on the surface's
     # (router share, discriminator share) grid instead of its threshold grid.
     router: bool = False
+    # ``quality``/``hybrid``: each pair may also serve every query on its heavy model alone (the
+    # light model and the discriminator do not run), at the quality curve's all-heavy FID. A
+    # cascade pays for light on every query; at low demand the same GPUs serve more heavy
+    # queries without it (the tiny cascade on 2 CPU slots: 2 heavy slots vs 1 light + 1 heavy).
+    heavy_only: bool = False
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
