@@ -98,8 +98,7 @@ class QualityPolicy:
     the batcher's maximum wait for a full batch (None: waits until full).
     """
 
-    # 1.0 of the over-provisioned demand is < 1 of the forecast (Instance.demand_margin > 1)
-    utilization_levels: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
+    utilization_levels: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95)
     switch_cost_fid: float = 0.5
     arrival_scv: float = 1.0
     max_batch_wait_ms: float | None = None

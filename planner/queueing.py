@@ -168,8 +168,8 @@ class QueueModel:
     arrival_scv: float = 1.0
     max_batch_wait_ms: float | None = None
     # Stage rates are planned with the demand's over-provisioning margin; the M/D/c wait is priced
-    # at rate / rate_margin (the forecast), so a plan at utilization 1.0 of the over-provisioned
-    # demand runs at 1 / margin of it in expectation (Instance.demand_margin).
+    # at rate / rate_margin (the forecast), so the margin is not counted twice: a plan at
+    # utilization 0.95 of the over-provisioned demand waits as at 0.95 / margin (Instance.demand_margin).
     rate_margin: float = 1.0
 
     def __post_init__(self) -> None:
