@@ -27,12 +27,13 @@ from pathlib import Path
 
 from client.errors import ModelLoadFailed, ModelNotReady, ServerUnavailable, triton_errors
 from orchestrator.observe import NodeSample, sample_from
-from orchestrator.placement import NodeSpec, instance_group
+from orchestrator.placement import NodeSpec, instance_group, removes_instances
 from orchestrator.server import admin_headers
 from serving.model_config import available_cores, cpu_slot_threads, with_threads
 
-# Config parameter bumped to force a full reload (fresh stub processes) of an unhealthy model:
-# Triton treats a changed parameter as a new config, loads new instances, then swaps.
+# Config parameter bumped to force a full reload (fresh stub processes) of an unhealthy model, or
+# of one losing instances (Triton #7723, see set_instances): Triton treats a changed parameter as
+# a new config, loads new instances, then swaps.
 GENERATION_PARAM = "orchestrator_generation"
 _HOST_KINDS = ("KIND_CPU", "KIND_MODEL")  # instance kinds that use no GPU
 
@@ -147,16 +148,21 @@ class TritonNode:
     def set_instances(self, model: str, slots: tuple[int, ...], bump_generation: bool = False) -> None:
         """Load ``model`` with its instances on ``slots`` and wait until it is ready with them.
 
-        Only ``instance_group`` changes (an in-place update) unless ``bump_generation``, which
-        also changes a config parameter so Triton starts fresh instances (heals dead stubs).
-        Raises ModelLoadFailed / ModelNotReady / ServerUnavailable.
+        Adding instances changes only ``instance_group`` (Triton's in-place update). A change that
+        removes an instance of a loaded model (fewer instances, or a GPU no longer listed), and
+        ``bump_generation`` (heals dead stubs), also change a config parameter, which makes it a full
+        reload: Triton loads the new instances next to the running ones, swaps, and unloads the old
+        ones once their in-flight requests are done. Why not in place: removing Python-backend
+        instances in place while requests are in flight crashes tritonserver (SIGSEGV in
+        libtriton_python.so; triton-inference-server/server#7723, seen here in a live benchmark:
+        heavy 2 -> 1 instances under load). Raises ModelLoadFailed / ModelNotReady / ServerUnavailable.
         """
-        base = self._base_config(model)
+        base, loaded = self._base_config(model)
         cfg = copy.deepcopy(base)
         cfg["instance_group"] = instance_group(self.spec.kind, slots)
         if self.threads is not None:
             cfg = with_threads(cfg, self.threads)
-        if bump_generation:
+        if bump_generation or (loaded and removes_instances(base.get("instance_group") or [], cfg["instance_group"])):
             params = cfg.setdefault("parameters", {})
             gen = int(params.get(GENERATION_PARAM, {}).get("string_value", "0") or 0) + 1
             params[GENERATION_PARAM] = {"string_value": str(gen)}
@@ -226,15 +232,16 @@ class TritonNode:
             time.sleep(0.05)
         raise ModelLoadFailed(f"unload_model({model}): still READY after {self.timeout_s} s")
 
-    def _base_config(self, model: str) -> dict:
+    def _base_config(self, model: str) -> tuple[dict, bool]:
+        """The config to change for a load of ``model``, and whether it is the loaded one."""
         if self.is_ready(model):
-            return self.model_config(model)
+            return self.model_config(model), True
         if model in self._configs:
-            return copy.deepcopy(self._configs[model])
+            return copy.deepcopy(self._configs[model]), False
         if self.spec.kind == "gpu":  # first load: one load, with the plan's GPUs
-            return self._repository_config(model)
+            return self._repository_config(model), False
         self.load_default(model)  # a CPU node: learn the config from the repository's own load
-        return self.model_config(model)
+        return self.model_config(model), True
 
     def _confirm(self, model: str, n_instances: int) -> None:
         """Ready, and the loaded config has the instances asked for."""

@@ -8,7 +8,8 @@ runs one Triton; each model's instances on a node are one ``instance_group``:
 - GPU node: ``[{"kind": "KIND_GPU", "count": 1, "gpus": [0, 2]}]`` (one instance per listed GPU);
 - CPU node: ``[{"kind": "KIND_CPU", "count": n}]``.
 
-Changing only ``instance_group`` makes Triton add/remove instances in place (no full reload).
+Changing only ``instance_group`` makes Triton add/remove instances in place (no full reload);
+the orchestrator uses that only to add instances (:func:`removes_instances`).
 """
 from __future__ import annotations
 
@@ -72,6 +73,25 @@ def instance_group(kind: str, slots: Sequence[int]) -> list[dict]:
     if kind == "cpu":
         return [{"kind": "KIND_CPU", "count": len(slots)}]
     raise ValueError(f"kind={kind!r}; expected one of {KINDS}")
+
+
+def instance_devices(groups: Sequence[Mapping]) -> dict[tuple[str, int | None], int]:
+    """Instances per ``(kind, gpu id)`` of an ``instance_group`` (JSON config form); CPU groups
+    count under gpu id None. A group with ``gpus`` runs ``count`` instances on each listed GPU."""
+    out: dict[tuple[str, int | None], int] = {}
+    for grp in groups:
+        for gpu in grp.get("gpus") or [None]:
+            key = (str(grp.get("kind", "KIND_AUTO")), None if gpu is None else int(gpu))
+            out[key] = out.get(key, 0) + int(grp.get("count", 1))
+    return out
+
+
+def removes_instances(loaded: Sequence[Mapping], wanted: Sequence[Mapping]) -> bool:
+    """Whether going from the ``loaded`` instance_group to ``wanted`` removes an instance: fewer
+    instances of some kind, or a GPU the wanted group no longer lists. Such a change must not take
+    Triton's in-place instance update (see ``TritonNode.set_instances``: Triton #7723)."""
+    have, want = instance_devices(loaded), instance_devices(wanted)
+    return any(n > want.get(key, 0) for key, n in have.items())
 
 
 def slots_from_instance_group(kind: str, groups: Sequence[Mapping], taken: set[int], node_slots: Sequence[int]) -> tuple[int, ...]:
