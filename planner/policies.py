@@ -9,8 +9,10 @@ caller, not a runtime condition). Bad policy parameters raise ValueError at cons
   pair (models[0], models[-1]) with the observed (Little's-law) queueing delay.
 - ``quality``: ours (objective ``min_fid``): the threshold that minimises expected FID on the
   (U-shaped) quality curve, any (light, heavy) pair with known curves, queueing from an M/D/c
-  model of batched service plus batch-fill wait at chosen utilization levels, and a GPU-move
-  cost (hysteresis).
+  model of batched service plus batch-fill wait at chosen utilization levels (priced at the
+  forecast rate, ``Instance.demand_margin``), and a GPU-move cost (hysteresis); besides its
+  thresholds each pair has the option of every query on its heavy model alone (``heavy_only``:
+  light and the discriminator do not run, FID the curve's all-heavy value).
 - ``hybrid``: ours with a prompt router (HADIS): ``quality``'s objective and queueing, where each
   pair with a :class:`~planner.types.HybridSurface` (``Instance.hybrid_surfaces``) also chooses
   the router share r (queries sent straight to heavy, skipping light and the discriminator) and
