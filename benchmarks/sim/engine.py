@@ -205,7 +205,7 @@ class Simulator:
         finish there past their drop bound are shed now, as the live cascade does before its heavy
         call; returns the models queued on."""
         heavy, kept, shed = self.heavy_of, [], []
-        ahead = {h: float(len(self.fifo[h]) + self.running[h]) for h in set(heavy[i] for i in deferred)}
+        ahead = {h: float(len(self.fifo[h]) + self.running[h]) for h in {heavy[i] for i in deferred}}
         for i in (deferred if type(deferred) is list else deferred.tolist()):
             if self.admission.within_bound(STAGES[HEAVY], ahead[heavy[i]], now, self.arr_l[i]):
                 kept.append(i)
