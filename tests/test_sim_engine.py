@@ -83,14 +83,36 @@ def test_cascade_defers_low_confidence_queries_to_the_heavy_model():
 def test_query_is_shed_on_arrival_when_the_live_rule_predicts_a_finish_past_1_5_x_slo():
     # Heavy only, SLO 1000 ms -> drop limit 1500 ms; heavy batch of 1 = 1000 ms.
     res, _ = run([0, 0, 1500, 2500], plan(light=0, heavy=1, bh=1), slo_ms=1000.0)
-    # q0, q1: nothing measured yet, admitted (as a cold live cascade). q0 0..1000, q1 1000..2000 (late).
+    # q0, q1: nothing measured yet, admitted (as a cold live cascade). q0 0..1000, q1 1000..2000:
+    # past its drop bound (1500), so shed at 1500 (see the drop-bound test below).
     # q2 at 1500: 1 query ahead at ~1000 ms per query + its own ~1000 ms = 2000 > 1500: shed at once.
     # q3 at 2500: nothing ahead, EWMA round trip 0.2 x 2000 + 0.8 x 1000 = 1200 <= 1500: admitted.
-    assert res.outcome.tolist() == [SERVED_HEAVY, SERVED_HEAVY, DROPPED, SERVED_HEAVY]
-    assert res.finish_ms.tolist() == [1000.0, 2000.0, 1500.0, 3500.0]
+    assert res.outcome.tolist() == [SERVED_HEAVY, DROPPED, DROPPED, SERVED_HEAVY]
+    assert res.finish_ms.tolist() == [1000.0, 1500.0, 1500.0, 3500.0]
     s = summarize(res, QUALITY)
-    assert (s.drops, s.timeouts) == (1, 1)
+    assert (s.drops, s.timeouts) == (2, 0)
     assert s.violation_ratio == pytest.approx(2 / 4)
+
+
+def test_no_query_is_answered_past_its_drop_bound_it_is_shed_at_the_bound_as_the_live_timer_does():
+    # Heavy only, 1000 ms per query; q0 and q1 arrive together on a cold cascade (both admitted):
+    # q1 runs 1000..2000. SLO 1000 ms -> drop bound 1500 ms: q1 is shed at 1500 (its batch ran
+    # all the same, as live stage work runs on). SLO 1500 ms -> bound 2250: q1 is served late.
+    res, _ = run([0, 0], plan(light=0, heavy=1, bh=1), slo_ms=1000.0)
+    assert res.outcome.tolist() == [SERVED_HEAVY, DROPPED] and res.finish_ms.tolist() == [1000.0, 1500.0]
+    late, _ = run([0, 0], plan(light=0, heavy=1, bh=1), slo_ms=1500.0)
+    assert late.outcome.tolist() == [SERVED_HEAVY, SERVED_HEAVY] and late.finish_ms.tolist() == [1000.0, 2000.0]
+
+
+def test_a_deferred_query_predicted_past_its_drop_bound_is_shed_before_heavy_as_the_live_cascade_does():
+    # Light 100 ms, heavy 1000 ms per query, every query deferred; SLO 1000 ms -> bound 1500 ms.
+    # q0 measures heavy (100..1100). q1 (1200): light 1200..1300, heavy idle -> predicted 1000 ms,
+    # kept, heavy 1300..2300. q2 (1201): deferred at 1400 with q1 ahead -> 1000 + 1000 ms, 3400 >
+    # 1201 + 1500: shed at 1400, before heavy spends 1000 ms on it; q3 likewise at 1500.
+    # Without the check q2 and q3 were served at 3300 and 4300, 2099 and 3098 ms after arrival.
+    res, _ = run([0, 1200, 1201, 1202], plan(light=1, heavy=1, t=0.5), conf=[0.1] * 4, workers=2, slo_ms=1000.0)
+    assert res.outcome.tolist() == [SERVED_HEAVY, SERVED_HEAVY, DROPPED, DROPPED]
+    assert res.finish_ms.tolist() == [1100.0, 2300.0, 1400.0, 1500.0]
 
 
 def test_a_plan_with_admit_factor_1_sheds_what_is_predicted_past_the_slo_as_the_live_cascade_does():

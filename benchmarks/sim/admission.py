@@ -10,6 +10,11 @@ model's queue (the live round trip includes the stage's queue too), and ``ahead`
 queries queued or running at the model when the batch's first query entered the queue.
 The admission limit is the live one too (:func:`serving.routing.admit_limit_factor`): the
 cascade's drop_factor, or the control state's tighter ``admit_factor`` (the overload fallback's).
+After admission the live cascade also holds each request to its drop bound
+(:func:`serving.routing.deadline_s`, drop_factor x SLO after arrival): a deferred query predicted
+to finish heavy past it is shed before the heavy call, and a query still unanswered at it is
+shed then (``serving.cascade_flow.BatchFlow.keep`` / ``expire``); :meth:`AdmissionControl.within_bound`
+is that prediction.
 """
 from __future__ import annotations
 
@@ -64,6 +69,16 @@ class AdmissionControl:
         self.instances = dict(state.instances)
         self.admit_factor = routing.admit_limit_factor(state, self.drop_factor)
         self._est = None
+
+    @property
+    def bound_ms(self) -> float:
+        """The drop bound after arrival: no query is answered later (the live cascade's deadline)."""
+        return self.drop_factor * self.slo_ms
+
+    def within_bound(self, stage: str, ahead: float, now_ms: float, arrival_ms: float) -> bool:
+        """Whether one query sent to ``stage`` at ``now_ms`` with ``ahead`` queries there is predicted
+        to finish by its drop bound (the live ``BatchFlow.keep`` before a stage call)."""
+        return now_ms + routing.stage_ms(stage, 1, ahead, self.est) <= arrival_ms + self.bound_ms
 
     def admits(self, route: str, ahead: dict[str, float]) -> bool:
         """Whether one query on ``route`` is admitted with ``ahead`` queries in front of it."""

@@ -7,8 +7,11 @@ Model of the system (the live system's decisions, on a simulated clock):
   would write (:func:`orchestrator.placement.control_state`), and is shed at once when
   :func:`serving.routing.admit_batch` predicts it would finish past ``drop_factor`` x SLO
   (:mod:`.admission`; the limit is the control state's ``admit_factor`` x SLO when the plan
-  sets one, as the overload fallback does). An admitted query is served, late or not (a late
-  one is a timeout).
+  sets one, as the overload fallback does). After admission the live drop bound holds
+  (drop_factor x SLO after arrival): a deferred query predicted to finish heavy past it is shed
+  before it enters heavy's queue, and a query whose batch ends past it is shed at the bound (its
+  batch still ran, as the live stage work runs on). A query answered within it but after the SLO
+  is a timeout.
 * Each model has one FIFO queue; an idle GPU takes up to the planned batch size from its head at
   once (Triton's batcher with no queueing delay). A batch of ``n`` takes the profiled latency,
   linear between profiled sizes. ``cascade``: a light image whose confidence is below the
@@ -175,6 +178,7 @@ class Simulator:
         else:
             deferred, n_casc, enq_sum = self._finish_array(chunk, m, now)
         self.admission.observe_call(STAGES[stage], now - enq_sum / len(chunk), len(chunk), float(self.ahead_enq[m][first]))
+        self._shed_past_bound(chunk, now)
         if n_casc:
             self.admission.observe_deferrals(len(deferred) / n_casc)
         targets = self._defer(deferred, now) if len(deferred) else ()
@@ -185,15 +189,36 @@ class Simulator:
             if idle_on != h:
                 self._dispatch(h, now)
 
+    def _shed_past_bound(self, chunk: Any, now: float) -> None:
+        """Queries of a finished batch answered past their drop bound are shed at the bound instead
+        (the live cascade's timer answers them then; the batch's work was done all the same)."""
+        bound, arr, outcome = self.admission.bound_ms, self.arr_l, self.outcome
+        late = [i for i in (chunk if type(chunk) is list else chunk.tolist())
+                if now - arr[i] > bound and outcome[i] != PENDING]
+        if late:
+            outcome[late] = DROPPED
+            self.finish[late] = [arr[i] + bound for i in late]
+            self.stats.drops += len(late)
+
     def _defer(self, deferred: Any, now: float) -> list[int]:
-        """Deferred queries enter the queue of the heavy model of their pair; returns those models."""
-        ids = deferred if type(deferred) is list else deferred.tolist()
-        for i in ids:
+        """Deferred queries enter the queue of the heavy model of their pair, but those predicted to
+        finish there past their drop bound are shed now, as the live cascade does before its heavy
+        call; returns the models queued on."""
+        heavy, kept, shed = self.heavy_of, [], []
+        ahead = {h: float(len(self.fifo[h]) + self.running[h]) for h in {heavy[i] for i in deferred}}
+        for i in (deferred if type(deferred) is list else deferred.tolist()):
+            if self.admission.within_bound(STAGES[HEAVY], ahead[heavy[i]], now, self.arr_l[i]):
+                kept.append(i)
+                ahead[heavy[i]] += 1
+            else:
+                shed.append(i)
+        if shed:
+            self._drop(shed, now)
+        for i in kept:
             self.at_heavy[i] = True
-        heavy = self.heavy_of
-        targets = list(dict.fromkeys(heavy[i] for i in ids))
+        targets = list(dict.fromkeys(heavy[i] for i in kept))
         for h in targets:
-            self._enqueue(h, np.asarray([i for i in ids if heavy[i] == h] if len(targets) > 1 else ids, dtype=np.int64), now)
+            self._enqueue(h, np.asarray([i for i in kept if heavy[i] == h] if len(targets) > 1 else kept, dtype=np.int64), now)
         return targets
 
     def _finish_small(self, ids: list, m: int, now: float) -> tuple[list, int, float]:
