@@ -159,6 +159,16 @@ def load_confidences(path: str | Path | None = None) -> Confidences:
     return Confidences(content_id=ids, light=light, heavy=heavy, light_name=header[1], heavy_name=header[2])
 
 
+def read_json(path: Path):
+    """The JSON document at ``path``; ValueError naming the file when it is missing or not JSON."""
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
 def load_project_profiles(path: str | Path) -> tuple[ModelProfile, ...]:
     """This project's ``profiles/<cascade>/<device>.json`` -> profiles ordered light -> heavy.
 
@@ -166,12 +176,7 @@ def load_project_profiles(path: str | Path) -> tuple[ModelProfile, ...]:
     order is the light -> heavy order (``quality_rank`` = position).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    doc = read_json(path)
     table = doc.get("batch_latency_ms") if isinstance(doc, dict) else None
     if not isinstance(table, dict) or len(table) < 2:
         raise ValueError(f"{path}: expected a top-level 'batch_latency_ms' object with >= 2 models")

@@ -12,10 +12,9 @@ file and what was expected.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from planner.data import _float, read_csv
+from planner.data import _float, read_csv, read_json
 from planner.types import HybridSurface, RouterCurve
 
 ROUTER_CURVE_CSV = "router_curve.csv"
@@ -47,12 +46,7 @@ def load_hybrid_surface(path: str | Path) -> HybridSurface:
     """The 2-D hybrid surface from JSON with keys ``router_share``, ``disc_share`` (grids), ``fid`` and
     ``disc_threshold`` (one row per router share, one value per discriminator share)."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    doc = read_json(path)
     keys = ("router_share", "disc_share", "fid", "disc_threshold")
     missing = [k for k in keys if not isinstance(doc, dict) or k not in doc]
     if missing:

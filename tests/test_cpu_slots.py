@@ -4,7 +4,6 @@ every load so a change of instance_group alone stays in place; GPU nodes keep th
 value; ``export profile`` times at the same share."""
 from __future__ import annotations
 
-import copy
 import json
 import re
 import time
@@ -13,9 +12,10 @@ import pytest
 
 from export.profile import profile_threads
 from orchestrator import node as node_module
-from orchestrator.node import TritonNode, repository_config
+from orchestrator.node import TritonNode
 from orchestrator.placement import NodeSpec
 from serving.model_config import config_parameters, cpu_slot_threads, with_threads
+from tests.triton_fakes import FakeTriton
 
 STAGE = """name: "{name}"
 backend: "python"
@@ -55,25 +55,6 @@ def test_with_threads_sets_the_parameter_only_where_the_model_has_it():
     assert with_threads(cascade, 3) == cascade
 
 
-class FakeTriton:
-    """The tritonclient calls TritonNode makes; a load without a config reads the repository's."""
-
-    def __init__(self, repo):
-        self.repo, self.loaded, self.loads = repo, {}, []
-
-    def load_model(self, model, config=None, headers=None):
-        cfg = json.loads(config) if config else repository_config(self.repo, model)
-        self.loads.append((model, copy.deepcopy(cfg)))
-        self.loaded[model] = cfg
-
-    def is_model_ready(self, model):
-        return model in self.loaded
-
-    def get_model_config(self, model, as_json=True, headers=None):
-        return {"config": copy.deepcopy(self.loaded[model])}
-
-    def close(self):
-        pass
 
 
 def _node(tmp_path, kind: str, slots, **kw) -> TritonNode:

@@ -4,8 +4,6 @@ shrinking a Python-backend model in place while requests are in flight crashes t
 Growing stays in place."""
 from __future__ import annotations
 
-import copy
-import json
 import re
 import threading
 import time
@@ -13,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from orchestrator.node import GENERATION_PARAM, TritonNode, repository_config
+from orchestrator.node import GENERATION_PARAM, TritonNode
 from orchestrator.placement import NodeSpec, instance_group, removes_instances
+from tests.triton_fakes import FakeTriton
 
 STAGE = """name: "{name}"
 backend: "python"
@@ -48,25 +47,6 @@ def test_triton_normalised_cpu_groups_count_like_the_orchestrators():
     assert not removes_instances(served, instance_group("cpu", (0, 1)))
 
 
-class FakeTriton:
-    """The tritonclient calls TritonNode makes; records every load."""
-
-    def __init__(self, repo):
-        self.repo, self.loaded, self.loads = repo, {}, []
-
-    def load_model(self, model, config=None, headers=None):
-        cfg = json.loads(config) if config else repository_config(self.repo, model)
-        self.loads.append((model, copy.deepcopy(cfg)))
-        self.loaded[model] = cfg
-
-    def is_model_ready(self, model):
-        return model in self.loaded
-
-    def get_model_config(self, model, as_json=True, headers=None):
-        return {"config": copy.deepcopy(self.loaded[model])}
-
-    def close(self):
-        pass
 
 
 def _beyond_instance_group(cfg: dict) -> dict:
