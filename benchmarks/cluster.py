@@ -146,7 +146,9 @@ def _measure(cluster: Cluster, outcomes, timeline, name, url, t_kill, t_start, r
     rec_at = _recovered_at(timeline, name, t_kill)
     windows = orchestrator_windows(cluster.log_path, t_start)
     down = [w for w in windows if url in w.get("down", []) and w["t_unix_s"] >= t_kill]
-    before = [w for w in windows if w["t_unix_s"] < t_kill and w.get("plan")]
+    # A window stamped just before the kill can already see it (its step ran past t_kill: failed
+    # loads in "health"): it is not the plan from before the kill.
+    before = [w for w in windows if w["t_unix_s"] < t_kill and w.get("plan") and not w.get("health")]
     after = [w for w in windows if rec_at is not None and w["t_unix_s"] >= rec_at and w.get("plan")]
     plans = {"before": before[-1]["plan"]["workers"] if before else None,
              "while_down": down[0].get("plan", {}).get("workers") if down else None,

