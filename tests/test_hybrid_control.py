@@ -131,3 +131,22 @@ def test_make_serve_policy_hybrid_command_line_starts_the_orchestrator(tmp_path)
     finally:
         stopped = subprocess.run([*cli, "stop", "--log-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
+
+
+def test_start_waits_for_a_plan_of_this_run_before_it_calls_the_cascade_serving(tmp_path):
+    # `make serve` returns once the first plan of THIS run is applied (the orchestrator logs the
+    # window after its loads and the control file); a log left by an earlier run does not count.
+    import json  # noqa: PLC0415
+
+    from orchestrator.__main__ import _first_plan_applied  # noqa: PLC0415
+
+    log = tmp_path / "orchestrator.jsonl"
+    assert not _first_plan_applied(log, 100.0)  # no log yet
+    log.write_text(json.dumps({"event": "window", "t_unix_s": 50.0, "plan": {"workers": {"heavy": 1}}}) + "\n"
+                   + json.dumps({"event": "adopt", "t_unix_s": 101.0}) + "\n"
+                   + json.dumps({"event": "window", "t_unix_s": 101.0}) + "\n"  # a window with no plan yet
+                   + '{"event": "wind')  # a line being written
+    assert not _first_plan_applied(log, 100.0)
+    with log.open("a") as f:
+        f.write('ow"}\n' + json.dumps({"event": "window", "t_unix_s": 106.0, "plan": {"workers": {"heavy": 1}}}) + "\n")
+    assert _first_plan_applied(log, 100.0)
