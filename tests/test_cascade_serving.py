@@ -264,15 +264,17 @@ def test_metrics_endpoint_has_cascade_and_triton_metrics(stack, client):
 def test_under_overload_requests_are_either_served_or_dropped_at_once_never_hung(stack):
     server, control = stack[0], stack[1]
     set_control(control, batch_size={"heavy": 1})  # the stand-in heavy then costs ~40 ms per query
-    with CascadeClient(server.grpc_url, timeout_s=60) as c:
-        c.generate(EASY, routing="heavy")  # heavy's latency is now observed
+    # heavy's latency is now observed by every cascade instance (each keeps its own estimates, and
+    # an instance that last saw earlier tests' traffic would otherwise predict from that)
+    warm = concurrent(server, [f"{EASY} warm {k}" for k in range(4)], params={"routing": "heavy"})
+    assert not any(isinstance(r, Exception) for r in warm), warm
     t0 = time.perf_counter()
-    results = concurrent(server, [f"{EASY} {k}" for k in range(24)], params={"routing": "heavy", "slo_ms": 100})
+    results = concurrent(server, [f"{EASY} {k}" for k in range(24)], params={"routing": "heavy", "slo_ms": 200})
     wall_s = time.perf_counter() - t0
     served = [r for r in results if not isinstance(r, Exception)]
     dropped = [r for r in results if isinstance(r, Exception)]
     assert all(DROP_MARKER in e.message() and e.status() == "StatusCode.UNAVAILABLE" for e in dropped), dropped
-    # 24 queries x 40 ms = ~1 s of heavy work against a 150 ms drop limit: some run, the rest are shed
+    # 24 queries x 40 ms = ~1 s of heavy work against a 300 ms drop limit: some run, the rest are shed
     assert served and dropped, (len(served), len(dropped))
     assert wall_s < 5.0, wall_s
     print(f"overload: {len(served)} served, {len(dropped)} dropped in {wall_s:.2f} s")
