@@ -264,10 +264,10 @@ def test_metrics_endpoint_has_cascade_and_triton_metrics(stack, client):
 def test_under_overload_requests_are_either_served_or_dropped_at_once_never_hung(stack):
     server, control = stack[0], stack[1]
     set_control(control, batch_size={"heavy": 1})  # the stand-in heavy then costs ~40 ms per query
-    # heavy's latency is now observed by every cascade instance (each keeps its own estimates, and
-    # an instance that last saw earlier tests' traffic would otherwise predict from that)
-    warm = concurrent(server, [f"{EASY} warm {k}" for k in range(4)], params={"routing": "heavy"})
-    assert not any(isinstance(r, Exception) for r in warm), warm
+    with CascadeClient(server.grpc_url, timeout_s=60) as c:
+        c.generate(EASY, routing="heavy")  # heavy's latency is now observed
+    # (each cascade instance keeps its own estimates: the 200-ms SLO leaves room for an instance
+    # whose last traffic was an earlier test's; with 100 ms one shed all 24 in 1 of 2 file runs)
     t0 = time.perf_counter()
     results = concurrent(server, [f"{EASY} {k}" for k in range(24)], params={"routing": "heavy", "slo_ms": 200})
     wall_s = time.perf_counter() - t0
