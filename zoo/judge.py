@@ -1,10 +1,17 @@
 """The quality judge: a CNN trained on *real* domain images only, independent of the discriminator.
 
-It predicts, for every (colour, shape) of :data:`zoo.domain.OBJECT_TYPES`, how many
-such objects an image holds (0-3). An image is *faithful* to its prompt when the predicted
-multiset of (colour, shape) equals the prompt's (positions and background are not checked,
-see ``zoo/README.md``). Its penultimate features serve an in-domain FID
-(:func:`zoo.metrics.fid`).
+It predicts, for every (colour, shape, size) of :data:`zoo.domain.OBJECT_TYPES`, how many such
+objects an image holds (0 to ``MAX_COUNT``), and for every (colour, shape) of
+:data:`zoo.domain.KINDS` where it is (the centre of its objects, as a share of the image side).
+An image is *faithful* to its prompt when
+
+- the predicted count of every (colour, shape, size) equals the prompt's: right objects, right
+  size words, nothing missing and nothing extra (an extra object of any kind is a count of 1
+  where the prompt says 0);
+- when the prompt states a relation, the first object's centre is on that side of the second's,
+  and more along the relation's axis than across it (:func:`relation_shown`).
+
+Its penultimate features serve an in-domain FID (:func:`zoo.metrics.fid`).
 """
 from __future__ import annotations
 
@@ -17,17 +24,25 @@ from torch import nn
 
 from export.module_folder import read_module_folder, save_module_folder
 from zoo.common import to_tensor01
-from zoo.domain import IMAGE_SIZE_PX, MAX_OBJECTS, OBJECT_TYPES, counts_vector, parse_caption
+from zoo.domain import IMAGE_SIZE_PX, KINDS, MAX_COUNT, OBJECT_TYPES, Scene, counts_vector, parse_caption
+
+
+def relation_shown(relation: str, a_xy: np.ndarray, b_xy: np.ndarray) -> np.ndarray:
+    """bool (B,): ``a`` is ``relation`` ``b`` (centres (B, 2), x right, y down): the offset along the
+    relation's axis has the right sign and is at least the offset across it."""
+    d = np.asarray(b_xy, np.float64) - np.asarray(a_xy, np.float64)
+    along, across = {"left of": (d[:, 0], d[:, 1]), "right of": (-d[:, 0], d[:, 1]),
+                     "above": (d[:, 1], d[:, 0]), "below": (-d[:, 1], d[:, 0])}[relation]
+    return (along > 0) & (np.abs(across) <= along)
 
 
 class TinyJudge(nn.Module):
-    """Conv net: uint8-derived [0, 1] NCHW images -> count logits (B, n_types, MAX_OBJECTS + 1).
-
-    ``feature_dim`` is the width of the penultimate layer used for FID.
-    """
+    """Conv net: [0, 1] NCHW images -> count logits (B, n_types, max_count + 1) and kind centres
+    (B, n_kinds, 2) in [0, 1]. ``feature_dim`` is the width of the penultimate layer used for FID."""
 
     def __init__(self, image_size: int = IMAGE_SIZE_PX, channels: Sequence[int] = (32, 64, 128),
-                 feature_dim: int = 128, n_types: int = len(OBJECT_TYPES), max_count: int = MAX_OBJECTS):
+                 feature_dim: int = 128, n_types: int = len(OBJECT_TYPES), n_kinds: int = len(KINDS),
+                 max_count: int = MAX_COUNT):
         super().__init__()
         layers, c_in = [], 3
         for c in channels:
@@ -38,34 +53,66 @@ class TinyJudge(nn.Module):
         side = image_size // 2 ** len(channels)
         self.feature = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, feature_dim), nn.ReLU())
         self.head = nn.Linear(feature_dim, n_types * (max_count + 1))
-        self.n_types, self.max_count = n_types, max_count
+        self.where = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, 256), nn.ReLU(),
+                                   nn.Linear(256, n_kinds * 2))
+        self.n_types, self.n_kinds, self.max_count = n_types, n_kinds, max_count
         self.config = {"image_size": image_size, "channels": list(channels), "feature_dim": feature_dim,
-                       "n_types": n_types, "max_count": max_count}
+                       "n_types": n_types, "n_kinds": n_kinds, "max_count": max_count}
 
     def features_t(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (B, feature_dim) of images in [0, 1]."""
         return self.feature(self.conv(x))
 
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(count logits (B, n_types, max_count + 1), centres (B, n_kinds, 2) in [0, 1])."""
+        h = self.conv(x)
+        logits = self.head(self.feature(h)).view(-1, self.n_types, self.max_count + 1)
+        return logits, torch.sigmoid(self.where(h)).view(-1, self.n_kinds, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Count logits (B, n_types, max_count + 1)."""
-        return self.head(self.features_t(x)).view(-1, self.n_types, self.max_count + 1)
+        return self.heads(x)[0]
 
     @torch.no_grad()
+    def predict(self, images_uint8_nhwc: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted counts int64 (B, n_types), centres float (B, n_kinds, 2) in pixels)."""
+        counts, where = [], []
+        for i in range(0, len(images_uint8_nhwc), batch_size):
+            logits, xy = self.heads(to_tensor01(images_uint8_nhwc[i:i + batch_size]))
+            counts.append(logits.argmax(-1))
+            where.append(xy * IMAGE_SIZE_PX)
+        if not counts:
+            return np.zeros((0, self.n_types), np.int64), np.zeros((0, self.n_kinds, 2))
+        return torch.cat(counts).numpy(), torch.cat(where).numpy()
+
     def predict_counts(self, images_uint8_nhwc: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Predicted count of every object type, int64 (B, n_types)."""
-        out = [self(to_tensor01(images_uint8_nhwc[i:i + batch_size])).argmax(-1)
-               for i in range(0, len(images_uint8_nhwc), batch_size)]
-        return torch.cat(out).numpy() if out else np.zeros((0, self.n_types), np.int64)
+        return self.predict(images_uint8_nhwc, batch_size)[0]
+
+    def check(self, images_uint8_nhwc: np.ndarray, scenes: Sequence[Scene]) -> dict[str, np.ndarray]:
+        """Per image, bool (B,) for each check: ``objects`` (every (colour, shape, size) count
+        right, so no missing, wrong or extra object), ``relation`` (True where none is stated),
+        and ``faithful`` (both)."""
+        if len(images_uint8_nhwc) != len(scenes):
+            raise ValueError(f"{len(images_uint8_nhwc)} images but {len(scenes)} scenes")
+        counts, where = self.predict(images_uint8_nhwc)
+        want = np.stack([counts_vector(s) for s in scenes]) if scenes else np.zeros((0, self.n_types))
+        objects = (counts == want).all(axis=1)
+        relation = np.ones(len(scenes), bool)
+        for i, s in enumerate(scenes):
+            if s.relation is not None:
+                a, b = (KINDS.index(o[:2]) for o in s.objects[:2])
+                relation[i] = relation_shown(s.relation, where[i:i + 1, a], where[i:i + 1, b])[0]
+        return {"objects": objects, "relation": relation, "faithful": objects & relation}
 
     def fidelity(self, images_uint8_nhwc: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
-        """bool (B,): whether each image's predicted (colour, shape) multiset equals its prompt's.
+        """bool (B,): whether each image shows what its prompt states (see the module docstring).
 
         Raises ValueError when the counts differ or a prompt is not in the domain's grammar.
         """
         if len(images_uint8_nhwc) != len(prompts):
             raise ValueError(f"{len(images_uint8_nhwc)} images but {len(prompts)} prompts")
-        want = np.stack([counts_vector(parse_caption(p)) for p in prompts]) if prompts else np.zeros((0, 1))
-        return (self.predict_counts(images_uint8_nhwc) == want).all(axis=1)
+        return self.check(images_uint8_nhwc, [parse_caption(p) for p in prompts])["faithful"]
 
     @torch.no_grad()
     def features(self, images_uint8_nhwc: np.ndarray, batch_size: int = 256) -> np.ndarray:

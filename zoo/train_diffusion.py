@@ -49,7 +49,7 @@ class DiffusionTrainConfig:
     ema_decay: float = 0.999
     cfg_dropout: float = 0.1
     min_snr_gamma: float = 5.0
-    hard_share: float = 0.6
+    hard_share: float = 0.7
     # Share of samples drawn at high noise (t >= high_noise_min_t), where the text decides which
     # objects appear: the slow-to-learn part on a CPU budget; the rest is uniform over t.
     high_noise_share: float = 0.5
@@ -60,7 +60,10 @@ class DiffusionTrainConfig:
 
 
 ROLES: dict[str, DiffusionTrainConfig] = {
-    "heavy": DiffusionTrainConfig(UNetConfig(channels=(32, 64, 64)), TextEncoderConfig(), "epsilon", False, seed=3),
+    # Heavy: cross-attention at every level (16x16 too), so the text can say where objects go,
+    # and a 3-layer text encoder (relations bind two objects in word order).
+    "heavy": DiffusionTrainConfig(UNetConfig(channels=(32, 64, 64), cross_attention=(True, True, True)),
+                                  TextEncoderConfig(layers=3), "epsilon", False, seed=3),
     "light": DiffusionTrainConfig(UNetConfig(channels=(16, 32, 32)), TextEncoderConfig(), "epsilon", False,
                                   cfg_dropout=0.0, seed=4),
 }
@@ -79,13 +82,14 @@ def _pipeline(vae, text_encoder, tokenizer, unet, scheduler) -> StableDiffusionP
 
 
 def _evaluate(pipe, role: str, judge_path: Path | None, n_per_difficulty: int = 32) -> dict:
-    """Judge fidelity by difficulty on a fixed prompt set (skipped without a judge)."""
+    """Judge fidelity by difficulty on the selection split (skipped without a judge): compositions
+    neither the training stream nor the report's evaluation set contains."""
     if judge_path is None or not (judge_path / "config.json").is_file():
         return {}
     from zoo.judge import load_judge
 
     judge = load_judge(judge_path)
-    prompts = eval_prompts(seed=123, n_per_difficulty=n_per_difficulty)
+    prompts = eval_prompts(seed=123, n_per_difficulty=n_per_difficulty, split="select")
     images = generate(pipe, prompts, list(range(len(prompts))), SAMPLING[role])
     ok = judge.fidelity(images, prompts)
     return {"fidelity_easy": float(ok[:n_per_difficulty].mean()), "fidelity_hard": float(ok[n_per_difficulty:].mean())}
