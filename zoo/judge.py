@@ -2,8 +2,8 @@
 
 It predicts, for every (colour, shape, size) of :data:`zoo.domain.OBJECT_TYPES`, how many such
 objects an image holds (0 to ``MAX_COUNT``), and for every (colour, shape) of
-:data:`zoo.domain.KINDS` where it is (the centre of its objects, as a share of the image side).
-An image is *faithful* to its prompt when
+:data:`zoo.domain.KINDS` where it is (the centre of its objects' mass, in pixels).
+Counting is by detecting object centres per cell (see :class:`TinyJudge`). An image is *faithful* to its prompt when
 
 - the predicted count of every (colour, shape, size) equals the prompt's: right objects, right
   size words, nothing missing and nothing extra (an extra object of any kind is a count of 1
@@ -37,53 +37,58 @@ def relation_shown(relation: str, a_xy: np.ndarray, b_xy: np.ndarray) -> np.ndar
 
 
 class TinyJudge(nn.Module):
-    """Conv net: [0, 1] NCHW images -> count logits (B, n_types, max_count + 1) and kind centres
-    (B, n_kinds, 2) in [0, 1]. ``feature_dim`` is the width of the penultimate layer used for FID."""
+    """Fully convolutional detector: [0, 1] NCHW images -> per cell of a ``grid`` x ``grid`` lattice
+    (4 x 4 px cells at 32 x 32), logits of "the centre of an object of type k is in this cell" for
+    every (colour, shape, size) k plus "no centre here" (B, n_types + 1, grid, grid). Objects are
+    at least 9 px apart, so a cell holds at most one centre. Counts are the cells per type; a
+    kind's centre is the mean of its cells' centres. Detecting centres per cell is what makes
+    duplicates and small extra objects countable after few training steps (a global count
+    classifier confused 3 with 2). ``feature_dim``: width of the pooled features used for FID."""
 
     def __init__(self, image_size: int = IMAGE_SIZE_PX, channels: Sequence[int] = (32, 64, 128),
-                 feature_dim: int = 128, n_types: int = len(OBJECT_TYPES), n_kinds: int = len(KINDS),
-                 max_count: int = MAX_COUNT):
+                 feature_dim: int = 128, n_types: int = len(OBJECT_TYPES), max_count: int = MAX_COUNT):
         super().__init__()
         layers, c_in = [], 3
-        for c in channels:
+        for i, c in enumerate(channels):
             layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
-                       nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+                       nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
+            if i < len(channels) - 1:
+                layers.append(nn.MaxPool2d(2))
             c_in = c
         self.conv = nn.Sequential(*layers)
-        side = image_size // 2 ** len(channels)
-        self.feature = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, feature_dim), nn.ReLU())
-        self.head = nn.Linear(feature_dim, n_types * (max_count + 1))
-        self.where = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, 256), nn.ReLU(),
-                                   nn.Linear(256, n_kinds * 2))
-        self.n_types, self.n_kinds, self.max_count = n_types, n_kinds, max_count
+        self.grid = image_size // 2 ** (len(channels) - 1)
+        self.feature = nn.Sequential(nn.Conv2d(c_in, feature_dim, 1), nn.ReLU())
+        self.cells = nn.Conv2d(feature_dim, n_types + 1, 1)
+        self.n_types, self.max_count, self.image_size = n_types, max_count, image_size
         self.config = {"image_size": image_size, "channels": list(channels), "feature_dim": feature_dim,
-                       "n_types": n_types, "n_kinds": n_kinds, "max_count": max_count}
+                       "n_types": n_types, "max_count": max_count}
 
     def features_t(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (B, feature_dim) of images in [0, 1]."""
-        return self.feature(self.conv(x))
-
-    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(count logits (B, n_types, max_count + 1), centres (B, n_kinds, 2) in [0, 1])."""
-        h = self.conv(x)
-        logits = self.head(self.feature(h)).view(-1, self.n_types, self.max_count + 1)
-        return logits, torch.sigmoid(self.where(h)).view(-1, self.n_kinds, 2)
+        """Pooled features (B, feature_dim) of images in [0, 1] (for FID)."""
+        return self.feature(self.conv(x)).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Count logits (B, n_types, max_count + 1)."""
-        return self.heads(x)[0]
+        """Cell logits (B, n_types + 1, grid, grid); the last class is "no object centre"."""
+        return self.cells(self.feature(self.conv(x)))
 
     @torch.no_grad()
     def predict(self, images_uint8_nhwc: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted counts int64 (B, n_types), centres float (B, n_kinds, 2) in pixels)."""
-        counts, where = [], []
-        for i in range(0, len(images_uint8_nhwc), batch_size):
-            logits, xy = self.heads(to_tensor01(images_uint8_nhwc[i:i + batch_size]))
-            counts.append(logits.argmax(-1))
-            where.append(xy * IMAGE_SIZE_PX)
-        if not counts:
-            return np.zeros((0, self.n_types), np.int64), np.zeros((0, self.n_kinds, 2))
-        return torch.cat(counts).numpy(), torch.cat(where).numpy()
+        """(predicted counts int64 (B, n_types), kind centres float (B, n_kinds, 2) in pixels; NaN where
+        a kind is not detected)."""
+        cells = [self(to_tensor01(images_uint8_nhwc[i:i + batch_size])).argmax(1).numpy()
+                 for i in range(0, len(images_uint8_nhwc), batch_size)]
+        if not cells:
+            return np.zeros((0, self.n_types), np.int64), np.zeros((0, len(KINDS), 2))
+        label = np.concatenate(cells).reshape(-1, self.grid * self.grid)  # (B, cells), n_types = none
+        onehot = label[:, :, None] == np.arange(self.n_types)[None, None, :]  # (B, cells, n_types)
+        counts = np.minimum(onehot.sum(1), self.max_count).astype(np.int64)
+        per_kind = onehot.reshape(len(label), -1, len(KINDS), self.n_types // len(KINDS)).any(-1)  # sizes merged
+        centre = (np.arange(self.grid) + 0.5) * self.image_size / self.grid
+        cx, cy = np.tile(centre, self.grid), np.repeat(centre, self.grid)  # cell index = y * grid + x
+        n = per_kind.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            xy = np.stack([(per_kind * cx[None, :, None]).sum(1) / n, (per_kind * cy[None, :, None]).sum(1) / n], -1)
+        return counts, xy
 
     def predict_counts(self, images_uint8_nhwc: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Predicted count of every object type, int64 (B, n_types)."""

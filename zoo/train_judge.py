@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from zoo.common import optimizer_step, pick_device, seed_everything, to_tensor01, training_args
-from zoo.domain import (DIFFICULTIES, IMAGE_SIZE_PX, KINDS, MAX_COUNT, OBJECT_TYPES, Scene, _draw_scene,
-                        counts_vector, place, render_objects, sample_batch)
+from zoo.domain import (DIFFICULTIES, IMAGE_SIZE_PX, MAX_COUNT, OBJECT_TYPES, Scene, _draw_scene, place,
+                        render_objects, sample_batch)
 from zoo.judge import TinyJudge, save_judge
 
 
@@ -28,11 +28,11 @@ from zoo.judge import TinyJudge, save_judge
 class JudgeTrainConfig:
     """Training schedule of the judge; ``free_share`` of the scenes are free object sets."""
 
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 64
     lr: float = 2e-3
     free_share: float = 0.6
-    position_weight: float = 20.0
+    object_cell_weight: float = 5.0
     seed: int = 2
 
 
@@ -45,28 +45,30 @@ def _free_scene(rng: np.random.Generator) -> Scene:
     return Scene("black", tuple(objs))
 
 
-def judge_batch(rng: np.random.Generator, n: int, free_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Images uint8 (n, 32, 32, 3), counts (n, n_types), kind centres (n, n_kinds, 2) in [0, 1],
-    mask (n, n_kinds) of the kinds present."""
+def centre_cells(objects, positions_px, grid: int, n_types: int) -> np.ndarray:
+    """Per cell of a ``grid`` x ``grid`` lattice, the index in OBJECT_TYPES of the object whose centre
+    falls in it, ``n_types`` (no object) elsewhere; int64 (grid, grid) indexed [y, x]."""
+    out = np.full((grid, grid), n_types, np.int64)
+    cell = IMAGE_SIZE_PX / grid
+    for obj, (px, py) in zip(objects, positions_px):
+        out[min(int(py // cell), grid - 1), min(int(px // cell), grid - 1)] = OBJECT_TYPES.index(obj)
+    return out
+
+
+def judge_batch(rng: np.random.Generator, n: int, free_share: float, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 (n, 32, 32, 3) and target cell labels int64 (n, grid, grid) (:func:`centre_cells`)."""
     images = np.empty((n, IMAGE_SIZE_PX, IMAGE_SIZE_PX, 3), np.uint8)
-    counts = np.zeros((n, len(OBJECT_TYPES)), np.int64)
-    centres = np.zeros((n, len(KINDS), 2), np.float32)
-    mask = np.zeros((n, len(KINDS)), np.float32)
+    labels = np.empty((n, grid, grid), np.int64)
     backgrounds = ("black", "gray", "white")
     for i in range(n):
         if rng.random() < free_share:
-            scene = _free_scene(rng)
-            scene = Scene(backgrounds[rng.integers(3)], scene.objects)
+            scene = Scene(backgrounds[rng.integers(3)], _free_scene(rng).objects)
         else:
             scene = _draw_scene(rng, DIFFICULTIES[rng.integers(2)])
         pos = place(scene, rng)
         images[i] = render_objects(scene.background, scene.objects, pos, rng)
-        counts[i] = counts_vector(scene)
-        for k in {o[:2] for o in scene.objects}:
-            j = KINDS.index(k)
-            centres[i, j] = np.mean([p for o, p in zip(scene.objects, pos) if o[:2] == k], axis=0) / IMAGE_SIZE_PX
-            mask[i, j] = 1.0
-    return images, counts, centres, mask
+        labels[i] = centre_cells(scene.objects, pos, grid, len(OBJECT_TYPES))
+    return images, labels
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -88,14 +90,13 @@ def train_judge(cfg: JudgeTrainConfig, out: Path, device: torch.device) -> dict:
     judge = TinyJudge().to(device)
     opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    class_weight = torch.ones(len(OBJECT_TYPES) + 1, device=device)
+    class_weight[:-1] = cfg.object_cell_weight
     for step in (bar := tqdm(range(cfg.steps), desc="judge")):
-        images, counts, centres, mask = judge_batch(rng, cfg.batch_size, cfg.free_share)
-        logits, xy = judge.heads(augment(to_tensor01(images, device), gen))
-        y = torch.from_numpy(counts).to(device)
-        m = torch.from_numpy(mask).to(device)
-        count_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        pos_err = (xy - torch.from_numpy(centres).to(device)).abs().sum(-1)
-        loss = count_loss + cfg.position_weight * (pos_err * m).sum() / m.sum().clamp(min=1) / len(KINDS)
+        images, labels = judge_batch(rng, cfg.batch_size, cfg.free_share, judge.grid)
+        logits = judge(augment(to_tensor01(images, device), gen))
+        # Object cells are ~3 of 64: weight them up so "no centre anywhere" is not a cheap optimum.
+        loss = F.cross_entropy(logits, torch.from_numpy(labels).to(device), weight=class_weight)
         optimizer_step(loss, opt, sched)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
