@@ -65,7 +65,7 @@ def test_heavy_is_at_least_ten_times_larger_in_work_per_image_than_light(heavy, 
 
 
 def test_same_seed_same_image_and_other_seed_other_image(heavy):
-    prompt = ["a red circle left of a blue square on a white background"]
+    prompt = ["a small red circle left of a large blue square on a white background"]
     fast = SamplingConfig(steps=5, guidance_scale=SAMPLING["heavy"].guidance_scale)
     a, b, c = (generate(heavy, prompt, [s], fast) for s in (1, 1, 2))
     assert a.shape == (1, 32, 32, 3) and a.dtype == np.uint8
@@ -79,15 +79,20 @@ def test_generate_rejects_mismatched_prompts_and_seeds(light):
 
 
 def test_light_draws_the_requested_single_object_colour(light):
-    img = generate(light, ["a large red square on a black background"], [0], SAMPLING["light"])[0].astype(int)
-    centre = img[12:20, 12:20].reshape(-1, 3).mean(0)
-    assert centre[0] > 150 and centre[1] < 100 and centre[2] < 100
+    # A training-split composition: this checks that the weights load and follow the text; how
+    # light does on held-out compositions is the report's business. The object sits anywhere
+    # (free positions), so count red pixels over the whole picture (a large circle is ~113 px).
+    img = generate(light, ["a large red circle on a black background"], [0], SAMPLING["light"])[0].astype(int)
+    red = (img[..., 0] > 150) & (img[..., 1] < 100) & (img[..., 2] < 100)
+    assert red.sum() >= 40, f"{red.sum()} red pixels"
 
 
 def test_judge_accepts_real_images_of_the_prompt_and_rejects_other_prompts():
+    # held-out compositions; the corruption suite is tests/test_judge_corruptions.py
     judge = load_judge(WEIGHTS / "judge")
-    images, captions, _ = domain.sample_batch(np.random.default_rng(31), 200, hard_share=0.5)
-    assert judge.fidelity(images, captions).mean() >= 0.95
+    images, captions, _ = domain.sample_batch(np.random.default_rng(31), 200, hard_share=0.5, split="eval")
+    clean = judge.fidelity(images, captions).mean()
+    assert clean >= 0.95, f"judge called {clean:.1%} of 200 clean eval-split renders faithful"
     shuffled = captions[1:] + captions[:1]
     assert judge.fidelity(images, shuffled).mean() <= 0.2
     feats = judge.features(images[:5])
@@ -104,7 +109,7 @@ def test_discriminator_folder_follows_the_contract_and_rates_real_above_light(li
     cfg = json.loads((WEIGHTS / "discriminator" / "config.json").read_text())
     assert cfg["_class_name"] == "TinyDiscriminator" and cfg["image_size"] == 32
     disc = load_discriminator(WEIGHTS / "discriminator")
-    real, prompts, _ = domain.sample_batch(np.random.default_rng(3), 64, hard_share=0.5)
+    real, prompts, _ = domain.sample_batch(np.random.default_rng(3), 64, hard_share=0.5, split="eval")
     fake = generate(light, prompts, list(range(64)), SAMPLING["light"])
     with torch.no_grad():
         lr, lf = disc(to_tensor01(real)), disc(to_tensor01(fake))
@@ -153,11 +158,12 @@ def test_an_oracle_discriminator_routes_better_than_random():
 
 def test_shipped_discriminator_ranks_correct_light_images_above_wrong_ones(light):
     # Issue 3's routing property on the committed weights, on the selection prompts (seed 123,
-    # 100 easy + 100 hard): the first shipped discriminator scored AUC 0.49 here, this one ~0.7.
+    # 100 easy + 100 hard of the select split: compositions chosen on, never trained on); the
+    # first shipped discriminator scored AUC 0.49 on the v1 domain's selection prompts.
     from zoo.select_checkpoint import SELECTION_PROMPT_SEED
     from zoo.train_discriminator import roc_auc
 
-    prompts = domain.eval_prompts(SELECTION_PROMPT_SEED, 100)
+    prompts = domain.eval_prompts(SELECTION_PROMPT_SEED, 100, split="select")
     images = generate(light, prompts, list(range(len(prompts))), SAMPLING["light"])
     ok = load_judge(WEIGHTS / "judge").fidelity(images, prompts)
     assert 20 <= (~ok).sum() <= 120  # enough wrong light images for the AUC to mean something

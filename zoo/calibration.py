@@ -14,10 +14,12 @@ JUDGE_WEIGHTS = Path(__file__).resolve().parent / "weights" / "judge"
 
 
 def held_apart_prompts(seed: int, count: int) -> list[str]:
-    """``count`` prompts of the domain's seeded evaluation set (half easy, half hard)."""
+    """``count`` seeded prompts of the domain's ``select`` split (half easy, half hard): compositions
+    seen neither in training nor in the report's ``eval`` prompts, so calibrating the planner on
+    them does not tune it on the numbers it is judged by."""
     from zoo.domain import eval_prompts  # noqa: PLC0415
 
-    return eval_prompts(seed, (count + 1) // 2)[:count]
+    return eval_prompts(seed, (count + 1) // 2, split="select")[:count]
 
 
 def judge_fid(prompts: Sequence[str], seed: int,

@@ -8,8 +8,9 @@ At a heavy share h (the share of queries that end on the heavy model):
 - router-only: the h prompts with the highest router score go straight to heavy;
 - hybrid (HADIS): the router sends a share r straight to heavy and the discriminator defers a
   share d of the rest, with r + (1 - r) d = h. The split r is chosen per h on a CALIBRATION
-  prompt set (as ``make calibrate`` and the planner would) and then evaluated on the report's
-  EVALUATION prompts, so hybrid is not better than the others by construction. The choice rule
+  prompt set (the domain's ``select`` split, as ``make calibrate`` and the planner would) and
+  then evaluated on the report's EVALUATION prompts (the ``eval`` split: other compositions), so
+  hybrid is not better than the others by construction. The choice rule
   (:mod:`zoo.router_share`: the largest r within one standard error of the best calibration
   fidelity) was settled from diagnostics on the calibration set alone (bootstrap and half
   splits, both recorded in hybrid.json under ``router_share_selection``), before the evaluation
@@ -131,7 +132,8 @@ def plot(result: dict, path) -> None:
 def hybrid_report(out, weights, pipes: dict, judge, disc, evaluation: dict, calibration_per_difficulty: int,
                   cache=None, evaluation_prompts: dict | None = None) -> dict:
     """hybrid.json + hybrid.png under ``out``: the four curves on ``evaluation``, hybrid's router share
-    chosen on ``calibration_per_difficulty`` x 2 calibration prompts (seed :data:`CALIBRATION_SEED`)."""
+    chosen on ``calibration_per_difficulty`` x 2 calibration prompts (seed :data:`CALIBRATION_SEED`, the
+    ``select`` split, like :func:`zoo.calibration.held_apart_prompts`)."""
     from pathlib import Path  # noqa: PLC0415
 
     from serving.router import load_router  # noqa: PLC0415
@@ -139,12 +141,13 @@ def hybrid_report(out, weights, pipes: dict, judge, disc, evaluation: dict, cali
     from zoo.sampling import cached_images  # noqa: PLC0415
     from zoo.train_discriminator import roc_auc  # noqa: PLC0415
 
-    prompts = eval_prompts(CALIBRATION_SEED, calibration_per_difficulty)
+    prompts = eval_prompts(CALIBRATION_SEED, calibration_per_difficulty, split="select")
     seeds = [CALIBRATION_SEED + i for i in range(len(prompts))]
     heavy, light = cached_images(pipes, prompts, seeds, weights, cache)
     calibration = routing_set(prompts, light, heavy, judge, disc, load_router(Path(weights) / "router"))
     result = {"evaluation_prompts": evaluation_prompts or {"n": len(evaluation["light_ok"])},
-              "calibration_prompts": {"seed": CALIBRATION_SEED, "n_per_difficulty": calibration_per_difficulty},
+              "calibration_prompts": {"seed": CALIBRATION_SEED, "split": "select",
+                                      "n_per_difficulty": calibration_per_difficulty},
               "router_auc_light_fails": {
                   "evaluation": roc_auc(evaluation["router_score"], ~evaluation["light_ok"]),
                   "calibration": roc_auc(calibration["router_score"], ~calibration["light_ok"])},
@@ -182,13 +185,13 @@ def run(out, weights, pipes: dict, judge, disc, n_per_difficulty: int = EVALUATI
     from zoo.sampling import PROMPT_SEED, cached_images  # noqa: PLC0415
 
     cache_dir = Path(cache_dir)
-    prompts = eval_prompts(PROMPT_SEED, n_per_difficulty)
+    prompts = eval_prompts(PROMPT_SEED, n_per_difficulty, split="eval")
     seeds = list(range(10_000, 10_000 + len(prompts)))  # the report's evaluation seeds
     heavy, light = cached_images(pipes, prompts, seeds, weights, cache_dir / f"report_images_{n_per_difficulty}.npz")
     evaluation = routing_set(prompts, light, heavy, judge, disc, load_router(Path(weights) / "router"))
     return hybrid_report(out, weights, pipes, judge, disc, evaluation, calibration_per_difficulty,
                          cache_dir / f"report_images_{calibration_per_difficulty}_calibration.npz",
-                         {"seed": PROMPT_SEED, "n_per_difficulty": n_per_difficulty})
+                         {"seed": PROMPT_SEED, "split": "eval", "n_per_difficulty": n_per_difficulty})
 
 
 def main(argv: list[str] | None = None) -> int:

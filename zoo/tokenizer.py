@@ -13,7 +13,7 @@ from transformers import CLIPTokenizer
 
 from zoo.domain import vocabulary
 
-MAX_LENGTH_TOKENS = 24  # longest caption is 17 tokens with the start/end tokens
+MAX_LENGTH_TOKENS = 24  # longest caption (a list of three objects) is 20 tokens with the start/end tokens
 _BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
 
 

@@ -1,9 +1,10 @@
 """Train the tiny cascade's prompt router (``serving.router``) from prompt text only.
 
 Labels: for each training prompt, whether the judge finds the LIGHT model's image wrong (the
-router predicts where light fails). Prompts come from a seeded stream of their own (seed
-31337), disjoint by seed from the report's evaluation prompts (2024) and the calibration
-prompts (20251126). Usage::
+router predicts where light fails; :meth:`zoo.judge.TinyJudge.fidelity`: objects, counts, sizes and
+the stated relation). Prompts come from a seeded stream of their own (seed 31337) of the domain's
+``train`` split, so the router never sees a composition of the calibration prompts (``select``
+split) or of the report's evaluation prompts (``eval`` split). Usage::
 
     python -m zoo.train_router --out zoo/weights/router [--prompts 3000]
 """
@@ -23,8 +24,9 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 
 def training_prompts(seed: int, n: int, hard_share: float = 0.5) -> list[str]:
+    """``n`` seeded prompts of the ``train`` split, each hard with probability ``hard_share``."""
     rng = np.random.default_rng(seed)
-    return [sample_scene(rng, "hard" if rng.random() < hard_share else "easy")[0] for _ in range(n)]
+    return [sample_scene(rng, "hard" if rng.random() < hard_share else "easy", split="train")[0] for _ in range(n)]
 
 
 def light_fails(prompts: list[str], seeds: list[int], weights: Path = WEIGHTS) -> np.ndarray:

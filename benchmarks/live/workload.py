@@ -52,11 +52,12 @@ def rescale(shape: np.ndarray, duration_s: int, lo_qps: float, hi_qps: float) ->
 
 
 def prompt_for(prompt_id: int, seed: int, hard_share: float = 0.5) -> str:
-    """A tiny-domain caption for a trace prompt id (deterministic; hard with ``hard_share``)."""
+    """A tiny-domain caption for a trace prompt id (deterministic; hard with ``hard_share``), from
+    the held-out compositions (``eval`` split) whose quality the tiny report measures."""
     from zoo.domain import sample_scene  # noqa: PLC0415
 
     rng = np.random.default_rng([seed, int(prompt_id)])
-    return sample_scene(rng, "hard" if rng.random() < hard_share else "easy")[0]
+    return sample_scene(rng, "hard" if rng.random() < hard_share else "easy", split="eval")[0]
 
 
 def build_workload(trace: str | Path, duration_s: int, lo_qps: float, hi_qps: float, seed: int = 0,
