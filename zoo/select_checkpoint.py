@@ -8,6 +8,7 @@ Usage: ``python -m zoo.select_checkpoint --role light --judge runs/tiny/judge ru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -27,16 +28,17 @@ def main() -> None:
     p.add_argument("--judge", type=Path, required=True)
     p.add_argument("--n-per-difficulty", type=int, default=150)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps instead of the role's default (zoo.sampling.SAMPLING)")
     p.add_argument("snapshots", type=Path, nargs="+")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     judge = load_judge(a.judge)
     n = a.n_per_difficulty
     prompts = eval_prompts(SELECTION_PROMPT_SEED, n, split="select")
+    sampling = SAMPLING[a.role] if a.steps is None else dataclasses.replace(SAMPLING[a.role], steps=a.steps)
     for snap in a.snapshots:
-        ok = judge.fidelity(generate(load_pipeline(snap), prompts, list(range(len(prompts))), SAMPLING[a.role]),
-                            prompts)
-        print(json.dumps({"snapshot": str(snap), "fidelity_easy": float(ok[:n].mean()),
+        ok = judge.fidelity(generate(load_pipeline(snap), prompts, list(range(len(prompts))), sampling), prompts)
+        print(json.dumps({"snapshot": str(snap), "steps": sampling.steps, "fidelity_easy": float(ok[:n].mean()),
                           "fidelity_hard": float(ok[n:].mean())}), flush=True)
 
 
