@@ -77,6 +77,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _role_steps(text: str) -> tuple[str, int]:
+    role, _, steps = text.partition("=")
+    if role not in ("vae", "heavy", "light") or not steps.isdigit() or int(steps) < 1:
+        raise argparse.ArgumentTypeError(f"expected ROLE=STEPS with ROLE vae, heavy or light and STEPS >= 1, got {text!r}")
+    return role, int(steps)
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=WEIGHTS)
@@ -90,6 +97,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=_positive_int, default=2)
     p.add_argument("--replay-max-steps", type=_positive_int, default=None,
                    help="cap the replayed training streams at this many steps (a quick look; default: all)")
+    p.add_argument("--replay-steps", type=_role_steps, action="append", default=[], metavar="ROLE=STEPS",
+                   help="steps of the vae/heavy/light stream where the weights were trained with other --steps than "
+                        "zoo.build.STEPS (repeatable, e.g. heavy=12000)")
     p.add_argument("--image-cache", type=Path, default=None,
                    help="npz of the evaluation images, reused when made from the same weights, prompts and seeds "
                         f"(default {hybrid.IMAGE_CACHE_DIR}/report_images_<n>.npz, shared with zoo.hybrid)")
@@ -205,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     pipes = {"heavy": load_pipeline(a.weights / "heavy"), "light": load_pipeline(a.weights / "light")}
     judge, disc = load_judge(a.weights / "judge"), load_discriminator(a.weights / "discriminator")
     sections, data = _evaluate(a, pipes, judge, disc)
-    streams = replay_streams(a.replay_max_steps)
+    streams = replay_streams(a.replay_max_steps, dict(a.replay_steps))
     overlap = overlap_section(streams, {"evaluation": data["prompts"], "selection": data["select_prompts"]})
     overlap["replay_max_steps"] = a.replay_max_steps
     print(f"timing batch 1, {a.timing_repeats} runs per pipeline ...", flush=True)

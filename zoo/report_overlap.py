@@ -62,24 +62,29 @@ def _router_stream() -> dict:
             "keys": [composition_key(parse_caption(c)) for c in captions]}
 
 
-def replay_streams(max_steps: int | None = None) -> dict[str, dict]:
+def replay_streams(max_steps: int | None = None, steps: dict[str, int] | None = None) -> dict[str, dict]:
     """Every training caption stream: ``{name: {"config", "captions", "keys"}}``.
 
-    ``max_steps`` caps the steps of the VAE, heavy and light streams (a quick look; the report
-    records the cap). None replays :data:`zoo.build.STEPS`.
+    ``steps``: the VAE, heavy and light streams' step counts where they differ from
+    :data:`zoo.build.STEPS` (weights trained with ``--steps``); ``max_steps`` caps them (a quick look).
     """
     from zoo.build import STEPS  # noqa: PLC0415 (imports torch)
     from zoo.train_diffusion import ROLES  # noqa: PLC0415 (imports diffusers)
     from zoo.train_vae import VAETrainConfig  # noqa: PLC0415
 
-    def steps(name: str) -> int:
-        return STEPS[name] if max_steps is None else min(STEPS[name], max_steps)
+    unknown = set(steps or {}) - {"vae", "heavy", "light"}
+    if unknown:
+        raise ValueError(f"replay steps given for {sorted(unknown)}; expected vae, heavy or light")
+
+    def count(name: str) -> int:
+        n = (steps or {}).get(name, STEPS[name])
+        return n if max_steps is None else min(n, max_steps)
 
     vae = VAETrainConfig()
-    streams = {"vae": _sample_batch_stream("vae", vae.seed, steps("vae"), vae.batch_size, 0.5)}
+    streams = {"vae": _sample_batch_stream("vae", vae.seed, count("vae"), vae.batch_size, 0.5)}
     for role in ("heavy", "light"):
         cfg = ROLES[role]
-        streams[role] = _sample_batch_stream(role, cfg.seed, steps(role), cfg.batch_size, cfg.hard_share)
+        streams[role] = _sample_batch_stream(role, cfg.seed, count(role), cfg.batch_size, cfg.hard_share)
     streams["discriminator"] = _discriminator_stream()
     streams["router"] = _router_stream()
     return streams
