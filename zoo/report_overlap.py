@@ -13,7 +13,7 @@ any prompt, :mod:`zoo.train_judge`) and never generates an image.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tqdm import tqdm

@@ -8,7 +8,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,8 +29,10 @@ def folder_sha256(folder: Path) -> str | None:
     return h.hexdigest()
 
 
-def git_commit(repo: Path = Path(__file__).resolve().parent.parent) -> dict:
-    """HEAD's commit and whether the work tree differs from it; None values outside a git checkout."""
+def git_commit(repo: Path | None = None) -> dict:
+    """HEAD's commit of ``repo`` (default: this checkout) and whether the work tree differs from it;
+    None values outside a git checkout."""
+    repo = repo or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                               check=True, timeout=10).stdout.strip()

@@ -6,7 +6,7 @@ stated), ``triple`` (three listed objects) and ``twin`` (a count of identical ob
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -10,7 +10,7 @@ Interval conventions (recorded in ``report.json`` too):
 from __future__ import annotations
 
 from statistics import NormalDist
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
