@@ -1,4 +1,4 @@
-"""Score discriminators on the SELECTION prompt set (seed 123): ROC AUC of their confidence for
+"""Score discriminators on the SELECTION prompt set (seed 123, ``split="select"``): ROC AUC of their confidence for
 "the light image is correct" (the judge decides), overall and on hard prompts, and at how many
 deferral shares (10 %, 15 %, ..., 90 %) routing by it beats random routing when heavy is right.
 
@@ -35,7 +35,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     n = a.n_per_difficulty
-    prompts = eval_prompts(SELECTION_PROMPT_SEED, n)
+    prompts = eval_prompts(SELECTION_PROMPT_SEED, n, split="select")
     images = generate(load_pipeline(a.light), prompts, list(range(len(prompts))), SAMPLING["light"])
     ok = load_judge(a.judge).fidelity(images, prompts)
     for folder in a.discriminators:

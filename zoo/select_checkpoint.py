@@ -1,4 +1,4 @@
-"""Judge fidelity of training snapshots on a SELECTION prompt set (seed 123), disjoint from the
+"""Judge fidelity of training snapshots on a SELECTION prompt set (seed 123, ``split="select"``), disjoint from the
 report's (seed 2024), so that choosing a checkpoint does not tune on the reported numbers.
 
 Usage: ``python -m zoo.select_checkpoint --role light --judge runs/tiny/judge runs/tiny/light_snap_*``
@@ -30,7 +30,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     judge = load_judge(a.judge)
     n = a.n_per_difficulty
-    prompts = eval_prompts(SELECTION_PROMPT_SEED, n)
+    prompts = eval_prompts(SELECTION_PROMPT_SEED, n, split="select")
     for snap in a.snapshots:
         ok = judge.fidelity(generate(load_pipeline(snap), prompts, list(range(len(prompts))), SAMPLING[a.role]),
                             prompts)
