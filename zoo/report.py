@@ -182,10 +182,12 @@ def _print_summary(report: dict) -> None:
         print(f"  {g:6s} " + "  ".join(share(fidelity[s][g]["faithful"]) for s in ("heavy", "light", "real")))
     print("judge parts on hard prompts: objects right heavy {} light {}; relation shown heavy {} light {}".format(
         *(share(fidelity[s]["hard"][part]) for part in ("objects", "relation") for s in ("heavy", "light"))))
-    print("FID (bootstrap 95%)     heavy                  light                  real vs real")
+    print("FID: point [bootstrap percentile 95%] / bias-corrected [basic 95%]")
     for g in ("easy", "hard", "all"):
-        print(f"  {g:6s} " + "  ".join(f"{fids[s][g]['fid']:7.2f} [{fids[s][g]['ci95'][0]:.1f}, {fids[s][g]['ci95'][1]:.1f}]"
-                                        for s in ("heavy", "light", "real_ref")))
+        print(f"  {g:6s} " + "   ".join(
+            f"{s} {r['fid']:.1f} [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}] / {r['fid_bias_corrected']:.1f} "
+            f"[{r['ci95_bias_corrected'][0]:.1f}, {r['ci95_bias_corrected'][1]:.1f}]"
+            for s, r in ((s, fids[s][g]) for s in ("heavy", "light", "real_ref"))))
     print("AUC, light image correct (bootstrap 95%)")
     for name, by_group in report["text_only_scores"]["auc_light_correct"].items():
         print(f"  {name:14s} " + "  ".join(

@@ -1,6 +1,7 @@
 """PNG plots of the tiny-cascade report (``zoo.report``), drawn from the ``report.json`` sections."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -46,8 +47,8 @@ def plot_cascade(out: Path, curves: dict, fcurves: dict) -> None:
 
 
 def plot_fidelity_and_fid(out: Path, fidelity: dict, fids: dict) -> None:
-    """fidelity_by_difficulty.png: judge fidelity per group (Wilson 95 % bars) and FID per difficulty
-    (bootstrap 95 % bars)."""
+    """fidelity_by_difficulty.png: judge fidelity per group (Wilson 95 % bars) and bias-corrected FID
+    per difficulty (basic bootstrap 95 % bars; :func:`zoo.report_stats.fid_with_interval`)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     x = np.arange(len(_GROUPS))
     for j, source in enumerate(("light", "heavy", "real")):
@@ -59,12 +60,13 @@ def plot_fidelity_and_fid(out: Path, fidelity: dict, fids: dict) -> None:
     groups = ("easy", "hard", "all")
     x = np.arange(len(groups))
     for j, source in enumerate(("light", "heavy", "real_ref")):
-        _interval_bars(ax2, x + (j - 1) * 0.27, [fids[source][g] for g in groups], "fid", "ci95", 0.27,
-                       "real vs real (floor)" if source == "real_ref" else source)
+        _interval_bars(ax2, x + (j - 1) * 0.27, [fids[source][g] for g in groups], "fid_bias_corrected",
+                       "ci95_bias_corrected", 0.27, "real vs real (floor)" if source == "real_ref" else source)
     ax2.set_xticks(x, groups)
-    ax2.set_yscale("log")
-    ax2.set(ylabel="in-domain FID (log)", title="FID vs real renders, 95 % bootstrap intervals")
-    ax2.legend()
+    ax2.set_yscale("symlog", linthresh=1.0)
+    ax2.set(ylabel="in-domain FID, bias-corrected (symlog)", title="FID vs real renders, basic bootstrap 95 %")
+    ax2.set_ylim(top=ax2.get_ylim()[1] * 30)  # room for the legend above the bars
+    ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "fidelity_by_difficulty.png", dpi=120)
     plt.close(fig)
@@ -81,7 +83,7 @@ def plot_auc(out: Path, scores: dict) -> None:
                        width, name)
     ax.axhline(0.5, color="k", lw=0.8, ls="--")
     ax.set_xticks(x, groups)
-    ax.set(ylabel="ROC AUC, light image correct", ylim=(0.3, 1.0), title="image score vs text-only scores")
+    ax.set(ylabel="ROC AUC, light image correct", ylim=(0.0, 1.05), title="image score vs text-only scores")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "auc_by_difficulty.png", dpi=120)
@@ -102,9 +104,7 @@ def sample_grid(real, light, heavy, prompts, path: Path, title: str) -> None:
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(name)
-        label = prompts[i].replace(" on a", "\non a").replace(" left of", "\nleft of").replace(" right of", "\nright of")
-        axes[i, 0].set_ylabel(label.replace(" above", "\nabove").replace(" below", "\nbelow"), fontsize=5,
-                              rotation=0, ha="right", va="center")
+        axes[i, 0].set_ylabel(textwrap.fill(prompts[i], 30), fontsize=5, rotation=0, ha="right", va="center")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -18,8 +18,10 @@ DIFFICULTY_GROUPS = ("easy", "hard", "all")
 KIND_GROUPS = ("pair", "triple", "twin")
 INTERVALS = {"fidelity": "Wilson score interval, 95 %",
              "auc": f"percentile bootstrap over prompts, {N_BOOT} resamples, 2.5th-97.5th percentile",
-             "fid": f"percentile bootstrap, {N_BOOT} resamples of the generated and the reference images "
-                    "(independently, with replacement), 2.5th-97.5th percentile"}
+             "fid": f"{N_BOOT} bootstrap resamples of the generated and the reference images (independently, with "
+                    "replacement): ci95 = 2.5th-97.5th percentile of the resampled FIDs (biased up, may lie above fid); "
+                    "fid_bias_corrected = 2 fid - their mean, ci95_bias_corrected = basic bootstrap interval "
+                    "(zoo.report_stats.fid_with_interval)"}
 
 
 def group_masks(difficulty: np.ndarray, kind: np.ndarray) -> dict[str, np.ndarray]:

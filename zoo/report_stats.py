@@ -5,7 +5,8 @@ Interval conventions (recorded in ``report.json`` too):
 
 - a share of successes (fidelity): Wilson score interval at 95 % (:func:`wilson_interval`);
 - an AUC or an FID: percentile bootstrap, 2.5th and 97.5th percentile over ``n_boot`` resamples
-  of the items with replacement (:func:`auc_with_interval`, :func:`fid_with_interval`).
+  of the items with replacement (:func:`auc_with_interval`, :func:`fid_with_interval`); an FID
+  also gets the bias-corrected (basic bootstrap) estimate and interval, see :func:`fid_with_interval`.
 """
 from __future__ import annotations
 
@@ -72,18 +73,28 @@ def auc_with_interval(scores: np.ndarray, labels: np.ndarray, n_boot: int = N_BO
 
 
 def fid_with_interval(generated: np.ndarray, reference: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> dict:
-    """FID of two feature sets and its percentile-bootstrap 95 % interval: each resample draws the
-    generated AND the reference rows with replacement, independently. A resample holds ~63 % distinct
-    rows, so its FID is biased up (most visibly for a small FID such as real vs real, whose interval
-    can lie wholly above the point estimate); ``bootstrap_median`` shows the shift. The point
-    estimate is the full sets'."""
+    """FID of two feature sets with bootstrap intervals: each resample draws the generated AND the
+    reference rows with replacement, independently.
+
+    A sample FID is biased up (by roughly c / n: sample covariances are noisy), and a resample is
+    biased up by about as much again (duplicated rows), so the percentile interval ``ci95`` of the
+    resampled FIDs can lie wholly above the point estimate ``fid``: at n = 2,000, 128-d Gaussians
+    of one distribution give ``fid`` ~31 and ``ci95`` ~[58, 62]. The bootstrap's own shift,
+    mean(resampled) - ``fid``, estimates that bias, so ``fid_bias_corrected`` = 2 ``fid`` -
+    mean(resampled) and ``ci95_bias_corrected`` = [2 ``fid`` - q97.5, 2 ``fid`` - q2.5] (the basic
+    bootstrap interval, lower end clipped at 0 as an FID is >= 0) estimate the FID of the
+    distributions themselves (~0 and ~[0, 3] in that example).
+    """
     generated, reference = np.asarray(generated), np.asarray(reference)
     rng = np.random.default_rng(seed)
-    boots = [fid(generated[rng.integers(0, len(generated), len(generated))],
-                 reference[rng.integers(0, len(reference), len(reference))]) for _ in range(n_boot)]
-    return {"fid": fid(generated, reference), "ci95": _percentile_interval(boots),
-            "bootstrap_median": float(np.median(boots)), "n_generated": len(generated),
-            "n_reference": len(reference), "n_boot": n_boot}
+    boots = np.array([fid(generated[rng.integers(0, len(generated), len(generated))],
+                          reference[rng.integers(0, len(reference), len(reference))]) for _ in range(n_boot)])
+    point = fid(generated, reference)
+    low, high = _percentile_interval(boots)
+    return {"fid": point, "ci95": [low, high], "bootstrap_median": float(np.median(boots)),
+            "fid_bias_corrected": float(max(0.0, 2 * point - boots.mean())),
+            "ci95_bias_corrected": [float(max(0.0, 2 * point - high)), float(max(0.0, 2 * point - low))],
+            "n_generated": len(generated), "n_reference": len(reference), "n_boot": n_boot}
 
 
 def caption_overlap(reference: Iterable[str], stream: Sequence[str]) -> dict:
