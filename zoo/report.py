@@ -46,7 +46,7 @@ from zoo.report_sections import (cascade_section, discriminator_section, fid_cur
 from zoo.report_stats import timing_summary
 from zoo.sampling import PROMPT_SEED, SAMPLING, WEIGHTS, cached_images, disc_confidence, generate, load_pipeline
 from zoo.select_checkpoint import SELECTION_PROMPT_SEED
-from zoo.text_baseline import fit_text_baseline, router_text_score, text_baseline_score
+from zoo.text_baseline import feature_names, fit_text_baseline, router_text_score, text_baseline_score
 
 EVAL_IMAGE_SEED = 10_000  # image i of the evaluation prompts uses seed 10,000 + i (as zoo.hybrid)
 SELECT_IMAGE_SEED = 20_000
@@ -125,19 +125,42 @@ def _caches(a: argparse.Namespace) -> tuple[Path | None, Path | None]:
     return cache, cache.with_name(f"report_selection_light_{a.select_per_difficulty}.npz")
 
 
+def _text_only(a: argparse.Namespace, light_pipe, judge, prompts: list[str], light_ok: np.ndarray,
+               confidence: np.ndarray, masks: dict) -> tuple[dict, list[str]]:
+    """The discriminator beside the text-only scores (fitted on the selection prompts' light
+    images), and the selection prompts."""
+    _, select_cache = _caches(a)
+    select = eval_prompts(SELECTION_PROMPT_SEED, a.select_per_difficulty, split="select")
+    select_light = cached_light_images(light_pipe, select, [SELECT_IMAGE_SEED + i for i in range(len(select))],
+                                       a.weights, select_cache)
+    select_ok = judge.fidelity(select_light, select)
+    weights, bias = fit_text_baseline(select, select_ok)
+    scores = {"discriminator": confidence, "text_baseline": text_baseline_score(prompts, weights, bias)}
+    router_score, router_note = router_text_score(a.weights / "router", prompts)
+    if router_score is not None:
+        scores["router"] = router_score
+    top = np.argsort(-np.abs(weights))[:10]
+    half = a.select_per_difficulty
+    return {"auc_light_correct": scores_section(scores, light_ok, masks, a.n_boot),
+            "text_baseline": {
+                "fitted_on": {"split": "select", "seed": SELECTION_PROMPT_SEED, "n_per_difficulty": half,
+                              "light_fidelity_easy": float(select_ok[:half].mean()),
+                              "light_fidelity_hard": float(select_ok[half:].mean())},
+                "model": "L2 logistic regression (l2=1) on zoo.text_baseline.caption_features, P(light image correct)",
+                "largest_weights": {feature_names()[i]: float(weights[i]) for i in top}},
+            "router": router_note}, select
+
+
 def _evaluate(a: argparse.Namespace, pipes: dict, judge, disc) -> tuple[dict, dict]:
-    """(report sections, images for the sample grids)."""
-    n, eval_cache, select_cache = a.n_per_difficulty, *_caches(a)
-    prompts = eval_prompts(PROMPT_SEED, n)
+    """(report sections, what the plots and the overlap need)."""
+    eval_cache, _ = _caches(a)
+    prompts = eval_prompts(PROMPT_SEED, a.n_per_difficulty)
     scenes = [parse_caption(q) for q in prompts]
     heavy, light = cached_images(pipes, prompts, [EVAL_IMAGE_SEED + i for i in range(len(prompts))], a.weights,
                                  eval_cache)
     rng = np.random.default_rng(PROMPT_SEED)
     real = np.stack([render(s, rng) for s in scenes])
     real_ref = np.stack([render(s, rng) for s in scenes])  # a second draw: the FID floor
-    select = eval_prompts(SELECTION_PROMPT_SEED, a.select_per_difficulty, split="select")
-    select_light = cached_light_images(pipes["light"], select, [SELECT_IMAGE_SEED + i for i in range(len(select))],
-                                       a.weights, select_cache)
 
     checks = {k: judge.check(v, scenes) for k, v in (("heavy", heavy), ("light", light), ("real", real))}
     masks = group_masks(np.array([s.difficulty for s in scenes]), hard_kinds(scenes))
@@ -145,30 +168,18 @@ def _evaluate(a: argparse.Namespace, pipes: dict, judge, disc) -> tuple[dict, di
                                                ("real_ref", real_ref))}
     conf = {k: disc_confidence(disc, v) for k, v in (("light", light), ("heavy", heavy), ("real", real))}
     light_ok, heavy_ok = checks["light"]["faithful"], checks["heavy"]["faithful"]
-
-    select_ok = judge.fidelity(select_light, select)
-    weights, bias = fit_text_baseline(select, select_ok)
-    scores = {"discriminator": conf["light"], "text_baseline": text_baseline_score(prompts, weights, bias)}
-    router_score, router_note = router_text_score(a.weights / "router", prompts)
-    if router_score is not None:
-        scores["router"] = router_score
+    text_only, select = _text_only(a, pipes["light"], judge, prompts, light_ok, conf["light"], masks)
     print("statistics (bootstrap intervals) ...", flush=True)
     sections = {
         "fidelity": fidelity_section(checks, masks, np.array([s.relation is not None for s in scenes])),
         "fid": fid_section(feats, masks, a.n_boot),
         "discriminator": discriminator_section(conf, light_ok, masks, a.n_boot),
-        "text_only_scores": {
-            "auc_light_correct": scores_section(scores, light_ok, masks, a.n_boot),
-            "text_baseline": {"fitted_on": {"split": "select", "seed": SELECTION_PROMPT_SEED,
-                                            "n_per_difficulty": a.select_per_difficulty,
-                                            "light_fidelity": float(select_ok.mean())},
-                              "model": "L2 logistic regression (l2=1) on zoo.text_baseline.caption_features"},
-            "router": router_note},
+        "text_only_scores": text_only,
         "cascade_curve_fidelity": cascade_section(light_ok, heavy_ok, conf["light"]),
         "cascade_curve_fid": fid_curves(feats["light"], feats["heavy"], feats["real"], conf["light"], PROMPT_SEED),
     }
-    images = {"prompts": prompts, "real": real, "light": light, "heavy": heavy, "masks": masks}
-    return sections, {**images, "select_prompts": select, "heavy_ok": heavy_ok, "light_ok": light_ok, "conf": conf}
+    return sections, {"prompts": prompts, "select_prompts": select, "real": real, "light": light, "heavy": heavy,
+                      "masks": masks}
 
 
 def _print_summary(report: dict) -> None:

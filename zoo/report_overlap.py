@@ -23,6 +23,8 @@ from zoo.report_stats import caption_overlap
 
 # zoo/train_router.py's --prompts default (the published router's training set size)
 ROUTER_PROMPTS = 3000
+NOT_REPLAYED = {"judge": "trained on renders of every split on purpose (it must check any prompt; zoo/train_judge.py); "
+                         "it never generates an image"}
 
 
 def _sample_batch_stream(name: str, seed: int, steps: int, batch_size: int, hard_share: float) -> dict:
@@ -124,4 +126,5 @@ def overlap_section(streams: dict[str, dict], prompt_sets: dict[str, Sequence[st
             out[f"{a}_vs_{b}"] = pair
             total += sum(pair.values())
     out["all_zero"] = total == 0
+    out["not_replayed"] = NOT_REPLAYED
     return out
