@@ -185,3 +185,15 @@ def test_replay_draws_the_captions_the_trainers_draw(streams, monkeypatch, tmp_p
                         lambda pipe, prompts, *a, **k: np.zeros((len(prompts), 32, 32, 3), np.uint8))
     train_discriminator.build_dataset(train_discriminator.DiscriminatorTrainConfig(real_through_vae=False), None, None)
     assert seen == streams["discriminator"]["captions"]
+
+
+def test_router_trained_without_a_domain_word_is_reported_as_not_matching():
+    from serving.router import fit_router
+    from zoo.text_baseline import router_unseen_words
+
+    rng = np.random.default_rng(6)
+    captions = [domain.sample_scene(rng, d)[0] for d in ("easy", "hard") for _ in range(300)]
+    labels = np.arange(len(captions)) % 2 == 0
+    assert router_unseen_words(fit_router(captions, labels)) == []
+    keep = [i for i, c in enumerate(captions) if "purple" not in c]
+    assert "purple" in router_unseen_words(fit_router([captions[i] for i in keep], labels[keep]))
