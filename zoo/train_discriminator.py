@@ -18,6 +18,7 @@ from tqdm import tqdm
 from export.discriminators import TinyDiscriminator, save_discriminator
 from zoo.common import pick_device, seed_everything, to_tensor01, optimizer_step
 from zoo.domain import sample_batch
+from zoo.metrics import roc_auc  # noqa: F401 (moved to zoo.metrics; importers of this name keep working)
 from zoo.sampling import SAMPLING, generate, load_pipeline
 
 
@@ -49,31 +50,6 @@ class DiscriminatorTrainConfig:
     blur_passes_max: int = 2
     fakes: str = "both"  # which generated images are the negatives: "both" (light + heavy) or "light"
     seed: int = 5
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half).
-
-    Raises ValueError when a class is missing.
-    """
-    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
-    pos, neg = scores[labels], scores[~labels]
-    if len(pos) == 0 or len(neg) == 0:
-        raise ValueError(f"roc_auc needs both classes, got {len(pos)} positives and {len(neg)} negatives")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    allv = np.concatenate([pos, neg])[order]
-    ranks = np.empty(len(allv))
-    # Average ranks over ties.
-    i = 0
-    while i < len(allv):
-        j = i
-        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
-            j += 1
-        ranks[i:j + 1] = (i + j) / 2 + 1
-        i = j + 1
-    r = np.empty(len(allv))
-    r[order] = ranks
-    return float((r[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def vae_roundtrip(images: np.ndarray, vae, batch_size: int = 200) -> np.ndarray:

@@ -1,0 +1,130 @@
+"""Caption overlap between the report's prompt sets and the training streams (``zoo.report``).
+
+The training data of the tiny cascade is drawn on the fly from seeded numpy Generators, so the
+captions each model saw can be listed exactly by replaying its stream: the same calls to
+:func:`zoo.domain.sample_batch` / :func:`zoo.domain.sample_scene`, in the same order, with the same
+seed, batch size, hard share and number of steps (rendering included: it draws from the same
+Generator, ~0.25 ms an image). The steps are :data:`zoo.build.STEPS`, the counts used for the
+published weights; a model stopped earlier saw a prefix of its stream, so zero overlap with the
+whole stream means zero with the prefix.
+
+The judge is not replayed: it is trained on renders of every split on purpose (it must check
+any prompt, :mod:`zoo.train_judge`) and never generates an image.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from zoo.domain import DIFFICULTIES, composition_key, parse_caption, sample_batch
+from zoo.report_stats import caption_overlap
+
+# zoo/train_router.py's --prompts default (the published router's training set size)
+ROUTER_PROMPTS = 3000
+NOT_REPLAYED = {"judge": "trained on renders of every split on purpose (it must check any prompt; zoo/train_judge.py); "
+                         "it never generates an image"}
+
+
+def _sample_batch_stream(name: str, seed: int, steps: int, batch_size: int, hard_share: float) -> dict:
+    rng = np.random.default_rng(seed)  # zoo.common.seed_everything(seed) returns this Generator
+    captions, keys = [], []
+    for _ in tqdm(range(steps), desc=f"replay {name}", mininterval=2.0):
+        _, caps, scenes = sample_batch(rng, batch_size, hard_share=hard_share)
+        captions += caps
+        keys += [composition_key(s) for s in scenes]
+    return {"config": {"seed": seed, "steps": steps, "batch_size": batch_size, "hard_share": hard_share},
+            "captions": captions, "keys": keys}
+
+
+def _discriminator_stream() -> dict:
+    """zoo.train_discriminator.build_dataset's draws: heavy prompts + image seeds, light prompts +
+    image seeds, then the real images, all from one Generator."""
+    from zoo.train_discriminator import DiscriminatorTrainConfig  # noqa: PLC0415 (imports torch)
+
+    cfg = DiscriminatorTrainConfig()
+    rng = np.random.default_rng(cfg.seed)
+    captions, keys = [], []
+    for n, draws_seeds in ((cfg.n_heavy, True), (cfg.n_light, True), (cfg.n_real, False)):
+        _, caps, scenes = sample_batch(rng, n, cfg.hard_share)
+        if draws_seeds:
+            rng.integers(0, 2**31 - 1, n)
+        captions += caps
+        keys += [composition_key(s) for s in scenes]
+    return {"config": {"seed": cfg.seed, "n_heavy": cfg.n_heavy, "n_light": cfg.n_light, "n_real": cfg.n_real,
+                       "hard_share": cfg.hard_share}, "captions": captions, "keys": keys}
+
+
+def _router_stream() -> dict:
+    from zoo.train_router import TRAIN_SEED, training_prompts  # noqa: PLC0415
+
+    captions = training_prompts(TRAIN_SEED, ROUTER_PROMPTS)
+    return {"config": {"seed": TRAIN_SEED, "prompts": ROUTER_PROMPTS, "hard_share": 0.5}, "captions": captions,
+            "keys": [composition_key(parse_caption(c)) for c in captions]}
+
+
+def replay_streams(max_steps: int | None = None, steps: dict[str, int] | None = None) -> dict[str, dict]:
+    """Every training caption stream: ``{name: {"config", "captions", "keys"}}``.
+
+    ``steps``: the VAE, heavy and light streams' step counts where they differ from
+    :data:`zoo.build.STEPS` (weights trained with ``--steps``); ``max_steps`` caps them (a quick look).
+    """
+    from zoo.build import STEPS  # noqa: PLC0415 (imports torch)
+    from zoo.train_diffusion import ROLES  # noqa: PLC0415 (imports diffusers)
+    from zoo.train_vae import VAETrainConfig  # noqa: PLC0415
+
+    unknown = set(steps or {}) - {"vae", "heavy", "light"}
+    if unknown:
+        raise ValueError(f"replay steps given for {sorted(unknown)}; expected vae, heavy or light")
+
+    def count(name: str) -> int:
+        n = (steps or {}).get(name, STEPS[name])
+        return n if max_steps is None else min(n, max_steps)
+
+    vae = VAETrainConfig()
+    streams = {"vae": _sample_batch_stream("vae", vae.seed, count("vae"), vae.batch_size, 0.5)}
+    for role in ("heavy", "light"):
+        cfg = ROLES[role]
+        streams[role] = _sample_batch_stream(role, cfg.seed, count(role), cfg.batch_size, cfg.hard_share)
+    streams["discriminator"] = _discriminator_stream()
+    streams["router"] = _router_stream()
+    return streams
+
+
+def _difficulties(captions: Sequence[str]) -> np.ndarray:
+    return np.array([parse_caption(c).difficulty for c in captions])
+
+
+def overlap_section(streams: dict[str, dict], prompt_sets: dict[str, Sequence[str]]) -> dict:
+    """Per stream and per prompt set: distinct captions of the set found in the stream (overall and
+    per difficulty) and distinct composition keys found (a key covers the mirrored form, "B right
+    of A" for "A left of B"); then the prompt sets against each other. ``all_zero``: no overlap."""
+    keys = {name: [composition_key(parse_caption(c)) for c in caps] for name, caps in prompt_sets.items()}
+    diffs = {name: _difficulties(caps) for name, caps in prompt_sets.items()}
+    out: dict = {"prompt_sets": {name: {"captions": len(caps), "distinct": len(set(caps)),
+                                        "distinct_composition_keys": len(set(keys[name]))}
+                                 for name, caps in prompt_sets.items()}, "streams": {}}
+    total = 0
+    for sname, stream in streams.items():
+        row = {**stream["config"], "captions": len(stream["captions"]), "distinct": len(set(stream["captions"])),
+               "distinct_composition_keys": len(set(stream["keys"]))}
+        for pname, caps in prompt_sets.items():
+            arr = np.asarray(caps, dtype=object)
+            by_diff = {d: caption_overlap(arr[diffs[pname] == d], stream["captions"])["reference_in_stream"]
+                       for d in DIFFICULTIES}
+            row[f"{pname}_distinct_in_stream"] = caption_overlap(caps, stream["captions"])["reference_in_stream"]
+            row[f"{pname}_distinct_in_stream_by_difficulty"] = by_diff
+            row[f"{pname}_composition_keys_in_stream"] = caption_overlap(keys[pname], stream["keys"])["reference_in_stream"]
+            total += row[f"{pname}_distinct_in_stream"] + row[f"{pname}_composition_keys_in_stream"]
+        out["streams"][sname] = row
+    names = list(prompt_sets)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            pair = {"captions_in_common": caption_overlap(prompt_sets[a], prompt_sets[b])["reference_in_stream"],
+                    "composition_keys_in_common": caption_overlap(keys[a], keys[b])["reference_in_stream"]}
+            out[f"{a}_vs_{b}"] = pair
+            total += sum(pair.values())
+    out["all_zero"] = total == 0
+    out["not_replayed"] = NOT_REPLAYED
+    return out
