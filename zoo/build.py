@@ -23,7 +23,7 @@ from zoo.sampling import load_pipeline
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # Steps of each stage as used for the committed weights (see zoo/README.md).
-STEPS = {"vae": 700, "judge": 1600, "heavy": 4250, "light": 6000, "discriminator": 1500}
+STEPS = {"vae": 700, "judge": 4000, "heavy": 4250, "light": 6000, "discriminator": 1500}
 
 
 def publish_pipeline(src: Path, dst: Path) -> None:
