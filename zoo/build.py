@@ -1,7 +1,8 @@
 """Reproduce the embedded tiny cascade from seeds (``make zoo``) and publish fp16 weights.
 
-Order: VAE -> judge (real images only) -> heavy -> light -> discriminator (needs both models'
-samples). Training runs on CUDA when available, else on the CPU (hours on 2 cores, minutes on a
+Order: VAE -> judge (rendered images only) -> heavy -> light -> VAE decoder fine-tune (encoder
+frozen; the new decoder replaces the pipelines' one) -> discriminator (needs both models' samples
+through the final decoder) -> publish -> router (labels from the published light model and judge). Training runs on CUDA when available, else on the CPU (hours on 2 cores, minutes on a
 GPU). Intermediate fp32 checkpoints go to ``--work`` (default ``runs/tiny``); the published
 weights (fp16 safetensors) go to ``zoo/weights/{heavy,light,discriminator,judge}``.
 
@@ -23,7 +24,7 @@ from zoo.sampling import load_pipeline
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # Steps of each stage as used for the committed weights (see zoo/README.md).
-STEPS = {"vae": 700, "judge": 4000, "heavy": 4250, "light": 6000, "discriminator": 1500}
+STEPS = {"vae": 700, "judge": 4000, "heavy": 4250, "light": 6000, "vae_decoder": 2000, "discriminator": 1500}
 
 
 def publish_pipeline(src: Path, dst: Path) -> None:
@@ -33,6 +34,12 @@ def publish_pipeline(src: Path, dst: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
     pipe.save_pretrained(dst, safe_serialization=True)
+
+
+def swap_vae(pipeline: Path, vae: Path) -> None:
+    """Replace the VAE of a saved pipeline folder with the (decoder-fine-tuned) one in ``vae``."""
+    shutil.rmtree(pipeline / "vae")
+    shutil.copytree(vae, pipeline / "vae")
 
 
 def publish(work: Path, weights: Path = WEIGHTS_DIR) -> None:
@@ -66,9 +73,14 @@ def main() -> None:
         for role in ("heavy", "light"):
             _run("zoo.train_diffusion", "--role", role, "--vae", str(w / "vae"), "--out", str(w / role),
                  "--judge", str(w / "judge"), "--steps", str(STEPS[role]), *common)
+        _run("zoo.train_vae_decoder", "--vae", str(w / "vae"), "--out", str(w / "vae_decoder"), "--judge",
+             str(w / "judge"), "--steps", str(STEPS["vae_decoder"]), *common)
+        for role in ("heavy", "light"):
+            swap_vae(w / role, w / "vae_decoder")
         _run("zoo.train_discriminator", "--heavy", str(w / "heavy"), "--light", str(w / "light"),
              "--out", str(w / "discriminator"), "--steps", str(STEPS["discriminator"]), *common)
     publish(w)
+    _run("zoo.train_router", "--out", str(WEIGHTS_DIR / "router"))
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def train_discriminator(cfg: DiscriminatorTrainConfig, heavy: Path, light: Path,
         idx = rng.choice(train_idx, cfg.batch_size, replace=False)
         x = to_tensor01(images[idx], device)
         flip = torch.from_numpy(rng.random(len(idx)) < 0.5).to(device)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)  # layouts are mirror-symmetric
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)  # free positions, left/right relations both ways: the image distribution is mirror-symmetric
         if cfg.blur_aug != "none":
             b1 = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
             b2 = F.avg_pool2d(F.pad(b1, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
