@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 
 from export.discriminators import load_discriminator, save_discriminator
+from zoo.common import pick_device
 from zoo.judge import load_judge, save_judge
 from zoo.sampling import load_pipeline
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # Steps of each stage as used for the committed weights (see zoo/README.md).
-STEPS = {"vae": 700, "judge": 4000, "heavy": 4250, "light": 6000, "vae_decoder": 2000, "discriminator": 1500}
+STEPS = {"vae": 700, "judge": 4000, "heavy": 8000, "light": 9750, "vae_decoder": 2000, "discriminator": 1500}
 
 
 def publish_pipeline(src: Path, dst: Path) -> None:
@@ -57,6 +58,19 @@ def _run(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
+def _run_parallel(*commands: list[str]) -> None:
+    """Run trainers side by side (heavy and light on one CPU thread each: these small models use a
+    second thread poorly, so two 1-thread runs finish sooner than two 2-thread runs in a row)."""
+    procs = []
+    for args in commands:
+        cmd = [sys.executable, "-m", *args]
+        print("+", " ".join(cmd), "&", flush=True)
+        procs.append(subprocess.Popen(cmd))
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise subprocess.CalledProcessError(max(codes), commands[codes.index(max(codes))])
+
+
 def main() -> None:
     """CLI entry point: train every stage in order, then publish."""
     p = argparse.ArgumentParser(description=__doc__)
@@ -70,9 +84,15 @@ def main() -> None:
     if not a.publish_only:
         _run("zoo.train_vae", "--out", str(w / "vae"), "--steps", str(STEPS["vae"]), *common)
         _run("zoo.train_judge", "--out", str(w / "judge"), "--steps", str(STEPS["judge"]), *common)
-        for role in ("heavy", "light"):
-            _run("zoo.train_diffusion", "--role", role, "--vae", str(w / "vae"), "--out", str(w / role),
-                 "--judge", str(w / "judge"), "--steps", str(STEPS[role]), *common)
+        parallel = pick_device(a.device).type == "cpu" and int(a.threads) >= 2
+        diffusion = [["zoo.train_diffusion", "--role", role, "--vae", str(w / "vae"), "--out", str(w / role),
+                      "--judge", str(w / "judge"), "--steps", str(STEPS[role]), "--device", a.device,
+                      "--threads", "1" if parallel else a.threads] for role in ("heavy", "light")]
+        if parallel:
+            _run_parallel(*diffusion)
+        else:
+            for args in diffusion:
+                _run(*args)
         _run("zoo.train_vae_decoder", "--vae", str(w / "vae"), "--out", str(w / "vae_decoder"), "--judge",
              str(w / "judge"), "--steps", str(STEPS["vae_decoder"]), *common)
         for role in ("heavy", "light"):
