@@ -196,12 +196,20 @@ def difficulty_of(caption: str) -> str:
     return parse_caption(caption).difficulty
 
 
-def _relation_holds(relation: str, a: tuple[float, float], b: tuple[float, float], margin_px: float) -> bool:
-    """Whether ``a`` is ``relation`` ``b`` by at least ``margin_px`` along the relation's axis, and
-    the offset along that axis is at least twice the one across it (so the picture reads one way)."""
-    dx, dy = b[0] - a[0], b[1] - a[1]
-    along, across = {"left of": (dx, dy), "right of": (-dx, dy), "above": (dy, dx), "below": (-dy, dx)}[relation]
-    return along >= margin_px and abs(across) * 2 <= along
+def relation_offsets(relation: str, a_xy, b_xy) -> tuple[np.ndarray, np.ndarray]:
+    """(along, across): the offset from ``a`` to ``b`` along the relation's axis, signed so that
+    positive means ``a`` is ``relation`` ``b``, and the offset across it. Centres (..., 2) in
+    pixels, x right, y down. The one geometry of a relation: :func:`place` and the judge use it."""
+    d = np.asarray(b_xy, np.float64) - np.asarray(a_xy, np.float64)
+    dx, dy = d[..., 0], d[..., 1]
+    return {"left of": (dx, dy), "right of": (-dx, dy), "above": (dy, dx), "below": (-dy, dx)}[relation]
+
+
+def _relation_holds(relation: str, a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether ``a`` is ``relation`` ``b`` and the offset along that axis is at least twice the one
+    across it (so the picture reads one way)."""
+    along, across = relation_offsets(relation, a, b)
+    return bool(along >= 0 and abs(across) * 2 <= along)
 
 
 def place(scene: Scene, rng: np.random.Generator) -> tuple[tuple[float, float], ...]:
@@ -219,7 +227,7 @@ def place(scene: Scene, rng: np.random.Generator) -> tuple[tuple[float, float], 
                     pos.append(p)
                     break
         if len(pos) == len(sizes) and (
-                scene.relation is None or _relation_holds(scene.relation, pos[0], pos[1], 0.0)):
+                scene.relation is None or _relation_holds(scene.relation, pos[0], pos[1])):
             return tuple(pos)
     raise RuntimeError(f"could not place {scene!r} in {_MAX_TRIES} tries")
 

@@ -24,15 +24,14 @@ from torch import nn
 
 from export.module_folder import read_module_folder, save_module_folder
 from zoo.common import to_tensor01
-from zoo.domain import IMAGE_SIZE_PX, KINDS, MAX_COUNT, OBJECT_TYPES, Scene, counts_vector, parse_caption
+from zoo.domain import (IMAGE_SIZE_PX, KINDS, MAX_COUNT, OBJECT_TYPES, Scene, counts_vector, parse_caption,
+                        relation_offsets)
 
 
 def relation_shown(relation: str, a_xy: np.ndarray, b_xy: np.ndarray) -> np.ndarray:
     """bool (B,): ``a`` is ``relation`` ``b`` (centres (B, 2), x right, y down): the offset along the
     relation's axis has the right sign and is at least the offset across it."""
-    d = np.asarray(b_xy, np.float64) - np.asarray(a_xy, np.float64)
-    along, across = {"left of": (d[:, 0], d[:, 1]), "right of": (-d[:, 0], d[:, 1]),
-                     "above": (d[:, 1], d[:, 0]), "below": (-d[:, 1], d[:, 0])}[relation]
+    along, across = relation_offsets(relation, a_xy, b_xy)
     return (along > 0) & (np.abs(across) <= along)
 
 
