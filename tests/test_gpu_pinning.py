@@ -8,7 +8,7 @@ import json
 import pytest
 
 from client.errors import ModelLoadFailed
-from orchestrator import __main__ as cli
+from orchestrator import devices as cli
 from orchestrator.node import TritonNode, repository_config
 from orchestrator.placement import NodeSpec
 

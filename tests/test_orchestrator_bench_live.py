@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.live.run import capacity_qps
 from benchmarks.live.workload import TRACE_DIR, build_workload, rescale, trace_shape
-from orchestrator.__main__ import resolve_device
+from orchestrator.devices import resolve_device
 from orchestrator.control import ControlConfig
 from planner import data
 from tests.orchestrator_support import PROFILES

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from orchestrator.__main__ import parse_slots
+from orchestrator.devices import parse_slots
 from orchestrator.health import Backoff, HealthBook
 from orchestrator.observe import ModelCounters, NodeSample, merge, parse_prometheus, sample_from, window_stats
 from orchestrator.placement import (NodeSpec, Placement, control_state, diff, instance_group, routing_weights,

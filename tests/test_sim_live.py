@@ -5,7 +5,7 @@ import json
 
 from benchmarks.sim import live
 from benchmarks.sim.experiment import RunConfig, run_policy
-from orchestrator.__main__ import resolve_device
+from orchestrator.devices import resolve_device
 
 
 def test_the_live_runs_workload_and_settings_are_rebuilt_from_its_own_files():

@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from benchmarks.live.replay import Outcome, replay
 from benchmarks.live.workload import TRACE_DIR, build_workload
-from orchestrator.__main__ import hybrid_calibration, parse_slots, resolve_device
+from orchestrator.__main__ import hybrid_calibration
+from orchestrator.devices import parse_slots, resolve_device
 from orchestrator.control import ControlConfig, DemandEstimator
 from orchestrator.loop import LoopConfig, Orchestrator
 from orchestrator.node import TritonNode
