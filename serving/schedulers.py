@@ -44,10 +44,25 @@ def _betas(cfg: Mapping[str, Any]) -> np.ndarray:
     raise UnsupportedScheduler(f"beta_schedule {kind!r}; expected linear, scaled_linear or squaredcos_cap_v2")
 
 
-def _alphas_cumprod(cfg: Mapping[str, Any]) -> np.ndarray:
-    if cfg.get("rescale_betas_zero_snr"):
-        raise UnsupportedScheduler("rescale_betas_zero_snr=True is not supported by the numpy runtime")
-    return np.cumprod(1.0 - _betas(cfg), dtype=np.float32)
+def _rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """diffusers' ``rescale_zero_terminal_snr`` (Lin et al. 2023, Algorithm 1): shift and scale
+    sqrt(alpha_cumprod) so the first is kept and the last is 0 (the last timestep is pure noise)."""
+    sqrt_ac = np.cumprod(1.0 - betas, dtype=np.float32) ** np.float32(0.5)
+    first, last = sqrt_ac[0], sqrt_ac[-1]
+    sqrt_ac = (sqrt_ac - last) * (first / (first - last))
+    ac = sqrt_ac ** 2
+    alphas = np.concatenate([ac[:1], ac[1:] / ac[:-1]])
+    return (np.float32(1.0) - alphas).astype(np.float32)
+
+
+def _alphas_cumprod(cfg: Mapping[str, Any], class_name: str) -> np.ndarray:
+    betas = _betas(cfg)
+    if not cfg.get("rescale_betas_zero_snr"):
+        return np.cumprod(1.0 - betas, dtype=np.float32)
+    ac = np.cumprod(1.0 - _rescale_zero_terminal_snr(betas), dtype=np.float32)
+    if class_name != "DDIMScheduler":
+        ac[-1] = 2.0 ** -24  # as diffusers' Euler schedulers do, so the last sigma stays finite
+    return ac
 
 
 def _spaced_timesteps(cfg: Mapping[str, Any], steps: int, dtype) -> np.ndarray:
@@ -167,7 +182,7 @@ def build_schedule(scheduler_config: Mapping[str, Any], num_inference_steps: int
         raise UnsupportedScheduler(f"{name}: thresholding=True is not supported by the numpy runtime")
     # diffusers' class defaults, for configs that omit the key
     cfg.setdefault("timestep_spacing", "leading" if name == "DDIMScheduler" else "linspace")
-    ac = _alphas_cumprod(cfg)
+    ac = _alphas_cumprod(cfg, name)
     if name == "DDIMScheduler":
         pred = _check_prediction(cfg)
         ts = _spaced_timesteps(cfg, num_inference_steps, np.int64)

@@ -57,6 +57,19 @@ def test_denoising_steps_match_diffusers(cls_name, spacing, prediction):
     assert _run_both(ref, ours) < 1e-4
 
 
+@pytest.mark.parametrize("cls_name", list(CLASSES))
+@pytest.mark.parametrize("steps", [1, 2, 25])
+def test_zero_terminal_snr_v_prediction_matches_diffusers(cls_name, steps):
+    ref, ours = _pair(cls_name, steps, timestep_spacing="trailing", prediction_type="v_prediction",
+                      rescale_betas_zero_snr=True)
+    np.testing.assert_allclose(ours.timesteps, ref.timesteps.numpy().astype(np.float32), rtol=0, atol=1e-3)
+    assert ours.init_noise_sigma == pytest.approx(float(ref.init_noise_sigma), rel=1e-5)
+    # Euler's first sigma is 4096 here (diffusers clamps the last alpha_cumprod to 2**-24): the
+    # first step cancels latents of magnitude ~1e4 in float32 on both sides, so the two agree to
+    # float32's resolution at that scale (~1e-3), not to 1e-4.
+    assert _run_both(ref, ours) < (1e-4 if cls_name == "DDIMScheduler" else 2e-3)
+
+
 def test_ddim_sample_prediction_and_clipping_match_diffusers():
     ref, ours = _pair("DDIMScheduler", 3, prediction_type="sample", clip_sample=True, clip_sample_range=0.5,
                       set_alpha_to_one=True, timestep_spacing="trailing")
