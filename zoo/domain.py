@@ -126,7 +126,10 @@ def split_of(scene: Scene) -> str:
     return next(name for name, (lo, hi) in SPLITS.items() if lo <= u < hi)
 
 
-def _draw_scene(rng: np.random.Generator, difficulty: str) -> Scene:
+def draw_scene(rng: np.random.Generator, difficulty: str) -> Scene:
+    """One scene of ``difficulty`` from the grammar, of ANY split. Training streams of models under
+    test use :func:`sample_scene` instead; this is for the judge, the measuring instrument, which
+    learns to read every composition from renders alone (never from a model's output)."""
     bg = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
 
     def obj() -> tuple[str, str, str]:
@@ -156,7 +159,7 @@ def sample_scene(rng: np.random.Generator, difficulty: str, split: str = "train"
     if split not in SPLITS:
         raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
     while True:
-        scene = _draw_scene(rng, difficulty)
+        scene = draw_scene(rng, difficulty)
         if split_of(scene) == split:
             return caption_of(scene), scene
 

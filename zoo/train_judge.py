@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from zoo.common import optimizer_step, pick_device, seed_everything, to_tensor01, training_args
-from zoo.domain import (DIFFICULTIES, IMAGE_SIZE_PX, MAX_COUNT, OBJECT_TYPES, Scene, _draw_scene, place,
+from zoo.domain import (DIFFICULTIES, IMAGE_SIZE_PX, MAX_COUNT, OBJECT_TYPES, Scene, draw_scene, place,
                         render_objects, sample_batch)
 from zoo.judge import TinyJudge, save_judge
 
@@ -64,7 +64,7 @@ def judge_batch(rng: np.random.Generator, n: int, free_share: float, grid: int) 
         if rng.random() < free_share:
             scene = Scene(backgrounds[rng.integers(3)], _free_scene(rng).objects)
         else:
-            scene = _draw_scene(rng, DIFFICULTIES[rng.integers(2)])
+            scene = draw_scene(rng, DIFFICULTIES[rng.integers(2)])
         pos = place(scene, rng)
         images[i] = render_objects(scene.background, scene.objects, pos, rng)
         labels[i] = centre_cells(scene.objects, pos, grid, len(OBJECT_TYPES))
