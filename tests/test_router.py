@@ -130,3 +130,19 @@ def test_the_half_split_check_counts_shares_where_the_choice_loses_on_held_out_p
     out = half_split_check([(candidates, served_ok)], argmax_smallest, strata=np.arange(10) >= 5, n_splits=3)
     assert out == {"n_splits": 3, "shares_behind_per_split": 0.0, "shares_strictly_ahead_per_split": 0.0,
                    "mean_margin_over_better_baseline": 0.0}
+
+
+def test_the_router_share_rule_is_the_one_less_often_behind_on_calibration_half_splits():
+    from zoo.router_share import RULE, choose_rule
+
+    def check(behind, margin):
+        return {"shares_behind_per_split": behind, "mean_margin_over_better_baseline": margin}
+
+    assert choose_rule({"within_one_se_largest": check(16.0, -0.01), "argmax_smallest": check(2.9, 0.002)}) \
+        == "argmax_smallest"
+    assert choose_rule({"within_one_se_largest": check(0.74, 0.0008), "argmax_smallest": check(5.1, -0.0007)}) \
+        == "within_one_se_largest"
+    tie = {"argmax_smallest": check(1.0, 0.001), "within_one_se_largest": check(1.0, 0.001)}
+    assert choose_rule(tie) == RULE  # the cheaper split when the check cannot tell them apart
+    with pytest.raises(ValueError, match="median"):
+        choose_rule({"median": check(0.0, 0.0)})

@@ -10,11 +10,11 @@ At a heavy share h (the share of queries that end on the heavy model):
   share d of the rest, with r + (1 - r) d = h. The split r is chosen per h on a CALIBRATION
   prompt set (the domain's ``select`` split, as ``make calibrate`` and the planner would) and
   then evaluated on the report's EVALUATION prompts (the ``eval`` split: other compositions), so
-  hybrid is not better than the others by construction. The choice rule
-  (:mod:`zoo.router_share`: the largest r within one standard error of the best calibration
-  fidelity) was settled from diagnostics on the calibration set alone (bootstrap and half
-  splits, both recorded in hybrid.json under ``router_share_selection``), before the evaluation
-  curves at the committed sizes were computed.
+  hybrid is not better than the others by construction. The choice rule (:mod:`zoo.router_share`:
+  the largest r within one standard error of the best calibration fidelity, or the plain argmax)
+  is itself chosen on the calibration set alone, by half-split validation
+  (:func:`zoo.router_share.choose_rule`; bootstrap and half-split numbers of both rules are
+  recorded in hybrid.json under ``router_share_selection``).
 
 Quality = prompt fidelity (the judge finds exactly the prompt's objects) of the served set.
 """
@@ -25,7 +25,8 @@ import json
 import numpy as np
 
 from export.hybrid_calibration import heavy_mask, split  # one implementation, shared with make calibrate
-from zoo.router_share import ROUTER_SHARE_STEP, RULE, RULES, bootstrap_choices, candidate_router_shares, half_split_check
+from zoo.router_share import (ROUTER_SHARE_STEP, RULE, RULES, bootstrap_choices, candidate_router_shares, choose_rule,
+                               half_split_check)
 
 HEAVY_SHARES = np.round(np.arange(0.10, 0.9001, 0.05), 2)
 
@@ -60,16 +61,19 @@ def selection_diagnostics(calibration: dict, shares=HEAVY_SHARES, n_boot: int = 
     n = len(calibration["light_ok"])
     strata = np.arange(n) >= n // 2  # eval_prompts lists the easy prompts first, then as many hard ones
     per_share = [served_correct(calibration, float(h)) for h in tqdm(shares, desc="calibration surfaces")]
-    out = {"rule": RULE, "step": ROUTER_SHARE_STEP, "heavy_share": [float(h) for h in shares]}
+    out = {"step": ROUTER_SHARE_STEP, "heavy_share": [float(h) for h in shares]}
     for name, rule in tqdm(list(RULES.items()), desc="selection diagnostics"):
         pct = [np.percentile(bootstrap_choices(c, ok, rule, n_boot), [5, 50, 95]) for c, ok in per_share]
         out[name] = {"bootstrap_n": n_boot, "bootstrap_p5_p50_p95": [[float(v) for v in p] for p in pct],
                      "half_split": half_split_check(per_share, rule, strata, n_splits)}
+    out["rule"] = choose_rule({name: out[name]["half_split"] for name in RULES})
+    out["rule_chosen_by"] = ("zoo.router_share.choose_rule: fewest shares behind the better baseline on the "
+                             f"calibration half splits, then mean margin, then preference ({RULE} first)")
     return out
 
 
-def curves(evaluation: dict, calibration: dict, shares=HEAVY_SHARES) -> dict:
-    """The four fidelity curves on ``evaluation``, hybrid's split chosen on ``calibration``.
+def curves(evaluation: dict, calibration: dict, shares=HEAVY_SHARES, rule: str = RULE) -> dict:
+    """The four fidelity curves on ``evaluation``, hybrid's split chosen on ``calibration`` by ``rule``.
 
     Each set is a dict of arrays ``light_ok``, ``heavy_ok`` (bool), ``router_score``, ``confidence``.
     """
@@ -86,7 +90,7 @@ def curves(evaluation: dict, calibration: dict, shares=HEAVY_SHARES) -> dict:
         out["random"].append(float(((n - k) * e["light_ok"].mean() + k * e["heavy_ok"].mean()) / n))
         baselines = {name: served(r, float(h)) for name, r in (("discriminator", 0.0), ("router", float(h)))}
         r = best_router_share(calibration["light_ok"], calibration["heavy_ok"], calibration["router_score"],
-                              calibration["confidence"], float(h))
+                              calibration["confidence"], float(h), rule=rule)
         hybrid = served(r, float(h))
         for name, ok in (*baselines.items(), ("hybrid", hybrid)):
             out[name].append(float(ok.mean()))
@@ -152,8 +156,8 @@ def hybrid_report(out, weights, pipes: dict, judge, disc, evaluation: dict, cali
                   "evaluation": roc_auc(evaluation["router_score"], ~evaluation["light_ok"]),
                   "calibration": roc_auc(calibration["router_score"], ~calibration["light_ok"])},
               "discriminator_auc_light_fails": roc_auc(-evaluation["confidence"], ~evaluation["light_ok"]),
-              "router_share_selection": selection_diagnostics(calibration),
-              **curves(evaluation, calibration)}
+              "router_share_selection": (selection := selection_diagnostics(calibration)),
+              **curves(evaluation, calibration, rule=selection["rule"])}
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "hybrid.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, Path(out) / "hybrid.png")
@@ -164,6 +168,7 @@ def hybrid_report(out, weights, pipes: dict, judge, disc, evaluation: dict, cali
     sel = result["router_share_selection"]
     for name in RULES:
         print(f"rule {name}: half-split check on calibration: {sel[name]['half_split']}")
+    print(f"rule used (chosen on the calibration half splits): {sel['rule']}")
     print(f"hybrid >= the better of discriminator and router at every share: "
           f"{result['hybrid_at_least_the_better_everywhere']}; strictly better at {result['hybrid_strictly_better_at']}")
     return result

@@ -14,7 +14,7 @@ of the equals. Choosing on a random half of those prompts and checking on the ot
 argmax behind the better of router-only and discriminator-only at 5.1 shares per split, with a
 mean margin of -0.69 per 1,000 prompts: worse than not mixing at all.
 
-The rule used (:func:`within_one_se_largest`): among the candidates whose calibration fidelity is
+The rule that won on the v1 cascade (:func:`within_one_se_largest`): among the candidates whose calibration fidelity is
 within one binomial standard error sqrt(f (1 - f) / N) of the best one f, take the LARGEST r.
 Within one standard error the calibration set cannot tell the candidates apart, and a larger r is
 strictly cheaper at the same heavy share: routed prompts skip the light model and the
@@ -25,7 +25,9 @@ behind, -0.01 per 1,000), one standard error of the paired difference to the bes
 one-SE 1.24 behind, +0.36; argmax 7.16 behind, -1.24), so the grid stays at 0.05. All of this
 was measured on the calibration set alone, before the evaluation curves at the committed sizes
 were computed; hybrid.json records the bootstrap and half-split numbers of both kept rules
-(``router_share_selection``).
+(``router_share_selection``). The winner depends on the surface (on the v2 cascade, whose heavy
+model is often wrong, the argmax wins the same check), so :func:`choose_rule` picks the rule per
+cascade from its own calibration half splits.
 """
 from __future__ import annotations
 
@@ -72,7 +74,22 @@ def within_one_se_largest(candidates: np.ndarray, served_ok: np.ndarray) -> floa
 
 
 RULES: dict[str, Rule] = {"within_one_se_largest": within_one_se_largest, "argmax_smallest": argmax_smallest}
-RULE = "within_one_se_largest"
+RULE = "within_one_se_largest"  # the preferred rule (cheaper splits) when the check cannot tell them apart
+
+
+def choose_rule(half_splits: dict[str, dict]) -> str:
+    """The rule for THIS cascade, from its calibration set's :func:`half_split_check` results (one per
+    rule name): fewest shares behind the better baseline, then the larger mean margin, then
+    :data:`RULES` order (:data:`RULE` first). Why per cascade: which rule wins depends on the surface;
+    the one-SE rule won on the v1 tiny cascade (heavy near-perfect, a flat surface) and lost on v2
+    (heavy right on 37 % of hard prompts, a sloped one: 16.0 shares behind per split vs 2.9)."""
+    unknown = set(half_splits) - set(RULES)
+    if unknown or not half_splits:
+        raise ValueError(f"half_splits names {sorted(half_splits)}; expected a non-empty subset of {sorted(RULES)}")
+    order = list(RULES)
+    return min(half_splits, key=lambda name: (half_splits[name]["shares_behind_per_split"],
+                                              -half_splits[name]["mean_margin_over_better_baseline"],
+                                              order.index(name)))
 
 
 def bootstrap_choices(candidates: np.ndarray, served_ok: np.ndarray, rule: Rule, n_boot: int = 200,
