@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, SiglipTextConfig, SiglipTextModel
 
 from zoo.domain import IMAGE_SIZE_PX
 from zoo.tokenizer import MAX_LENGTH_TOKENS
@@ -20,11 +20,17 @@ LATENT_CHANNELS = 4
 
 @dataclasses.dataclass(frozen=True)
 class TextEncoderConfig:
-    """CLIPTextModel size: ``hidden_dim`` is also the UNet's cross-attention width."""
+    """Text encoder size: ``hidden_dim`` is also the UNet's cross-attention width.
+
+    ``causal``: CLIPTextModel (causal self-attention, as in Stable Diffusion) when True; else
+    SiglipTextModel, the same pre-LayerNorm transformer with the same parameter names but
+    bidirectional attention, so a word's state can depend on the words after it (in
+    ``A left of B`` the causal encoder's states of A cannot know the relation)."""
 
     hidden_dim: int = 64
     layers: int = 2
     heads: int = 4
+    causal: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +55,15 @@ class VAEConfig:
     norm_groups: int = 8
 
 
-def build_text_encoder(cfg: TextEncoderConfig, tokenizer: CLIPTokenizer) -> CLIPTextModel:
-    """An untrained CLIPTextModel over ``tokenizer``'s vocabulary."""
+def build_text_encoder(cfg: TextEncoderConfig, tokenizer: CLIPTokenizer) -> CLIPTextModel | SiglipTextModel:
+    """An untrained CLIPTextModel (or, ``causal=False``, SiglipTextModel) over ``tokenizer``'s vocabulary."""
+    if not cfg.causal:
+        return SiglipTextModel(SiglipTextConfig(
+            vocab_size=len(tokenizer), hidden_size=cfg.hidden_dim, intermediate_size=cfg.hidden_dim * 2,
+            num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, max_position_embeddings=MAX_LENGTH_TOKENS,
+            hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_size=cfg.hidden_dim,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id))
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_dim,
@@ -105,10 +118,16 @@ def build_vae(cfg: VAEConfig) -> AutoencoderKL:
     )
 
 
-def build_scheduler(prediction_type: str) -> DDIMScheduler:
-    """DDIM over the SD noise schedule (scaled linear, 1000 steps); ``prediction_type`` epsilon/sample/v_prediction."""
+def build_scheduler(prediction_type: str, zero_terminal_snr: bool = False) -> DDIMScheduler:
+    """DDIM over the SD noise schedule (scaled linear, 1000 steps); ``prediction_type`` epsilon/sample/v_prediction.
+
+    ``zero_terminal_snr``: rescale the betas so the last timestep is pure noise (Lin et al. 2023,
+    diffusers' ``rescale_betas_zero_snr``); only meaningful with v_prediction (epsilon cannot
+    recover the image from pure noise)."""
     if prediction_type not in ("epsilon", "sample", "v_prediction"):
         raise ValueError(f"prediction_type must be epsilon, sample or v_prediction, got {prediction_type!r}")
+    if zero_terminal_snr and prediction_type != "v_prediction":
+        raise ValueError(f"zero_terminal_snr needs prediction_type v_prediction, got {prediction_type!r}")
     return DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -118,6 +137,7 @@ def build_scheduler(prediction_type: str) -> DDIMScheduler:
         set_alpha_to_one=True,
         steps_offset=1,
         prediction_type=prediction_type,
+        rescale_betas_zero_snr=zero_terminal_snr,
         timestep_spacing="trailing",
     )
 

@@ -2,10 +2,15 @@
 
 - heavy: epsilon-prediction UNet (min-SNR weighting, classifier-free-guidance dropout), sampled
   with 25 DDIM steps and CFG;
-- light: a smaller epsilon-prediction UNet (same recipe, no CFG dropout) sampled with ONE DDIM
-  step and no CFG: fine on one object; on multi-object prompts it is often unsure, and one step
-  of an unsure epsilon model shows it as visible artefacts (tinted backgrounds, halos, garbled
-  shapes) that the real-vs-generated discriminator can see.
+- light: a smaller epsilon-prediction UNet (same recipe, no CFG dropout) sampled with TWO DDIM
+  steps and no CFG: often right on one object; on multi-object prompts it is often unsure, and
+  two steps of an unsure epsilon model show it as visible artefacts (blurred or garbled shapes,
+  halos) that the real-vs-generated discriminator can see.
+
+Options for experiments (docs/zoo.md, "relations"): ``--prediction-type v_prediction
+--zero-terminal-snr`` (v-prediction over a zero-terminal-SNR schedule, which the serving runtime
+supports too), ``--bidirectional-text`` (SiglipTextModel instead of CLIPTextModel) and
+``--init-from <role>_state.pt`` (a warm start: weights only, fresh optimizer).
 
 Both train the CLIP text encoder jointly with the UNet, keep an EMA of the weights, and save a
 ``StableDiffusionPipeline`` folder (EMA weights) every ``checkpoint_every`` steps, so training
@@ -42,6 +47,7 @@ class DiffusionTrainConfig:
     text: TextEncoderConfig
     prediction_type: str
     one_step: bool
+    zero_terminal_snr: bool = False
     steps: int = 20000
     batch_size: int = 32
     lr: float = 1e-3
@@ -95,6 +101,18 @@ def _evaluate(pipe, role: str, judge_path: Path | None, n_per_difficulty: int = 
     return {"fidelity_easy": float(ok[:n_per_difficulty].mean()), "fidelity_hard": float(ok[n_per_difficulty:].mean())}
 
 
+def _loss_weight(prediction_type: str, snr: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample loss weight that gives the implied x0 error the weight clamp(snr, ., gamma).
+
+    epsilon: min-SNR-gamma (Hang et al. 2023), min(snr, gamma) / snr. v_prediction: the x0
+    weight is floored at 1 instead of min-SNR's snr, which vanishes at high noise (and is 0 at a
+    zero terminal SNR): there the v target is (almost) -x0, the text-conditioned layout prior,
+    which an epsilon loss weighs by snr ~ 0 and so barely trains (docs/zoo.md, "relations")."""
+    if prediction_type == "epsilon":
+        return torch.clamp(snr, max=gamma) / snr
+    return torch.clamp(snr, min=1.0, max=gamma) / (snr + 1)
+
+
 def _denoising_loss(cfg: DiffusionTrainConfig, scheduler, unet, text_states: torch.Tensor, latents: torch.Tensor,
                     snr: torch.Tensor) -> torch.Tensor:
     """The batch's denoising loss at sampled timesteps (a share drawn from the high-noise end, which
@@ -109,15 +127,17 @@ def _denoising_loss(cfg: DiffusionTrainConfig, scheduler, unet, text_states: tor
         high = torch.randint(cfg.high_noise_min_t, n_t, (len(latents),), device=device)
         t = torch.where(torch.rand(len(latents), device=device) < cfg.high_noise_share, high, t)
     pred = unet(scheduler.add_noise(latents, noise, t), t, text_states).sample
-    target = noise if cfg.prediction_type == "epsilon" else latents
+    target = {"epsilon": noise, "sample": latents}.get(cfg.prediction_type)
+    if target is None:  # v_prediction
+        target = scheduler.get_velocity(latents, noise, t)
     per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-    if cfg.prediction_type == "epsilon" and cfg.min_snr_gamma > 0:
-        per_sample = per_sample * torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]
+    if cfg.min_snr_gamma > 0 and cfg.prediction_type != "sample":
+        per_sample = per_sample * _loss_weight(cfg.prediction_type, snr[t], cfg.min_snr_gamma)
     return per_sample.mean()
 
 
 def train(role: str, cfg: DiffusionTrainConfig, vae_path: Path, out: Path, device: torch.device,
-          judge_path: Path | None, resume: bool, keep_snapshots: bool = False) -> None:
+          judge_path: Path | None, resume: bool, keep_snapshots: bool = False, init_from: Path | None = None) -> None:
     """Train ``role`` for ``cfg.steps`` steps, checkpointing the EMA pipeline to ``out``.
 
     ``keep_snapshots``: also keep every checkpoint as ``<out>_snap_<step>`` (for select_checkpoint).
@@ -127,13 +147,21 @@ def train(role: str, cfg: DiffusionTrainConfig, vae_path: Path, out: Path, devic
     vae = AutoencoderKL.from_pretrained(vae_path).to(device).eval().requires_grad_(False)
     text_encoder = build_text_encoder(cfg.text, tokenizer).to(device)
     unet = build_unet(cfg.unet, cfg.text.hidden_dim).to(device)
-    scheduler = build_scheduler(cfg.prediction_type)
+    scheduler = build_scheduler(cfg.prediction_type, cfg.zero_terminal_snr)
     ema_te, ema_unet = copy.deepcopy(text_encoder).eval(), copy.deepcopy(unet).eval()
     params = list(text_encoder.parameters()) + list(unet.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     lr_at = lambda s: min(1.0, (s + 1) / cfg.warmup_steps)  # noqa: E731 (warmup, then constant)
     state_file = out.parent / f"{out.name}_state.pt"
     start = 0
+    if init_from is not None:  # warm start: weights only (fresh optimizer, EMA = the weights)
+        st = torch.load(init_from, weights_only=False)
+        for m, k in ((text_encoder, "te"), (unet, "unet"), (ema_te, "te"), (ema_unet, "unet")):
+            # a causal (CLIP) encoder's weights load into the bidirectional one (SigLIP) but for its
+            # pooling head, which the pipeline does not use
+            missing, unexpected = m.load_state_dict(st[k], strict=False)
+            if unexpected or any(not n.startswith("head.") for n in missing):
+                raise ValueError(f"{init_from}: {k} does not fit (missing {missing}, unexpected {unexpected})")
     if resume and state_file.is_file():
         st = torch.load(state_file, weights_only=False)
         for m, k in ((text_encoder, "te"), (unet, "unet"), (ema_te, "ema_te"), (ema_unet, "ema_unet"), (opt, "opt")):
@@ -201,6 +229,10 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction", "sample"), default=None)
+    p.add_argument("--zero-terminal-snr", action="store_true", default=None)
+    p.add_argument("--bidirectional-text", action="store_true", help="SiglipTextModel instead of CLIPTextModel")
+    p.add_argument("--init-from", type=Path, default=None, help="a <role>_state.pt to start the weights from")
     p.add_argument("--keep-snapshots", action="store_true", help="keep every checkpoint as <out>_snap_<step>")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -209,8 +241,14 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, steps=a.steps)
     if a.seed is not None:
         cfg = dataclasses.replace(cfg, seed=a.seed)
+    if a.prediction_type is not None:
+        cfg = dataclasses.replace(cfg, prediction_type=a.prediction_type)
+    if a.zero_terminal_snr is not None:
+        cfg = dataclasses.replace(cfg, zero_terminal_snr=a.zero_terminal_snr)
+    if a.bidirectional_text:
+        cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, causal=False))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    train(a.role, cfg, a.vae, a.out, pick_device(a.device), a.judge, a.resume, a.keep_snapshots)
+    train(a.role, cfg, a.vae, a.out, pick_device(a.device), a.judge, a.resume, a.keep_snapshots, a.init_from)
 
 
 if __name__ == "__main__":
