@@ -171,3 +171,30 @@ def test_retrained_weights_make_the_repository_stale(tiny_exported, tmp_path):
     finally:
         weights.write_bytes(original)
     assert build.repository_status(cascade, exported)["light"] == "up-to-date"
+
+
+def test_a_bidirectional_text_encoder_with_v_prediction_and_zero_terminal_snr_exports_verified(tmp_path):
+    """The options the tiny heavy model was tried with (docs/zoo.md, "Relations"): a SiglipTextModel
+    text encoder and a v-prediction DDIM over a zero-terminal-SNR schedule, through export + verify."""
+    import torch
+    from diffusers import DDIMScheduler
+    from transformers import SiglipTextConfig, SiglipTextModel
+
+    pipe = tiny_sd_pipeline(seed=3)
+    c = pipe.text_encoder.config
+    torch.manual_seed(0)
+    pipe.text_encoder = SiglipTextModel(SiglipTextConfig(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+        max_position_embeddings=c.max_position_embeddings, projection_size=c.hidden_size)).eval()
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type="v_prediction",
+                                               rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    pipe.save_pretrained(tmp_path / "bidirectional-v")
+    stage = {"model": str(tmp_path / "bidirectional-v"), "steps": 3, "guidance_scale": 3.0, "height": 32,
+             "width": 32, "scheduler": "from_model"}
+    cascade = parse_cascade({"name": "bidirectional-v", "slo_ms": 5000, "light": stage, "heavy": stage,
+                             "discriminator": {"path": "unused", "image_size": 32}}, str(tmp_path / "c.yaml"))
+    results = build.export_cascade(cascade, tmp_path / "repo", build.ExportOptions(stages=("heavy",)),
+                                   log=lambda _m: None)
+    assert results["heavy"]["end_to_end"]["min_psnr_db"] >= 40.0
+    assert max(c["max_rel_err"] for c in results["heavy"]["components"]) < 1e-4
