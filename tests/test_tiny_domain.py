@@ -249,3 +249,15 @@ def test_roc_auc_of_perfect_random_and_inverted_scores():
     assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), labels) == 0.0
     with pytest.raises(ValueError, match="both classes"):
         roc_auc(np.array([0.1, 0.2]), np.array([1, 1]))
+
+
+def test_hard_kind_shares_steer_the_stream_and_bad_shares_are_named():
+    rng = np.random.default_rng(0)
+    _, _, scenes = domain.sample_batch(rng, 200, hard_share=1.0, hard_kinds={"pair": 1.0})
+    assert all(s.relation is not None for s in scenes)
+    default = domain.sample_batch(np.random.default_rng(1), 50, hard_share=0.7)[1]
+    explicit = domain.sample_batch(np.random.default_rng(1), 50, hard_share=0.7, hard_kinds=domain.HARD_KINDS)[1]
+    assert default == explicit  # the default stream is the one the committed weights were trained on
+    for bad in ({"pair": 0.5}, {"pair": 1.5, "triple": -0.5}, {"quad": 1.0}):
+        with pytest.raises(ValueError, match="hard_kinds"):
+            domain.sample_batch(rng, 4, hard_share=1.0, hard_kinds=bad)

@@ -24,7 +24,7 @@ import dataclasses
 import re
 import zlib
 from collections import Counter
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -126,10 +126,20 @@ def split_of(scene: Scene) -> str:
     return next(name for name, (lo, hi) in SPLITS.items() if lo <= u < hi)
 
 
-def draw_scene(rng: np.random.Generator, difficulty: str) -> Scene:
+def check_hard_kinds(hard_kinds: Mapping[str, float]) -> dict[str, float]:
+    """``hard_kinds`` as a dict, or ValueError naming it: shares of the kinds of :data:`HARD_KINDS`
+    (each >= 0) that sum to 1."""
+    shares = dict(hard_kinds)
+    if set(shares) - set(HARD_KINDS) or any(v < 0 for v in shares.values()) or abs(sum(shares.values()) - 1) > 1e-6:
+        raise ValueError(f"hard_kinds={shares!r}; expected shares >= 0 of {sorted(HARD_KINDS)} summing to 1")
+    return {k: float(shares.get(k, 0.0)) for k in HARD_KINDS}
+
+
+def draw_scene(rng: np.random.Generator, difficulty: str, hard_kinds: Mapping[str, float] | None = None) -> Scene:
     """One scene of ``difficulty`` from the grammar, of ANY split. Training streams of models under
     test use :func:`sample_scene` instead; this is for the judge, the measuring instrument, which
-    learns to read every composition from renders alone (never from a model's output)."""
+    learns to read every composition from renders alone (never from a model's output).
+    ``hard_kinds``: shares of the hard kinds (default :data:`HARD_KINDS`)."""
     bg = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
 
     def obj() -> tuple[str, str, str]:
@@ -137,8 +147,9 @@ def draw_scene(rng: np.random.Generator, difficulty: str) -> Scene:
 
     if difficulty == "easy":
         return Scene(bg, (obj(),))
-    kinds = list(HARD_KINDS)
-    kind = kinds[rng.choice(len(kinds), p=np.array(list(HARD_KINDS.values())))]
+    shares = HARD_KINDS if hard_kinds is None else check_hard_kinds(hard_kinds)
+    kinds = list(shares)
+    kind = kinds[rng.choice(len(kinds), p=np.array(list(shares.values())))]
     if kind == "pair":
         a, b = obj(), obj()
         while b[:2] == a[:2]:  # distinct colour-shape kinds, so the relation names who is where
@@ -152,14 +163,16 @@ def draw_scene(rng: np.random.Generator, difficulty: str) -> Scene:
     return Scene(bg, objs)
 
 
-def sample_scene(rng: np.random.Generator, difficulty: str, split: str = "train") -> tuple[str, Scene]:
-    """Draw one (caption, scene) of ``difficulty`` (easy/hard) whose composition is in ``split``."""
+def sample_scene(rng: np.random.Generator, difficulty: str, split: str = "train",
+                 hard_kinds: Mapping[str, float] | None = None) -> tuple[str, Scene]:
+    """Draw one (caption, scene) of ``difficulty`` (easy/hard) whose composition is in ``split``
+    (hard kinds in the shares ``hard_kinds``, default :data:`HARD_KINDS`)."""
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
     while True:
-        scene = draw_scene(rng, difficulty)
+        scene = draw_scene(rng, difficulty, hard_kinds)
         if split_of(scene) == split:
             return caption_of(scene), scene
 
@@ -272,7 +285,8 @@ def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
 
 
 def sample_batch(
-    rng: np.random.Generator, n: int, hard_share: float = 0.5, split: str = "train"
+    rng: np.random.Generator, n: int, hard_share: float = 0.5, split: str = "train",
+    hard_kinds: Mapping[str, float] | None = None,
 ) -> tuple[np.ndarray, list[str], list[Scene]]:
     """``n`` (image, caption, scene) triples of ``split``; each is hard with probability ``hard_share``.
 
@@ -283,7 +297,7 @@ def sample_batch(
     images = np.empty((n, IMAGE_SIZE_PX, IMAGE_SIZE_PX, 3), dtype=np.uint8)
     captions, scenes = [], []
     for i in range(n):
-        cap, scene = sample_scene(rng, "hard" if rng.random() < hard_share else "easy", split)
+        cap, scene = sample_scene(rng, "hard" if rng.random() < hard_share else "easy", split, hard_kinds)
         images[i] = render(scene, rng)
         captions.append(cap)
         scenes.append(scene)

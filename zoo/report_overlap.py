@@ -27,11 +27,12 @@ NOT_REPLAYED = {"judge": "trained on renders of every split on purpose (it must 
                          "it never generates an image"}
 
 
-def _sample_batch_stream(name: str, seed: int, steps: int, batch_size: int, hard_share: float) -> dict:
+def _sample_batch_stream(name: str, seed: int, steps: int, batch_size: int, hard_share: float,
+                         hard_kinds: dict | None = None) -> dict:
     rng = np.random.default_rng(seed)  # zoo.common.seed_everything(seed) returns this Generator
     captions, keys = [], []
     for _ in tqdm(range(steps), desc=f"replay {name}", mininterval=2.0):
-        _, caps, scenes = sample_batch(rng, batch_size, hard_share=hard_share)
+        _, caps, scenes = sample_batch(rng, batch_size, hard_share=hard_share, hard_kinds=hard_kinds)
         captions += caps
         keys += [composition_key(s) for s in scenes]
     return {"config": {"seed": seed, "steps": steps, "batch_size": batch_size, "hard_share": hard_share},
@@ -86,7 +87,8 @@ def replay_streams(max_steps: int | None = None, steps: dict[str, int] | None = 
     streams = {"vae": _sample_batch_stream("vae", vae.seed, count("vae"), vae.batch_size, 0.5)}
     for role in ("heavy", "light"):
         cfg = ROLES[role]
-        streams[role] = _sample_batch_stream(role, cfg.seed, count(role), cfg.batch_size, cfg.hard_share)
+        streams[role] = _sample_batch_stream(role, cfg.seed, count(role), cfg.batch_size, cfg.hard_share,
+                                             dict(cfg.hard_kinds) if cfg.hard_kinds else None)
     streams["discriminator"] = _discriminator_stream()
     streams["router"] = _router_stream()
     return streams

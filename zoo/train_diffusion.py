@@ -32,7 +32,7 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline
 from tqdm import tqdm
 
 from zoo.common import pick_device, seed_everything, to_tensor01
-from zoo.domain import eval_prompts, sample_batch
+from zoo.domain import check_hard_kinds, eval_prompts, sample_batch
 from zoo.models import TextEncoderConfig, UNetConfig, build_scheduler, build_text_encoder, build_unet
 from zoo.sampling import SAMPLING, generate
 from zoo.tokenizer import build_tokenizer
@@ -56,6 +56,7 @@ class DiffusionTrainConfig:
     cfg_dropout: float = 0.1
     min_snr_gamma: float = 5.0
     hard_share: float = 0.7
+    hard_kinds: tuple[tuple[str, float], ...] | None = None  # shares of pair/triple/twin (None: domain.HARD_KINDS)
     # Share of samples drawn at high noise (t >= high_noise_min_t), where the text decides which
     # objects appear: the slow-to-learn part on a CPU budget; the rest is uniform over t.
     high_noise_share: float = 0.5
@@ -176,7 +177,8 @@ def train(role: str, cfg: DiffusionTrainConfig, vae_path: Path, out: Path, devic
     log = open(out.parent / f"{out.name}.log.jsonl", "a")
     t0 = time.time()
     for step in (bar := tqdm(range(start, cfg.steps), desc=role, initial=start, total=cfg.steps)):
-        images, captions, _ = sample_batch(rng, cfg.batch_size, hard_share=cfg.hard_share)
+        images, captions, _ = sample_batch(rng, cfg.batch_size, hard_share=cfg.hard_share,
+                                           hard_kinds=dict(cfg.hard_kinds) if cfg.hard_kinds else None)
         with torch.no_grad():
             x = to_tensor01(images, device) * 2 - 1
             latents = vae.encode(x).latent_dist.sample() * vae.config.scaling_factor
@@ -232,6 +234,8 @@ def main() -> None:
     p.add_argument("--prediction-type", choices=("epsilon", "v_prediction", "sample"), default=None)
     p.add_argument("--zero-terminal-snr", action="store_true", default=None)
     p.add_argument("--bidirectional-text", action="store_true", help="SiglipTextModel instead of CLIPTextModel")
+    p.add_argument("--hard-share", type=float, default=None, help="share of hard prompts in a batch")
+    p.add_argument("--hard-kinds", default=None, help="shares of the hard kinds, e.g. pair=0.8,triple=0.1,twin=0.1")
     p.add_argument("--init-from", type=Path, default=None, help="a <role>_state.pt to start the weights from")
     p.add_argument("--keep-snapshots", action="store_true", help="keep every checkpoint as <out>_snap_<step>")
     a = p.parse_args()
@@ -245,6 +249,11 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, prediction_type=a.prediction_type)
     if a.zero_terminal_snr is not None:
         cfg = dataclasses.replace(cfg, zero_terminal_snr=a.zero_terminal_snr)
+    if a.hard_share is not None:
+        cfg = dataclasses.replace(cfg, hard_share=a.hard_share)
+    if a.hard_kinds is not None:
+        kinds = check_hard_kinds({k: float(v) for k, v in (kv.split("=") for kv in a.hard_kinds.split(","))})
+        cfg = dataclasses.replace(cfg, hard_kinds=tuple(kinds.items()))
     if a.bidirectional_text:
         cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, causal=False))
     a.out.parent.mkdir(parents=True, exist_ok=True)
