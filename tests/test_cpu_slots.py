@@ -15,25 +15,12 @@ from orchestrator import node as node_module
 from orchestrator.node import TritonNode
 from orchestrator.placement import NodeSpec
 from serving.model_config import config_parameters, cpu_slot_threads, with_threads
-from tests.triton_fakes import FakeTriton
+from tests.triton_fakes import FakeTriton, stage_config
 
-STAGE = """name: "{name}"
-backend: "python"
-max_batch_size: 32
-input [ {{ name: "PROMPT" data_type: TYPE_STRING dims: [ 1 ] }} ]
-output [ {{ name: "IMAGE" data_type: TYPE_UINT8 dims: [ 8, 8, 3 ] }} ]
-instance_group [ {{ kind: {kind} count: 1 }} ]
-parameters [ {{ key: "stage" value: {{ string_value: "{name}" }} }},
-             {{ key: "ort_threads" value: {{ string_value: "0" }} }} ]
-"""
-CASCADE = """name: "cascade"
-backend: "python"
-max_batch_size: 32
-input [ { name: "PROMPT" data_type: TYPE_STRING dims: [ 1 ] } ]
-output [ { name: "IMAGE" data_type: TYPE_UINT8 dims: [ 8, 8, 3 ] } ]
-instance_group [ { kind: KIND_CPU count: 1 } ]
-parameters [ { key: "stage" value: { string_value: "cascade" } } ]
-"""
+
+def _stage(name: str, kind: str = "KIND_CPU") -> str:
+    return stage_config(name, kind, parameters={"stage": name, "ort_threads": "0"})
+
 
 
 @pytest.mark.parametrize("cores, slots, threads", [(2, 2, 1), (2, 1, 2), (16, 4, 4), (7, 2, 3), (2, 3, 1), (1, 8, 1)])
@@ -61,9 +48,9 @@ def _node(tmp_path, kind: str, slots, **kw) -> TritonNode:
     tmp_path.mkdir(parents=True, exist_ok=True)
     for name in ("light", "heavy", "discriminator"):
         (tmp_path / name).mkdir(exist_ok=True)
-        (tmp_path / name / "config.pbtxt").write_text(STAGE.format(name=name, kind=f"KIND_{kind.upper()}"))
+        (tmp_path / name / "config.pbtxt").write_text(_stage(name, f"KIND_{kind.upper()}"))
     (tmp_path / "cascade").mkdir(exist_ok=True)
-    (tmp_path / "cascade" / "config.pbtxt").write_text(CASCADE)
+    (tmp_path / "cascade" / "config.pbtxt").write_text(stage_config("cascade"))
     node = TritonNode(NodeSpec("127.0.0.1:1", kind, tuple(slots)), "http://127.0.0.1:2/metrics", timeout_s=1.0,
                       model_repository=tmp_path, **kw)
     node.client = FakeTriton(tmp_path)
@@ -96,7 +83,7 @@ def test_a_cpu_node_loads_the_served_config_not_its_model_repository_setting(tmp
     node = _node(tmp_path / "served", "cpu", range(2))
     other = tmp_path / "elsewhere" / "heavy"
     other.mkdir(parents=True)
-    (other / "config.pbtxt").write_text(STAGE.format(name="heavy", kind="KIND_CPU").replace("[ 8, 8, 3 ]", "[ 4, 4, 3 ]"))
+    (other / "config.pbtxt").write_text(stage_config("heavy", image_px=4, parameters={"stage": "heavy", "ort_threads": "0"}))
     node.model_repository = tmp_path / "elsewhere"
     node.set_instances("heavy", (0, 1))
     assert all(c["output"][0]["dims"] == ["8", "8", "3"] for _, c in node.client.loads)

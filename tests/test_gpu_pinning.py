@@ -2,7 +2,6 @@
 and GPU ids honour CUDA_VISIBLE_DEVICES."""
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -11,6 +10,7 @@ from client.errors import ModelLoadFailed
 from orchestrator import devices as cli
 from orchestrator.node import TritonNode, repository_config
 from orchestrator.placement import NodeSpec
+from tests.triton_fakes import FakeTriton, stage_config
 
 SMI = ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa1111-0000-0000-0000-000000000000)",
        "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-bbbb2222-0000-0000-0000-000000000000)",
@@ -49,54 +49,27 @@ def test_detect_gpus_numbers_the_visible_gpus_as_tritonserver_does(monkeypatch):
     assert cli.detect_gpus() == ()
 
 
-GPU_STAGE = """name: "{name}"
-backend: "python"
-max_batch_size: 32
-input [ {{ name: "PROMPT" data_type: TYPE_STRING dims: [ 1 ] }} ]
-output [ {{ name: "IMAGE" data_type: TYPE_UINT8 dims: [ 8, 8, 3 ] }} ]
-dynamic_batching {{ max_queue_delay_microseconds: 2000 }}
-instance_group [ {{ kind: KIND_GPU count: 1 }} ]
-parameters [ {{ key: "stage" value: {{ string_value: "{name}" }} }} ]
-"""
-
-
-class FakeTriton:
-    """The tritonclient calls TritonNode makes; records every load and refuses unpinned GPU loads
-    (what Triton would do with them: one instance on every visible GPU)."""
-
-    def __init__(self, repo):
-        self.repo, self.loaded, self.loads = repo, {}, []
+class PinCheckingTriton(FakeTriton):
+    """Refuses unpinned GPU loads (what Triton would do with them: one instance on every visible GPU)."""
 
     def load_model(self, model, config=None, headers=None):
         cfg = json.loads(config) if config else repository_config(self.repo, model)
-        self.loads.append((model, copy.deepcopy(cfg)))
         for g in cfg["instance_group"]:
             if g.get("kind") == "KIND_GPU":
                 assert g.get("gpus"), f"{model}: a GPU load without gpus: {g}"
-        self.loaded[model] = cfg
-
-    def is_model_ready(self, model):
-        return model in self.loaded
-
-    def get_model_config(self, model, as_json=True, headers=None):
-        if model not in self.loaded:
-            raise RuntimeError(f"{model} is not loaded")
-        return {"config": copy.deepcopy(self.loaded[model])}
-
-    def close(self):
-        pass
+        super().load_model(model, config, headers)
 
 
 @pytest.fixture
 def gpu_node(tmp_path):
     for name in ("light", "heavy", "discriminator"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "config.pbtxt").write_text(GPU_STAGE.format(name=name))
+        (tmp_path / name / "config.pbtxt").write_text(stage_config(name, "KIND_GPU", dynamic_batching=True))
     (tmp_path / "cascade").mkdir()
-    (tmp_path / "cascade" / "config.pbtxt").write_text(GPU_STAGE.format(name="cascade").replace("KIND_GPU", "KIND_CPU"))
+    (tmp_path / "cascade" / "config.pbtxt").write_text(stage_config("cascade", dynamic_batching=True))
     node = TritonNode(NodeSpec("127.0.0.1:1", "gpu", (0, 1, 2, 3)), "http://127.0.0.1:2/metrics",
                       model_repository=tmp_path, timeout_s=1.0)
-    node.client = FakeTriton(tmp_path)
+    node.client = PinCheckingTriton(tmp_path)
     return node
 
 

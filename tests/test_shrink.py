@@ -13,16 +13,8 @@ import pytest
 
 from orchestrator.node import GENERATION_PARAM, TritonNode
 from orchestrator.placement import NodeSpec, instance_group, removes_instances
-from tests.triton_fakes import FakeTriton
+from tests.triton_fakes import FakeTriton, stage_config
 
-STAGE = """name: "{name}"
-backend: "python"
-max_batch_size: 8
-input [ {{ name: "PROMPT" data_type: TYPE_STRING dims: [ 1 ] }} ]
-output [ {{ name: "IMAGE" data_type: TYPE_UINT8 dims: [ 16, 16, 3 ] }} ]
-instance_group [ {{ kind: {kind} count: 1 }} ]
-parameters [ {{ key: "stage" value: {{ string_value: "{name}" }} }} ]
-"""
 
 
 @pytest.mark.parametrize("kind, loaded, wanted, removes", [
@@ -56,7 +48,7 @@ def _beyond_instance_group(cfg: dict) -> dict:
 @pytest.mark.parametrize("kind", ["cpu", "gpu"])
 def test_a_shrink_changes_the_config_beyond_instance_group_and_a_growth_does_not(tmp_path, kind):
     (tmp_path / "heavy").mkdir()
-    (tmp_path / "heavy" / "config.pbtxt").write_text(STAGE.format(name="heavy", kind=f"KIND_{kind.upper()}"))
+    (tmp_path / "heavy" / "config.pbtxt").write_text(stage_config("heavy", f"KIND_{kind.upper()}", max_batch_size=8, image_px=16))
     node = TritonNode(NodeSpec("127.0.0.1:1", kind, (0, 1, 2)), "http://127.0.0.1:2/metrics", timeout_s=1.0,
                       model_repository=tmp_path, cpu_threads=1)
     node.client = FakeTriton(tmp_path)
