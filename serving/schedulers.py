@@ -189,6 +189,10 @@ def build_schedule(scheduler_config: Mapping[str, Any], num_inference_steps: int
         final = np.float32(1.0) if cfg.get("set_alpha_to_one", True) else ac[0]
         prev = ts - n_train // num_inference_steps
         alpha_prev = np.array([ac[p] if p >= 0 else final for p in prev], dtype=np.float32)
+        if pred == "epsilon" and (ac[ts] == 0).any():
+            raise UnsupportedScheduler(f"{name}: prediction_type 'epsilon' with rescale_betas_zero_snr=True steps at "
+                                       f"timestep {int(ts[ac[ts] == 0][0])}, where the image cannot be recovered from the noise "
+                                       "prediction; use v_prediction (or another timestep_spacing)")
         clip = float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample", True) else None
         return Schedule(name, ts.astype(np.float32), 1.0, pred, False,
                         alpha_t=ac[ts].astype(np.float32), alpha_prev=alpha_prev, clip_sample_range=clip)

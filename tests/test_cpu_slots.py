@@ -18,9 +18,8 @@ from serving.model_config import config_parameters, cpu_slot_threads, with_threa
 from tests.triton_fakes import FakeTriton, stage_config
 
 
-def _stage(name: str, kind: str = "KIND_CPU") -> str:
-    return stage_config(name, kind, parameters={"stage": name, "ort_threads": "0"})
-
+def _stage(name: str, kind: str = "KIND_CPU", image_px: int = 8) -> str:
+    return stage_config(name, kind, image_px=image_px, parameters={"stage": name, "ort_threads": "0"})
 
 
 @pytest.mark.parametrize("cores, slots, threads", [(2, 2, 1), (2, 1, 2), (16, 4, 4), (7, 2, 3), (2, 3, 1), (1, 8, 1)])
@@ -83,7 +82,7 @@ def test_a_cpu_node_loads_the_served_config_not_its_model_repository_setting(tmp
     node = _node(tmp_path / "served", "cpu", range(2))
     other = tmp_path / "elsewhere" / "heavy"
     other.mkdir(parents=True)
-    (other / "config.pbtxt").write_text(stage_config("heavy", image_px=4, parameters={"stage": "heavy", "ort_threads": "0"}))
+    (other / "config.pbtxt").write_text(_stage("heavy", image_px=4))
     node.model_repository = tmp_path / "elsewhere"
     node.set_instances("heavy", (0, 1))
     assert all(c["output"][0]["dims"] == ["8", "8", "3"] for _, c in node.client.loads)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from client.errors import ModelLoadFailed
-from orchestrator import devices as cli
+from orchestrator import devices
 from orchestrator.node import TritonNode, repository_config
 from orchestrator.placement import NodeSpec
 from tests.triton_fakes import FakeTriton, stage_config
@@ -32,21 +32,21 @@ SMI = ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa1111-0000-0000-0000-00000000
     ("GPU-", []),                    # a prefix that names several GPUs names none
 ])
 def test_visible_gpus_follow_cuda_visible_devices(cuda_visible, physical):
-    assert cli.visible_gpus(SMI, cuda_visible) == physical
+    assert devices.visible_gpus(SMI, cuda_visible) == physical
 
 
 def test_detect_gpus_numbers_the_visible_gpus_as_tritonserver_does(monkeypatch):
     class Done:
         stdout = "\n".join(SMI) + "\n"
 
-    monkeypatch.setattr(cli.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
-    monkeypatch.setattr(cli.subprocess, "run", lambda *a, **k: Done())
+    monkeypatch.setattr(devices.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(devices.subprocess, "run", lambda *a, **k: Done())
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
-    assert cli.detect_gpus() == (0, 1)  # two GPUs, which tritonserver calls 0 and 1
+    assert devices.detect_gpus() == (0, 1)  # two GPUs, which tritonserver calls 0 and 1
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert cli.detect_gpus() == (0, 1, 2, 3)
-    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
-    assert cli.detect_gpus() == ()
+    assert devices.detect_gpus() == (0, 1, 2, 3)
+    monkeypatch.setattr(devices.shutil, "which", lambda name: None)
+    assert devices.detect_gpus() == ()
 
 
 class PinCheckingTriton(FakeTriton):

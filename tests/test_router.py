@@ -69,7 +69,7 @@ def test_hybrid_split_is_chosen_on_calibration_and_can_lose_on_evaluation():
     good = {"light_ok": light_ok, "heavy_ok": np.ones(4, bool), "router_score": np.array([1.0, 0, 0, 0]),
             "confidence": np.array([1.0, 0.0, 0.5, 0.5])}
     bad = {**good, "router_score": np.array([0.0, 1, 1, 1]), "confidence": np.array([0.0, 1, 1, 1])}
-    out = hybrid.curves(bad, good, shares=[0.25])
+    out = hybrid.curves(bad, good, rule="within_one_se_largest", shares=[0.25])
     assert out["hybrid_router_share"][0] > 0  # the calibration set says: route
     assert out["discriminator"] == [1.0] and out["hybrid"] == [0.75]  # ... which is worse here
     assert out["hybrid_at_least_the_better_everywhere"] is False
@@ -146,3 +146,17 @@ def test_the_router_share_rule_is_the_one_less_often_behind_on_calibration_half_
     assert choose_rule(tie) == RULE  # the cheaper split when the check cannot tell them apart
     with pytest.raises(ValueError, match="median"):
         choose_rule({"median": check(0.0, 0.0)})
+
+
+def test_hybrid_runs_the_rule_its_own_calibration_half_splits_chose():
+    from zoo.router_share import choose_rule
+
+    rng = np.random.default_rng(3)
+    cal = {"light_ok": rng.random(300) < 0.6, "heavy_ok": rng.random(300) < 0.8, "router_score": rng.random(300),
+           "confidence": rng.random(300)}
+    cal["router_score"][~cal["light_ok"]] += 0.3  # a router that knows something
+    result = hybrid.routing_result(cal, cal)
+    sel = result["router_share_selection"]
+    assert sel["rule"] == choose_rule({name: sel[name]["half_split"] for name in hybrid.RULES})
+    assert result["hybrid_router_share"] == [
+        hybrid.best_router_share(**cal, heavy_share=h, rule=sel["rule"]) for h in result["heavy_share"]]

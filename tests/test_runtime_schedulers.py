@@ -70,6 +70,14 @@ def test_zero_terminal_snr_v_prediction_matches_diffusers(cls_name, steps):
     assert _run_both(ref, ours) < (1e-4 if cls_name == "DDIMScheduler" else 2e-3)
 
 
+def test_ddim_epsilon_at_a_pure_noise_timestep_is_refused_not_run():
+    cfg = {"_class_name": "DDIMScheduler", **SD_BETAS, "rescale_betas_zero_snr": True,
+           "timestep_spacing": "trailing", "prediction_type": "epsilon"}
+    with pytest.raises(UnsupportedScheduler, match="v_prediction"):
+        build_schedule(cfg, 4)
+    build_schedule({**cfg, "timestep_spacing": "leading"}, 4)  # never reaches t = 999: fine
+
+
 def test_ddim_sample_prediction_and_clipping_match_diffusers():
     ref, ours = _pair("DDIMScheduler", 3, prediction_type="sample", clip_sample=True, clip_sample_range=0.5,
                       set_alpha_to_one=True, timestep_spacing="trailing")

@@ -258,6 +258,7 @@ def test_hard_kind_shares_steer_the_stream_and_bad_shares_are_named():
     default = domain.sample_batch(np.random.default_rng(1), 50, hard_share=0.7)[1]
     explicit = domain.sample_batch(np.random.default_rng(1), 50, hard_share=0.7, hard_kinds=domain.HARD_KINDS)[1]
     assert default == explicit  # the default stream is the one the committed weights were trained on
-    for bad in ({"pair": 0.5}, {"pair": 1.5, "triple": -0.5}, {"quad": 1.0}):
+    for bad in ({"pair": 0.5}, {"pair": 1.5, "triple": -0.5}, {"quad": 1.0}, {"pair": float("nan")},
+                {"pair": 0.3333333, "triple": 0.3333333, "twin": 0.3333333}):
         with pytest.raises(ValueError, match="hard_kinds"):
             domain.sample_batch(rng, 4, hard_share=1.0, hard_kinds=bad)

@@ -88,3 +88,21 @@ def test_relation_probe_separates_a_model_that_reads_the_word_from_one_that_igno
     assert reads["shown"] >= 0.95 and reads["flip_follows"] >= 0.95
     assert ignores["flip_follows"] == 0.0 and ignores["flip_pixel_change"] == 0.0
     assert reads["flip_pixel_change"] > 0.5
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--zero-terminal-snr"], "v_prediction"),
+    (["--hard-kinds", "pair"], "kind=share"),
+    (["--hard-kinds", "pair=x"], "kind=share"),
+    (["--hard-kinds", "pair=0.5"], "hard_kinds"),
+    (["--hard-share", "1.5"], "hard-share"),
+])
+def test_bad_experiment_options_are_refused_before_training_starts(argv, match, capsys, tmp_path, monkeypatch):
+    from zoo import train_diffusion
+
+    monkeypatch.setattr("sys.argv", ["train_diffusion", "--role", "heavy", "--vae", str(tmp_path / "none"),
+                                     "--out", str(tmp_path / "h"), *argv])
+    with pytest.raises(SystemExit):
+        train_diffusion.main()
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "h_state.pt").exists()

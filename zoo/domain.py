@@ -21,6 +21,7 @@ Design (why, see ``docs/zoo.md``):
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import zlib
 from collections import Counter
@@ -127,11 +128,12 @@ def split_of(scene: Scene) -> str:
 
 
 def check_hard_kinds(hard_kinds: Mapping[str, float]) -> dict[str, float]:
-    """``hard_kinds`` as a dict, or ValueError naming it: shares of the kinds of :data:`HARD_KINDS`
-    (each >= 0) that sum to 1."""
+    """``hard_kinds`` as a dict, or ValueError naming it: finite shares >= 0 of the kinds of
+    :data:`HARD_KINDS` that sum to 1 (within 1e-9: numpy's sampler refuses looser sums)."""
     shares = dict(hard_kinds)
-    if set(shares) - set(HARD_KINDS) or any(v < 0 for v in shares.values()) or abs(sum(shares.values()) - 1) > 1e-6:
-        raise ValueError(f"hard_kinds={shares!r}; expected shares >= 0 of {sorted(HARD_KINDS)} summing to 1")
+    ok = not set(shares) - set(HARD_KINDS) and all(math.isfinite(v) and v >= 0 for v in shares.values())
+    if not ok or abs(sum(shares.values()) - 1) > 1e-9:
+        raise ValueError(f"hard_kinds={shares!r}; expected finite shares >= 0 of {sorted(HARD_KINDS)} summing to 1")
     return {k: float(shares.get(k, 0.0)) for k in HARD_KINDS}
 
 

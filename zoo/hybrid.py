@@ -72,7 +72,7 @@ def selection_diagnostics(calibration: dict, shares=HEAVY_SHARES, n_boot: int = 
     return out
 
 
-def curves(evaluation: dict, calibration: dict, shares=HEAVY_SHARES, rule: str = RULE) -> dict:
+def curves(evaluation: dict, calibration: dict, rule: str, shares=HEAVY_SHARES) -> dict:
     """The four fidelity curves on ``evaluation``, hybrid's split chosen on ``calibration`` by ``rule``.
 
     Each set is a dict of arrays ``light_ok``, ``heavy_ok`` (bool), ``router_score``, ``confidence``.
@@ -102,6 +102,13 @@ def curves(evaluation: dict, calibration: dict, shares=HEAVY_SHARES, rule: str =
     out["hybrid_at_least_the_better_everywhere"] = all(hy >= b - 1e-12 for hy, b in zip(out["hybrid"], better))
     out["hybrid_strictly_better_at"] = [h for h, hy, b in zip(out["heavy_share"], out["hybrid"], better) if hy > b + 1e-12]
     return out
+
+
+def routing_result(evaluation: dict, calibration: dict) -> dict:
+    """The rule chosen on ``calibration`` (``router_share_selection``) and the curves it gives on
+    ``evaluation``: one place ties the two, so hybrid never runs a rule this cascade did not choose."""
+    selection = selection_diagnostics(calibration)
+    return {"router_share_selection": selection, **curves(evaluation, calibration, rule=selection["rule"])}
 
 
 CALIBRATION_SEED = 20251126  # configs/tiny.yaml's calibration.seed: what `make calibrate` would see
@@ -156,8 +163,7 @@ def hybrid_report(out, weights, pipes: dict, judge, disc, evaluation: dict, cali
                   "evaluation": roc_auc(evaluation["router_score"], ~evaluation["light_ok"]),
                   "calibration": roc_auc(calibration["router_score"], ~calibration["light_ok"])},
               "discriminator_auc_light_fails": roc_auc(-evaluation["confidence"], ~evaluation["light_ok"]),
-              "router_share_selection": (selection := selection_diagnostics(calibration)),
-              **curves(evaluation, calibration, rule=selection["rule"])}
+              **routing_result(evaluation, calibration)}
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "hybrid.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, Path(out) / "hybrid.png")

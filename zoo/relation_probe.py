@@ -95,6 +95,8 @@ def main() -> None:
     p.add_argument("--guidance-scale", type=float, default=SAMPLING["heavy"].guidance_scale)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
+    if a.n < 1:
+        p.error(f"--n {a.n}; expected at least 1 pair prompt")
     torch.set_num_threads(a.threads)
     judge, prompts = load_judge(a.judge), pair_prompts(a.n)
     for path in a.pipelines:

@@ -35,7 +35,8 @@ def _sample_batch_stream(name: str, seed: int, steps: int, batch_size: int, hard
         _, caps, scenes = sample_batch(rng, batch_size, hard_share=hard_share, hard_kinds=hard_kinds)
         captions += caps
         keys += [composition_key(s) for s in scenes]
-    return {"config": {"seed": seed, "steps": steps, "batch_size": batch_size, "hard_share": hard_share},
+    return {"config": {"seed": seed, "steps": steps, "batch_size": batch_size, "hard_share": hard_share,
+                       "hard_kinds": hard_kinds},
             "captions": captions, "keys": keys}
 
 

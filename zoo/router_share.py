@@ -5,7 +5,7 @@ each of N calibration prompts, whether the served image is correct when the rout
 ``candidates[i]`` straight to heavy (and the discriminator defers the rest of the heavy share h).
 ``candidates`` always holds 0 (discriminator-only) first and h (router-only) last.
 
-Why not the plain argmax (the first rule, kept as :func:`argmax_smallest` for comparison): above
+Why the plain argmax (the first rule, :func:`argmax_smallest`) lost on the v1 cascade: above
 h ~ 0.7 the calibration fidelity surface is flat at heavy's own ceiling (0.993 at every r from
 0.05 to 0.90 at h = 0.90 on the 1,000 calibration prompts: every light failure is already
 caught), so the argmax picks noise, and its tie-break (the smaller r) picks the most expensive

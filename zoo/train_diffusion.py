@@ -12,7 +12,7 @@ Options for experiments (docs/zoo.md, "relations"): ``--prediction-type v_predic
 supports too), ``--bidirectional-text`` (SiglipTextModel instead of CLIPTextModel) and
 ``--init-from <role>_state.pt`` (a warm start: weights only, fresh optimizer).
 
-Both train the CLIP text encoder jointly with the UNet, keep an EMA of the weights, and save a
+Both train the text encoder (CLIP; SigLIP with ``--bidirectional-text``) jointly with the UNet, keep an EMA of the weights, and save a
 ``StableDiffusionPipeline`` folder (EMA weights) every ``checkpoint_every`` steps, so training
 can stop at any time with usable weights. ``--resume`` continues from the saved state.
 Usage: ``python -m zoo.train_diffusion --role heavy --vae runs/tiny/vae --out runs/tiny/heavy``
@@ -117,7 +117,7 @@ def _loss_weight(prediction_type: str, snr: torch.Tensor, gamma: float) -> torch
 def _denoising_loss(cfg: DiffusionTrainConfig, scheduler, unet, text_states: torch.Tensor, latents: torch.Tensor,
                     snr: torch.Tensor) -> torch.Tensor:
     """The batch's denoising loss at sampled timesteps (a share drawn from the high-noise end, which
-    the few-step light sampler starts from), min-SNR weighted for epsilon prediction."""
+    the few-step light sampler starts from), weighted by :func:`_loss_weight`."""
     device = latents.device
     noise = torch.randn_like(latents)
     if cfg.one_step:
@@ -135,6 +135,17 @@ def _denoising_loss(cfg: DiffusionTrainConfig, scheduler, unet, text_states: tor
     if cfg.min_snr_gamma > 0 and cfg.prediction_type != "sample":
         per_sample = per_sample * _loss_weight(cfg.prediction_type, snr[t], cfg.min_snr_gamma)
     return per_sample.mean()
+
+
+def _warm_start(state_file: Path, text_encoder, unet, ema_te, ema_unet) -> None:
+    """Load the weights of another run's ``<role>_state.pt`` (not its optimizer or step; the EMA
+    starts at the weights). A causal (CLIP) encoder's weights load into the bidirectional one
+    (SigLIP) but for its pooling head, which the pipeline does not use."""
+    st = torch.load(state_file, weights_only=False)
+    for m, k in ((text_encoder, "te"), (unet, "unet"), (ema_te, "te"), (ema_unet, "unet")):
+        missing, unexpected = m.load_state_dict(st[k], strict=False)
+        if unexpected or any(not n.startswith("head.") for n in missing):
+            raise ValueError(f"{state_file}: {k} does not fit (missing {missing}, unexpected {unexpected})")
 
 
 def train(role: str, cfg: DiffusionTrainConfig, vae_path: Path, out: Path, device: torch.device,
@@ -155,14 +166,8 @@ def train(role: str, cfg: DiffusionTrainConfig, vae_path: Path, out: Path, devic
     lr_at = lambda s: min(1.0, (s + 1) / cfg.warmup_steps)  # noqa: E731 (warmup, then constant)
     state_file = out.parent / f"{out.name}_state.pt"
     start = 0
-    if init_from is not None:  # warm start: weights only (fresh optimizer, EMA = the weights)
-        st = torch.load(init_from, weights_only=False)
-        for m, k in ((text_encoder, "te"), (unet, "unet"), (ema_te, "te"), (ema_unet, "unet")):
-            # a causal (CLIP) encoder's weights load into the bidirectional one (SigLIP) but for its
-            # pooling head, which the pipeline does not use
-            missing, unexpected = m.load_state_dict(st[k], strict=False)
-            if unexpected or any(not n.startswith("head.") for n in missing):
-                raise ValueError(f"{init_from}: {k} does not fit (missing {missing}, unexpected {unexpected})")
+    if init_from is not None:
+        _warm_start(init_from, text_encoder, unet, ema_te, ema_unet)
     if resume and state_file.is_file():
         st = torch.load(state_file, weights_only=False)
         for m, k in ((text_encoder, "te"), (unet, "unet"), (ema_te, "ema_te"), (ema_unet, "ema_unet"), (opt, "opt")):
@@ -219,6 +224,33 @@ def train(role: str, cfg: DiffusionTrainConfig, vae_path: Path, out: Path, devic
             log.flush()
 
 
+def parse_hard_kinds(text: str) -> dict[str, float]:
+    """``pair=0.8,triple=0.1,twin=0.1`` -> shares (ValueError naming the text when malformed)."""
+    try:
+        shares = {k.strip(): float(v) for k, v in (kv.split("=") for kv in text.split(","))}
+    except ValueError:
+        raise ValueError(f"--hard-kinds {text!r}; expected kind=share pairs, e.g. pair=0.8,triple=0.1,twin=0.1") from None
+    return check_hard_kinds(shares)
+
+
+def _with_options(cfg: DiffusionTrainConfig, a: argparse.Namespace) -> DiffusionTrainConfig:
+    """``cfg`` with the experiment options of the command line, checked before anything loads."""
+    if a.prediction_type is not None:
+        cfg = dataclasses.replace(cfg, prediction_type=a.prediction_type)
+    if a.zero_terminal_snr is not None:
+        cfg = dataclasses.replace(cfg, zero_terminal_snr=a.zero_terminal_snr)
+    build_scheduler(cfg.prediction_type, cfg.zero_terminal_snr)  # refuses zero terminal SNR without v
+    if a.hard_share is not None:
+        if not 0.0 <= a.hard_share <= 1.0:
+            raise ValueError(f"--hard-share {a.hard_share}; expected a share in [0, 1]")
+        cfg = dataclasses.replace(cfg, hard_share=a.hard_share)
+    if a.hard_kinds is not None:
+        cfg = dataclasses.replace(cfg, hard_kinds=tuple(parse_hard_kinds(a.hard_kinds).items()))
+    if a.bidirectional_text:
+        cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, causal=False))
+    return cfg
+
+
 def main() -> None:
     """CLI entry point."""
     p = argparse.ArgumentParser(description=__doc__)
@@ -245,17 +277,10 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, steps=a.steps)
     if a.seed is not None:
         cfg = dataclasses.replace(cfg, seed=a.seed)
-    if a.prediction_type is not None:
-        cfg = dataclasses.replace(cfg, prediction_type=a.prediction_type)
-    if a.zero_terminal_snr is not None:
-        cfg = dataclasses.replace(cfg, zero_terminal_snr=a.zero_terminal_snr)
-    if a.hard_share is not None:
-        cfg = dataclasses.replace(cfg, hard_share=a.hard_share)
-    if a.hard_kinds is not None:
-        kinds = check_hard_kinds({k: float(v) for k, v in (kv.split("=") for kv in a.hard_kinds.split(","))})
-        cfg = dataclasses.replace(cfg, hard_kinds=tuple(kinds.items()))
-    if a.bidirectional_text:
-        cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, causal=False))
+    try:
+        cfg = _with_options(cfg, a)
+    except ValueError as e:
+        p.error(str(e))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     train(a.role, cfg, a.vae, a.out, pick_device(a.device), a.judge, a.resume, a.keep_snapshots, a.init_from)
 
