@@ -146,16 +146,22 @@ def test_a_runtime_that_diverges_from_diffusers_fails_verification_and_keeps_old
     assert (repo / "light" / "1" / "artifacts" / "stage.json").read_text() == before
 
 
-def test_sd_pipeline_with_a_tiny_autoencoder_exports_like_sdxs(tmp_path):
-    tiny_sd_pipeline(vae="tiny").save_pretrained(tmp_path / "sdxs-like")
-    stage = {"model": str(tmp_path / "sdxs-like"), "steps": 1, "guidance_scale": 0.0, "height": 32, "width": 32,
-             "scheduler": {"name": "ddim", "timestep_spacing": "trailing", "set_alpha_to_one": True}}
-    cascade = parse_cascade({"name": "sdxs-like", "slo_ms": 5000, "light": stage, "heavy": stage,
+def _export_verified(tmp_path, pipe, name: str, steps: int, guidance_scale: float, scheduler) -> dict:
+    """Save ``pipe``, export it as the light stage of a one-pipeline cascade, return its verification."""
+    pipe.save_pretrained(tmp_path / name)
+    stage = {"model": str(tmp_path / name), "steps": steps, "guidance_scale": guidance_scale, "height": 32,
+             "width": 32, "scheduler": scheduler}
+    cascade = parse_cascade({"name": name, "slo_ms": 5000, "light": stage, "heavy": stage,
                              "discriminator": {"path": "unused", "image_size": 32}}, str(tmp_path / "c.yaml"))
-    results = build.export_cascade(cascade, tmp_path / "repo", build.ExportOptions(stages=("light",)),
-                                   log=lambda _m: None)
-    assert results["light"]["end_to_end"]["min_psnr_db"] >= 40.0
-    assert max(c["max_rel_err"] for c in results["light"]["components"]) < 1e-4
+    return build.export_cascade(cascade, tmp_path / "repo", build.ExportOptions(stages=("light",)),
+                                log=lambda _m: None)["light"]
+
+
+def test_sd_pipeline_with_a_tiny_autoencoder_exports_like_sdxs(tmp_path):
+    result = _export_verified(tmp_path, tiny_sd_pipeline(vae="tiny"), "sdxs-like", 1, 0.0,
+                              {"name": "ddim", "timestep_spacing": "trailing", "set_alpha_to_one": True})
+    assert result["end_to_end"]["min_psnr_db"] >= 40.0
+    assert max(c["max_rel_err"] for c in result["components"]) < 1e-4
 
 
 def test_retrained_weights_make_the_repository_stale(tiny_exported, tmp_path):
@@ -189,12 +195,6 @@ def test_a_bidirectional_text_encoder_with_v_prediction_and_zero_terminal_snr_ex
         max_position_embeddings=c.max_position_embeddings, projection_size=c.hidden_size)).eval()
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type="v_prediction",
                                                rescale_betas_zero_snr=True, timestep_spacing="trailing")
-    pipe.save_pretrained(tmp_path / "bidirectional-v")
-    stage = {"model": str(tmp_path / "bidirectional-v"), "steps": 3, "guidance_scale": 3.0, "height": 32,
-             "width": 32, "scheduler": "from_model"}
-    cascade = parse_cascade({"name": "bidirectional-v", "slo_ms": 5000, "light": stage, "heavy": stage,
-                             "discriminator": {"path": "unused", "image_size": 32}}, str(tmp_path / "c.yaml"))
-    results = build.export_cascade(cascade, tmp_path / "repo", build.ExportOptions(stages=("heavy",)),
-                                   log=lambda _m: None)
-    assert results["heavy"]["end_to_end"]["min_psnr_db"] >= 40.0
-    assert max(c["max_rel_err"] for c in results["heavy"]["components"]) < 1e-4
+    result = _export_verified(tmp_path, pipe, "bidirectional-v", 3, 3.0, "from_model")
+    assert result["end_to_end"]["min_psnr_db"] >= 40.0
+    assert max(c["max_rel_err"] for c in result["components"]) < 1e-4
