@@ -96,6 +96,8 @@ def test_relation_probe_separates_a_model_that_reads_the_word_from_one_that_igno
     (["--hard-kinds", "pair=x"], "kind=share"),
     (["--hard-kinds", "pair=0.5"], "hard_kinds"),
     (["--hard-share", "1.5"], "hard-share"),
+    (["--high-noise-share", "-0.1"], "high-noise-share"),
+    (["--high-noise-min-t", "1000"], "high-noise-min-t"),
 ])
 def test_bad_experiment_options_are_refused_before_training_starts(argv, match, capsys, tmp_path, monkeypatch):
     from zoo import train_diffusion
@@ -106,3 +108,44 @@ def test_bad_experiment_options_are_refused_before_training_starts(argv, match, 
         train_diffusion.main()
     assert match in capsys.readouterr().err
     assert not (tmp_path / "h_state.pt").exists()
+
+
+def test_phase_config_applies_a_phases_options_to_the_role_and_names_bad_ones():
+    from zoo.train_diffusion import ROLES, phase_config
+
+    cfg = phase_config("heavy", ["--prediction-type", "v_prediction", "--zero-terminal-snr", "--bidirectional-text",
+                                 "--hard-kinds", "pair=1,triple=0,twin=0", "--high-noise-min-t", "960"])
+    assert cfg.prediction_type == "v_prediction" and cfg.zero_terminal_snr and not cfg.text.causal
+    assert dict(cfg.hard_kinds)["pair"] == 1.0 and cfg.high_noise_min_t == 960
+    assert cfg.unet == ROLES["heavy"].unet and phase_config("heavy", []) == ROLES["heavy"]
+    with pytest.raises(ValueError, match="--no-such-option"):
+        phase_config("heavy", ["--no-such-option"])
+
+
+def test_heavy_chain_starts_each_phase_from_the_previous_ones_state_and_ends_in_work_heavy(tmp_path):
+    from zoo.build import HEAVY_PHASES, Phase, STEPS, heavy_commands
+
+    phases = (Phase("a", 5), Phase("b", 7, ("--bidirectional-text",)), Phase("c", 2))
+    cmds = heavy_commands(tmp_path, "cpu", "2", phases)
+    outs = [c[c.index("--out") + 1] for c in cmds]
+    assert outs == [str(tmp_path / "heavy_a"), str(tmp_path / "heavy_b"), str(tmp_path / "heavy")]
+    assert "--init-from" not in cmds[0]
+    assert cmds[1][cmds[1].index("--init-from") + 1] == str(tmp_path / "heavy_a_state.pt")
+    assert cmds[2][cmds[2].index("--init-from") + 1] == str(tmp_path / "heavy_b_state.pt")
+    assert "--bidirectional-text" in cmds[1] and "--bidirectional-text" not in cmds[2]
+    assert STEPS["heavy"] == sum(p.steps for p in HEAVY_PHASES)
+
+
+def test_the_overlap_replay_of_a_chain_restarts_each_phases_stream_with_its_prompt_mix():
+    from zoo.domain import parse_caption as parse
+    from zoo.report_overlap import _capped, _chain_stream
+    from zoo.train_diffusion import phase_config
+
+    assert _capped([3, 4, 5], 5) == [3, 2, 0] and _capped([3, 4], 100) == [3, 4]
+    base, pairs = phase_config("heavy", []), phase_config("heavy", ["--hard-share", "1", "--hard-kinds",
+                                                                   "pair=1,triple=0,twin=0"])
+    stream = _chain_stream("heavy", [(base, 2), (pairs, 2)])
+    n = base.batch_size * 2
+    assert len(stream["captions"]) == 2 * n and len(stream["config"]["phases"]) == 2
+    assert all(parse(c).relation is not None for c in stream["captions"][n:])  # the pair phase draws pairs only
+    assert not all(parse(c).relation is not None for c in stream["captions"][:n])

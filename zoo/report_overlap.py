@@ -4,7 +4,8 @@ The training data of the tiny cascade is drawn on the fly from seeded numpy Gene
 captions each model saw can be listed exactly by replaying its stream: the same calls to
 :func:`zoo.domain.sample_batch` / :func:`zoo.domain.sample_scene`, in the same order, with the same
 seed, batch size, hard share and number of steps (rendering included: it draws from the same
-Generator, ~0.25 ms an image). The steps are :data:`zoo.build.STEPS`, the counts used for the
+Generator, ~0.25 ms an image); the heavy model, a chain of runs, replays each run's stream. The
+steps are :data:`zoo.build.STEPS`, the counts used for the
 published weights; a model stopped earlier saw a prefix of its stream, so zero overlap with the
 whole stream means zero with the prefix.
 
@@ -66,14 +67,33 @@ def _router_stream() -> dict:
             "keys": [composition_key(parse_caption(c)) for c in captions]}
 
 
+def _chain_stream(name: str, phases: Sequence[tuple[object, int]]) -> dict:
+    """One model trained as a chain of runs (``(DiffusionTrainConfig, steps)`` each, every run
+    restarting its seeded stream with its own prompt mix): the runs' streams, concatenated."""
+    parts = [_sample_batch_stream(name, cfg.seed, n, cfg.batch_size, cfg.hard_share,
+                                  dict(cfg.hard_kinds) if cfg.hard_kinds else None) for cfg, n in phases if n > 0]
+    return {"config": {"phases": [p["config"] for p in parts]},
+            "captions": [c for p in parts for c in p["captions"]], "keys": [k for p in parts for k in p["keys"]]}
+
+
+def _capped(steps: Sequence[int], total: int) -> list[int]:
+    """The phases' step counts cut so that they sum to at most ``total`` (a prefix of the chain)."""
+    out = []
+    for n in steps:
+        out.append(max(0, min(n, total - sum(out))))
+    return out
+
+
 def replay_streams(max_steps: int | None = None, steps: dict[str, int] | None = None) -> dict[str, dict]:
     """Every training caption stream: ``{name: {"config", "captions", "keys"}}``.
 
     ``steps``: the VAE, heavy and light streams' step counts where they differ from
-    :data:`zoo.build.STEPS` (weights trained with ``--steps``); ``max_steps`` caps them (a quick look).
+    :data:`zoo.build.STEPS` (weights trained with ``--steps``; for heavy, a chain of runs
+    (:data:`zoo.build.HEAVY_PHASES`), the total: its phases are replayed up to it); ``max_steps``
+    caps them (a quick look).
     """
-    from zoo.build import STEPS  # noqa: PLC0415 (imports torch)
-    from zoo.train_diffusion import ROLES  # noqa: PLC0415 (imports diffusers)
+    from zoo.build import HEAVY_PHASES, STEPS  # noqa: PLC0415 (imports torch)
+    from zoo.train_diffusion import ROLES, phase_config  # noqa: PLC0415 (imports diffusers)
     from zoo.train_vae import VAETrainConfig  # noqa: PLC0415
 
     unknown = set(steps or {}) - {"vae", "heavy", "light"}
@@ -86,10 +106,12 @@ def replay_streams(max_steps: int | None = None, steps: dict[str, int] | None = 
 
     vae = VAETrainConfig()
     streams = {"vae": _sample_batch_stream("vae", vae.seed, count("vae"), vae.batch_size, 0.5)}
-    for role in ("heavy", "light"):
-        cfg = ROLES[role]
-        streams[role] = _sample_batch_stream(role, cfg.seed, count(role), cfg.batch_size, cfg.hard_share,
-                                             dict(cfg.hard_kinds) if cfg.hard_kinds else None)
+    heavy_steps = _capped([p.steps for p in HEAVY_PHASES], count("heavy"))
+    streams["heavy"] = _chain_stream("heavy", [(phase_config("heavy", p.options), n)
+                                               for p, n in zip(HEAVY_PHASES, heavy_steps)])
+    light = ROLES["light"]
+    streams["light"] = _sample_batch_stream("light", light.seed, count("light"), light.batch_size, light.hard_share,
+                                            dict(light.hard_kinds) if light.hard_kinds else None)
     streams["discriminator"] = _discriminator_stream()
     streams["router"] = _router_stream()
     return streams

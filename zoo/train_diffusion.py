@@ -10,7 +10,11 @@
 Options for experiments (docs/zoo.md, "relations"): ``--prediction-type v_prediction
 --zero-terminal-snr`` (v-prediction over a zero-terminal-SNR schedule, which the serving runtime
 supports too), ``--bidirectional-text`` (SiglipTextModel instead of CLIPTextModel) and
-``--init-from <role>_state.pt`` (a warm start: weights only, fresh optimizer).
+``--init-from <role>_state.pt`` (a warm start: weights only, fresh optimizer), ``--hard-share`` /
+``--hard-kinds`` (the prompt mix) and ``--high-noise-share`` / ``--high-noise-min-t`` (how many
+timesteps come from the pure-noise end, where only the text can place the objects: the
+direction of a relation is learnt there). The published heavy model is a chain of such runs
+(``zoo.build.HEAVY_PHASES``).
 
 Both train the text encoder (CLIP; SigLIP with ``--bidirectional-text``) jointly with the UNet, keep an EMA of the weights, and save a
 ``StableDiffusionPipeline`` folder (EMA weights) every ``checkpoint_every`` steps, so training
@@ -25,6 +29,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -248,12 +253,44 @@ def _with_options(cfg: DiffusionTrainConfig, a: argparse.Namespace) -> Diffusion
         cfg = dataclasses.replace(cfg, hard_kinds=tuple(parse_hard_kinds(a.hard_kinds).items()))
     if a.bidirectional_text:
         cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, causal=False))
+    if a.high_noise_share is not None:
+        if not 0.0 <= a.high_noise_share <= 1.0:
+            raise ValueError(f"--high-noise-share {a.high_noise_share}; expected a share in [0, 1]")
+        cfg = dataclasses.replace(cfg, high_noise_share=a.high_noise_share)
+    if a.high_noise_min_t is not None:
+        if not 0 <= a.high_noise_min_t < 1000:
+            raise ValueError(f"--high-noise-min-t {a.high_noise_min_t}; expected a timestep in [0, 1000)")
+        cfg = dataclasses.replace(cfg, high_noise_min_t=a.high_noise_min_t)
     return cfg
+
+
+def experiment_parser() -> argparse.ArgumentParser:
+    """The experiment options (no help flag: a parent of :func:`main`'s parser and the parser of
+    :func:`phase_config`, so ``zoo.build``'s phases and the overlap replay read them the same way)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction", "sample"), default=None)
+    p.add_argument("--zero-terminal-snr", action="store_true", default=None)
+    p.add_argument("--bidirectional-text", action="store_true", help="SiglipTextModel instead of CLIPTextModel")
+    p.add_argument("--hard-share", type=float, default=None, help="share of hard prompts in a batch")
+    p.add_argument("--hard-kinds", default=None, help="shares of the hard kinds, e.g. pair=0.8,triple=0.1,twin=0.1")
+    p.add_argument("--high-noise-share", type=float, default=None, help="share of timesteps drawn from the high-noise end")
+    p.add_argument("--high-noise-min-t", type=int, default=None, help="where the high-noise end starts (0-999)")
+    return p
+
+
+def phase_config(role: str, options: Sequence[str]) -> DiffusionTrainConfig:
+    """``role``'s config with the experiment ``options`` (command-line words) applied; ValueError
+    naming the bad option."""
+    try:
+        a = experiment_parser().parse_args(list(options))
+    except SystemExit:
+        raise ValueError(f"train_diffusion options {list(options)!r} do not parse") from None
+    return _with_options(ROLES[role], a)
 
 
 def main() -> None:
     """CLI entry point."""
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, parents=[experiment_parser()])
     p.add_argument("--role", choices=sorted(ROLES), required=True)
     p.add_argument("--vae", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -263,11 +300,6 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction", "sample"), default=None)
-    p.add_argument("--zero-terminal-snr", action="store_true", default=None)
-    p.add_argument("--bidirectional-text", action="store_true", help="SiglipTextModel instead of CLIPTextModel")
-    p.add_argument("--hard-share", type=float, default=None, help="share of hard prompts in a batch")
-    p.add_argument("--hard-kinds", default=None, help="shares of the hard kinds, e.g. pair=0.8,triple=0.1,twin=0.1")
     p.add_argument("--init-from", type=Path, default=None, help="a <role>_state.pt to start the weights from")
     p.add_argument("--keep-snapshots", action="store_true", help="keep every checkpoint as <out>_snap_<step>")
     a = p.parse_args()
