@@ -184,7 +184,7 @@ def test_shipped_discriminator_ranks_correct_light_images_above_wrong_ones(light
     assert 20 <= (~ok).sum() <= len(ok) - 20, f"{(~ok).sum()} of {len(ok)} light images wrong"
     with torch.no_grad():
         conf = load_discriminator(WEIGHTS / "discriminator")(to_tensor01(images)).numpy()
-    # v2 discriminator: 138 of 200 wrong, AUC 0.608 (v1 domain: 0.72 on its selection prompts, where
+    # v2 discriminator (before the relation phases): 138 of 200 wrong, AUC 0.608 (v1 domain: 0.72 on its selection prompts, where
     # light was far better); 0.58 keeps it well clear of chance (AUC SE ~0.04 at 62 / 138).
     auc = roc_auc(conf, ok)
     assert auc >= 0.58, f"AUC {auc:.3f}"

@@ -120,6 +120,18 @@ def test_phase_config_applies_a_phases_options_to_the_role_and_names_bad_ones():
     assert cfg.unet == ROLES["heavy"].unet and phase_config("heavy", []) == ROLES["heavy"]
     with pytest.raises(ValueError, match="--no-such-option"):
         phase_config("heavy", ["--no-such-option"])
+    with pytest.raises(ValueError, match="unknown"):  # no abbreviations: a phase says what it sets
+        phase_config("heavy", ["--hard-s", "0.3"])
+    with pytest.raises(ValueError, match="invalid float"):
+        phase_config("heavy", ["--hard-share", "x"])
+
+
+@pytest.mark.parametrize("n_noise", [0, 1, 3])
+def test_pure_noise_probe_needs_an_even_number_of_noises_to_split_in_halves(n_noise):
+    from zoo.relation_probe import pure_noise_flip_change
+
+    with pytest.raises(ValueError, match="n_noise"):
+        pure_noise_flip_change(None, ["a small red circle left of a large blue square on a black background"], n_noise)
 
 
 def test_heavy_chain_starts_each_phase_from_the_previous_ones_state_and_ends_in_work_heavy(tmp_path):

@@ -94,24 +94,33 @@ def probe(sample: Sampler, judge, prompts: list[str], seed0: int = 30_000) -> di
 
 @torch.no_grad()
 def pure_noise_flip_change(pipe, prompts: list[str], n_noise: int = 8, seed: int = 0) -> float:
-    """The ``pure_noise_flip_change`` ratio of the module docstring for one diffusers pipeline."""
-    sched, tok = pipe.scheduler, pipe.tokenizer
+    """The ``pure_noise_flip_change`` ratio of the module docstring for one diffusers pipeline;
+    ``n_noise`` (even, >= 2) noises per prompt, half of them against the other half for the
+    noise change."""
+    if n_noise < 2 or n_noise % 2:
+        raise ValueError(f"n_noise={n_noise}; expected an even number >= 2")
+    sched, tok, device = pipe.scheduler, pipe.tokenizer, pipe.unet.device
+    kind = sched.config.prediction_type
+    if kind not in ("v_prediction", "epsilon", "sample"):
+        raise ValueError(f"prediction_type {kind!r}; expected v_prediction, epsilon or sample")
     t = sched.config.num_train_timesteps - 1
-    alpha = sched.alphas_cumprod[t]
+    alpha = sched.alphas_cumprod[t].to(device)
     gen = torch.Generator().manual_seed(seed)
     flip_change, noise_change = [], []
     for prompt in prompts:
         ids = tok([prompt, flipped(prompt)], padding="max_length", max_length=tok.model_max_length,
-                  truncation=True, return_tensors="pt").input_ids
+                  truncation=True, return_tensors="pt").input_ids.to(device)
         states = pipe.text_encoder(ids).last_hidden_state.repeat_interleave(n_noise, 0)
         size = pipe.unet.config.sample_size
         noise = torch.randn((n_noise, pipe.unet.config.in_channels, size, size), generator=gen)
-        x = torch.cat([noise, noise])
-        out = pipe.unet(x, torch.full((len(x),), t), states).sample
-        if sched.config.prediction_type == "v_prediction":
+        x = torch.cat([noise, noise]).to(device, pipe.unet.dtype)
+        out = pipe.unet(x, torch.full((len(x),), t, device=device), states).sample
+        if kind == "v_prediction":
             x0 = alpha.sqrt() * x - (1 - alpha).sqrt() * out
-        else:  # epsilon: alpha > 0 without a zero terminal SNR
+        elif kind == "epsilon":  # alpha > 0: epsilon needs a schedule without a zero terminal SNR
             x0 = (x - (1 - alpha).sqrt() * out) / alpha.sqrt()
+        else:
+            x0 = out
         img = pipe.vae.decode(x0 / pipe.vae.config.scaling_factor).sample.clamp(-1, 1)
         flip_change.append((img[:n_noise] - img[n_noise:]).abs().mean().item())
         half = n_noise // 2

@@ -90,7 +90,8 @@ def replay_streams(max_steps: int | None = None, steps: dict[str, int] | None = 
     ``steps``: the VAE, heavy and light streams' step counts where they differ from
     :data:`zoo.build.STEPS` (weights trained with ``--steps``; for heavy, a chain of runs
     (:data:`zoo.build.HEAVY_PHASES`), the total: its phases are replayed up to it); ``max_steps``
-    caps them (a quick look).
+    caps them (a quick look; for heavy the chain's total, so a small cap replays only the first
+    phase).
     """
     from zoo.build import HEAVY_PHASES, STEPS  # noqa: PLC0415 (imports torch)
     from zoo.train_diffusion import ROLES, phase_config  # noqa: PLC0415 (imports diffusers)

@@ -1,7 +1,8 @@
 """Train the heavy or the light text-to-image model of the tiny cascade; reproducible from a seed.
 
-- heavy: epsilon-prediction UNet (min-SNR weighting, classifier-free-guidance dropout), sampled
-  with 25 DDIM steps and CFG;
+- heavy: a UNet with classifier-free-guidance dropout, sampled with 25 DDIM steps and CFG; the
+  role's base recipe is epsilon prediction with min-SNR weighting, and the published model goes
+  on from it to v-prediction and the relation phases (``zoo.build.HEAVY_PHASES``);
 - light: a smaller epsilon-prediction UNet (same recipe, no CFG dropout) sampled with TWO DDIM
   steps and no CFG: often right on one object; on multi-object prompts it is often unsure, and
   two steps of an unsure epsilon model show it as visible artefacts (blurred or garbled shapes,
@@ -267,7 +268,7 @@ def _with_options(cfg: DiffusionTrainConfig, a: argparse.Namespace) -> Diffusion
 def experiment_parser() -> argparse.ArgumentParser:
     """The experiment options (no help flag: a parent of :func:`main`'s parser and the parser of
     :func:`phase_config`, so ``zoo.build``'s phases and the overlap replay read them the same way)."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     p.add_argument("--prediction-type", choices=("epsilon", "v_prediction", "sample"), default=None)
     p.add_argument("--zero-terminal-snr", action="store_true", default=None)
     p.add_argument("--bidirectional-text", action="store_true", help="SiglipTextModel instead of CLIPTextModel")
@@ -278,19 +279,29 @@ def experiment_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _RaisingParser(argparse.ArgumentParser):
+    """A parser that raises ValueError instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
 def phase_config(role: str, options: Sequence[str]) -> DiffusionTrainConfig:
     """``role``'s config with the experiment ``options`` (command-line words) applied; ValueError
     naming the bad option."""
+    parser = _RaisingParser(add_help=False, allow_abbrev=False, parents=[experiment_parser()])
     try:
-        a = experiment_parser().parse_args(list(options))
-    except SystemExit:
-        raise ValueError(f"train_diffusion options {list(options)!r} do not parse") from None
+        a, rest = parser.parse_known_args(list(options))
+    except ValueError as e:
+        raise ValueError(f"train_diffusion options {list(options)!r}: {e}") from None
+    if rest:
+        raise ValueError(f"train_diffusion options {list(options)!r}: unknown {rest!r}")
     return _with_options(ROLES[role], a)
 
 
 def main() -> None:
     """CLI entry point."""
-    p = argparse.ArgumentParser(description=__doc__, parents=[experiment_parser()])
+    p = argparse.ArgumentParser(description=__doc__, parents=[experiment_parser()], allow_abbrev=False)
     p.add_argument("--role", choices=sorted(ROLES), required=True)
     p.add_argument("--vae", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
