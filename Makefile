@@ -10,7 +10,7 @@ CASCADE ?= configs/tiny.yaml
 PYTEST_ARGS ?=
 EXPORT_ARGS ?=
 MODELS ?=
-DEMO_ARGS ?= --threshold median
+DEMO_ARGS ?= --threshold median --router-share 0.5
 # make serve: the orchestrator's planner policy, control window, worker slots (auto: GPUs, else
 # CPU_SLOTS CPU instance slots), calibration folder and the admin key file (created 0600).
 # SLO_MS empty: the $(CASCADE) YAML's slo_ms; set, it overrides the YAML (logged).

@@ -14,6 +14,12 @@ served by light, confidences reported) and then uses the median confidence, so t
 of the prompts are deferred and both branches show: a demo choice, not a calibrated threshold.
 The demo writes the control file the cascade reads only when it does not exist yet or when
 ``--threshold`` is given (so it does not silently change a running orchestrator's setting).
+
+``--router-share S`` (``make demo`` passes 0.5) also loads the exported prompt ``router`` and
+sets the control state's router threshold so that the share S of the demo prompts with the
+highest router scores goes straight to heavy (HADIS's hybrid routing); ``median`` is then the
+median confidence of the other prompts, the ones that still run light. Like the median, a
+demo choice: the planner's ``hybrid`` policy calibrates both thresholds.
 """
 from __future__ import annotations
 
@@ -68,6 +74,25 @@ def contact_sheet(rows: list[dict], images: list[np.ndarray], path: Path, column
     return path
 
 
+def router_split(repo: Path, prompts: list[str], share: float) -> tuple[np.ndarray, float]:
+    """(which prompts the exported router sends straight to heavy, the router threshold): the
+    ``share`` of ``prompts`` with the highest scores (ties at the threshold go too)."""
+    from serving.router import load_router_stage  # noqa: PLC0415
+
+    scores = load_router_stage(repo / "router" / "1" / "artifacts").score(prompts)
+    threshold = float(np.quantile(scores, 1.0 - share))
+    return scores >= threshold, threshold
+
+
+def print_table(rows: list[dict], format_confidence) -> None:
+    """The demo's table: prompt, difficulty, served_by, confidence, latency."""
+    width = max(len(r["prompt"]) for r in rows)
+    print(f"\n{'prompt':<{width}}  {'difficulty':<10} {'served_by':<9} {'confidence':>10} {'latency ms':>10}")
+    for r in rows:
+        print(f"{r['prompt']:<{width}}  {r['difficulty']:<10} {r['served_by']:<9} "
+              f"{format_confidence(r['confidence']):>10} {r['latency_ms']:>10.1f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__.split("\n")[0])
     ap.add_argument("--cascade", default="configs/tiny.yaml")
@@ -76,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", default=None, help="a number in [0, 1], or 'median' (see above)")
     ap.add_argument("--per-difficulty", type=int, default=4, help="easy prompts and hard prompts to send")
     ap.add_argument("--prompt-seed", type=int, default=11)
+    ap.add_argument("--router-share", type=float, default=None,
+                    help="share in (0, 1] of the prompts the router sends straight to heavy (default: no router)")
     args = ap.parse_args(argv)
+    if args.router_share is not None and not 0.0 < args.router_share <= 1.0:
+        print(f"--router-share={args.router_share!r}; expected a share in (0, 1]", file=sys.stderr)
+        return 2
 
     from client import CascadeClient, format_confidence, save_png  # noqa: PLC0415
     from serving.config import load_cascade  # noqa: PLC0415
@@ -84,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     from zoo.domain import difficulty_of, eval_prompts  # noqa: PLC0415
 
     repo, out = Path(args.model_repository), Path(args.out)
-    missing = [m for m in MODELS[:3] if not (repo / m / "1" / "artifacts" / "stage.json").exists()]
+    models = MODELS + (("router",) if args.router_share is not None else ())
+    missing = [m for m in models if m != "cascade" and not (repo / m / "1" / "artifacts" / "stage.json").exists()]
     if missing:
         print(f"{repo}: {missing} not exported; run `make export CASCADE={args.cascade}` first", file=sys.stderr)
         return 1
@@ -98,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     base = read_control(control) if control.exists() else ControlState(slo_ms=cascade.slo_ms)
 
-    def set_threshold(t: float) -> None:
-        write_control(control, ControlState(**{**base.to_json(), "threshold": t, "routing": "cascade"}))
+    def set_threshold(t: float, router_threshold: float | None = base.router_threshold) -> None:
+        write_control(control, ControlState(**{**base.to_json(), "threshold": t, "routing": "cascade",
+                                               "router_threshold": router_threshold}))
         time.sleep(0.25)  # past the models' 100 ms control-file check interval
 
     if fixed is not None or not control.exists():
@@ -107,17 +139,26 @@ def main(argv: list[str] | None = None) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     prompts = eval_prompts(seed=args.prompt_seed, n_per_difficulty=args.per_difficulty)
+    routed, router_threshold = np.zeros(len(prompts), bool), base.router_threshold
+    if args.router_share is not None:
+        routed, router_threshold = router_split(repo, prompts, args.router_share)
     rows, images = [], []
-    with TritonServer(TritonServerConfig(model_repository=repo, load_models=MODELS,
+    with TritonServer(TritonServerConfig(model_repository=repo, load_models=models,
                                          log_path=out / "tritonserver.log")) as server:
         print(f"tritonserver ready: grpc {server.grpc_url}, metrics {server.metrics_url}")
         with CascadeClient(server.grpc_url, timeout_s=300) as client:
             client.generate(prompts[0], seed=0)  # warm-up: first calls pay lazy initialisation
             if median:
-                set_threshold(0.0)
-                conf = [client.generate(p, seed=k).confidence for k, p in enumerate(prompts)]
-                set_threshold(round(float(np.median(conf)), 4))
-                print(f"threshold = median confidence of the demo prompts at threshold 0: {np.median(conf):.4f}")
+                set_threshold(0.0, None)
+                conf = [client.generate(p, seed=k).confidence for k, p in enumerate(prompts) if not routed[k]]
+                t = float(np.median(conf)) if conf else 0.0
+                set_threshold(round(t, 4), router_threshold)
+                print(f"threshold = median confidence of the light-path demo prompts at threshold 0: {t:.4f}")
+            elif args.router_share is not None:
+                set_threshold(read_control(control).threshold, router_threshold)
+            if args.router_share is not None:
+                print(f"router threshold {router_threshold:.4f}: {int(routed.sum())} of {len(prompts)} prompts "
+                      "go straight to heavy")
             state = read_control(control)
             print(f"cascade {cascade.name}: threshold {state.threshold} (control file {control}), SLO {state.slo_ms} ms")
             for k, prompt in enumerate(tqdm(prompts, desc="demo prompts", unit="prompt")):
@@ -130,11 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 images.append(res.image)
     sheet = contact_sheet(rows, images, out / "contact_sheet.png")
     (out / "results.json").write_text(json.dumps(rows, indent=1))
-    width = max(len(r["prompt"]) for r in rows)
-    print(f"\n{'prompt':<{width}}  {'difficulty':<10} {'served_by':<9} {'confidence':>10} {'latency ms':>10}")
-    for r in rows:
-        print(f"{r['prompt']:<{width}}  {r['difficulty']:<10} {r['served_by']:<9} "
-              f"{format_confidence(r['confidence']):>10} {r['latency_ms']:>10.1f}")
+    print_table(rows, format_confidence)
     by = {d: [r["served_by"] for r in rows if r["difficulty"] == d] for d in ("easy", "hard")}
     print(f"\nheavy-served: easy {by['easy'].count('heavy')}/{len(by['easy'])}, hard {by['hard'].count('heavy')}/{len(by['hard'])}"
           f"; images and contact sheet in {out} ({sheet.name})")
